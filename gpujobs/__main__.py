@@ -1,0 +1,3 @@
+from gpujobs.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""The bundled workloads in `jobs/`: where they are, which exist, and which files a node needs."""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+from gpujobs.errors import GpuJobsError
+
+# Everything under jobs/ that is not code a node needs.
+_SKIPPED_NAMES = {"__pycache__", ".pytest_cache"}
+
+
+@lru_cache(maxsize=1)
+def jobs_package_dir() -> Path:
+    """The folder of the `jobs` package that ships beside gpujobs."""
+    found = importlib.util.find_spec("jobs")
+    if found is None or not found.submodule_search_locations:
+        raise GpuJobsError(
+            "the bundled workloads (package `jobs`) are not installed: reinstall gpujobs"
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def bundled_workloads() -> list[str]:
+    """Names usable as `workload:`, one per runnable package in jobs/ (common is a library)."""
+    root = jobs_package_dir()
+    return sorted(
+        child.name
+        for child in root.iterdir()
+        if child.is_dir() and (child / "__main__.py").is_file()
+    )
+
+
+def is_bundle_junk(relative_path: str) -> bool:
+    """Files of jobs/ that a node does not need (caches, compiled bytecode)."""
+    parts = relative_path.split("/")
+    return bool(_SKIPPED_NAMES.intersection(parts)) or relative_path.endswith((".pyc", ".pyo"))

@@ -1,0 +1,265 @@
+"""The `gpujobs` command. Thin: parse, call one function of the core, render (rich on stderr, or
+--json on stdout).
+
+Start-up is kept fast: only typer and the standard library load here; each command imports what
+it needs. Help is click's plain formatter (rich_markup_mode=None), which halves `--help` time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from gpujobs import __version__
+from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gpujobs.control import Controller
+    from gpujobs.driver_lock import DriverLock
+    from gpujobs.lifecycle import CancelToken
+    from gpujobs.spec import JobSpec
+    from gpujobs.state import JobRecord
+
+ControllerFactory = Callable[[], "Controller"]
+
+
+@dataclass
+class _Settings:
+    debug: bool = False
+
+
+def default_controller() -> Controller:
+    from gpujobs.control import Controller
+    from gpujobs.paths import HomeLayout, gpujobs_home
+    from gpujobs.providers import default_providers
+    from gpujobs.state import Store
+
+    home = HomeLayout(gpujobs_home()).ensure()
+    return Controller(home, Store(home.state_db), lambda: default_providers(home))
+
+
+def create_app(controller_factory: ControllerFactory = default_controller) -> typer.Typer:
+    """The CLI, built around its one dependency so tests can hand in their own."""
+    app = typer.Typer(
+        name="gpujobs",
+        help="Run PyTorch training jobs on the cheapest GPU you may get, within budget.",
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,  # tracebacks only with --debug, and never with locals
+        add_completion=False,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    settings = _Settings()
+
+    @contextlib.contextmanager
+    def errors_to_exit() -> Iterator[None]:
+        """The one error handler: a GpuJobsError is one line on stderr and its exit code."""
+        try:
+            yield
+        except GpuJobsError as exc:
+            if settings.debug:
+                raise
+            _error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if settings.debug:
+                raise
+            _error(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)")
+            raise typer.Exit(EXIT_JOB_FAILED) from None
+
+    @app.callback()
+    def root(
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        version: Annotated[
+            bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+        ] = False,
+    ) -> None:
+        """Run PyTorch training jobs on the cheapest GPU you may get, within budget."""
+        if version:
+            typer.echo(f"gpujobs {__version__}")
+            raise typer.Exit()
+        settings.debug = debug or os.environ.get("GPUJOBS_DEBUG") == "1"
+
+    @app.command()
+    def launch(
+        spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="The job spec (YAML).")],
+        detach: Annotated[
+            bool, typer.Option("--detach", "-d", help="Return at once; the job runs on.")
+        ] = False,
+        runs_dir: Annotated[
+            Path, typer.Option(help="Where checkpoints come home: RUNS_DIR/<job id>/.")
+        ] = Path("runs"),
+    ) -> None:
+        """Launch a job: plan, provision, sync, run, follow its log, bring checkpoints home,
+        tear down. Ctrl-C cancels cleanly (the checkpoint still comes home)."""
+        with errors_to_exit():
+            from gpujobs.spec import load_spec
+
+            spec = load_spec(spec_file)
+            controller = controller_factory()
+            controller.preflight(spec)
+            record, lock = controller.submit(spec, spec_file, runs_dir)
+            if detach:
+                pid = controller.spawn_detached(record.id, spec, lock)
+                typer.echo(record.id)
+                _info(f"detached (driver pid {pid}); follow with: gpujobs logs -f {record.id}")
+                return
+            final = _drive_in_foreground(controller, record.id, spec, lock)
+            raise typer.Exit(_report(final))
+
+    @app.command(name="_drive", hidden=True)
+    def drive_detached(
+        job_id: str, lock_fd: Annotated[int, typer.Option("--lock-fd")]
+    ) -> None:
+        """Internal: the detached driver of `launch --detach` (spec JSON on stdin)."""
+        from gpujobs.driver_lock import DriverLock
+        from gpujobs.lifecycle import CancelToken
+        from gpujobs.sinks import PlainSink
+        from gpujobs.spec import JobSpec
+
+        spec = JobSpec.model_validate_json(sys.stdin.read())
+        controller = controller_factory()
+        controller.store.set_driver(job_id, os.getpid())
+        cancel = CancelToken()
+        _cancel_on_signals(cancel)
+        lock = DriverLock(controller.home.lock_file(job_id), fd=lock_fd)
+        controller.drive(job_id, spec, lock, cancel, PlainSink(sys.stdout))
+
+    @app.command()
+    def status(
+        job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,  # noqa: UP045
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        show_all: Annotated[bool, typer.Option("--all", "-a", help="Every job.")] = False,
+    ) -> None:
+        """Show jobs (active ones and the most recent), or one job in detail."""
+        with errors_to_exit():
+            from gpujobs import render
+
+            controller = controller_factory()
+            if job is not None:
+                view = controller.view(controller.find(job))
+                events = controller.store.events(view.record.id)
+                nodes = controller.store.nodes(view.record.id)
+                if as_json:
+                    _print_json(render.job_detail_json(view, events, nodes))
+                else:
+                    _console().print(render.job_detail(view, events, nodes))
+                return
+            views, total = controller.overview(show_all=show_all)
+            if as_json:
+                _print_json([render.job_json(view) for view in views])
+            elif not views:
+                _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
+            else:
+                _console().print(render.status_table(views, total))
+
+    @app.command()
+    def logs(
+        job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")],
+        follow: Annotated[
+            bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+        ] = False,
+    ) -> None:
+        """Print a job's log (it is kept after the job ends)."""
+        with errors_to_exit():
+            controller = controller_factory()
+            record = controller.find(job)
+            out = sys.stdout.buffer
+            with contextlib.suppress(KeyboardInterrupt):
+                for chunk in controller.follow_log(record.id, follow=follow):
+                    out.write(chunk)
+                    out.flush()
+
+    @app.command()
+    def down(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:
+        """Cancel a job and tear down everything it started; brings its checkpoint home first.
+        Works on jobs whose gpujobs process died."""
+        with errors_to_exit():
+            controller = controller_factory()
+            record, what = controller.down(job)
+            _info(f"{record.id}: {record.state.value}: {what}")
+
+    @app.command()
+    def schema() -> None:
+        """Print the JSON Schema of job specs (for editor autocompletion)."""
+        from gpujobs.spec import json_schema
+
+        _print_json(json_schema())
+
+    return app
+
+
+def _drive_in_foreground(
+    controller: Controller, job_id: str, spec: JobSpec, lock: DriverLock
+) -> JobRecord:
+    from gpujobs.lifecycle import CancelToken
+    from gpujobs.sinks import ConsoleSink
+
+    console = _console()
+    console.print(f"[bold]{job_id}[/]  (Ctrl-C cancels; the checkpoint still comes home)")
+    cancel = CancelToken()
+    _cancel_on_signals(cancel)
+    return controller.drive(job_id, spec, lock, cancel, ConsoleSink(console))
+
+
+def _report(final: JobRecord) -> int:
+    from gpujobs.errors import EXIT_CANCELLED
+    from gpujobs.state import JobState
+
+    if final.state is JobState.SUCCEEDED:
+        _info(f"{final.id} succeeded; checkpoints in {final.runs_dir}")
+        return 0
+    if final.state is JobState.CANCELLED:
+        _info(f"{final.id} cancelled; what was saved is in {final.runs_dir}")
+        return EXIT_CANCELLED
+    _error(f"{final.id} failed: {final.error or 'unknown error'}")
+    return EXIT_JOB_FAILED
+
+
+def _cancel_on_signals(cancel: CancelToken) -> None:
+    """Ctrl-C, SIGTERM (`gpujobs down`, a shutdown) and a closed terminal all cancel the job.
+
+    The handler only sets a flag: nothing is raised into the middle of a provider call or a
+    teardown, and a second signal skips the wait for the graceful checkpoint.
+    """
+    import signal
+
+    def handle(signum: int, _frame: object) -> None:
+        cancel.cancel(f"cancelled by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handle)
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _info(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+
+
+def main() -> None:
+    create_app()(prog_name="gpujobs")

@@ -1,0 +1,267 @@
+"""What each CLI command asks of the core: submit and drive a job (here or detached), list jobs
+with their drivers' liveness, follow a log, tear a job down. The CLI parses and renders; this
+module decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpujobs.clock import Clock, SystemClock
+from gpujobs.driver_lock import DriverLock, driver_alive
+from gpujobs.errors import GpuJobsError, UnknownJobError
+from gpujobs.paths import HomeLayout
+from gpujobs.state import JobRecord, JobState, Store
+
+if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need them
+    from gpujobs.lifecycle import CancelToken, EventSink, Lifecycle, LifecycleConfig
+    from gpujobs.providers.base import Node, Provider
+    from gpujobs.spec import JobSpec
+
+# How many finished jobs `status` shows beside the active ones, unless asked for all.
+RECENT_JOBS = 20
+
+
+@dataclass(frozen=True)
+class JobView:
+    record: JobRecord
+    driver_alive: bool
+
+    @property
+    def driver_lost(self) -> bool:
+        return not self.record.state.is_terminal and not self.driver_alive
+
+
+class Controller:
+    def __init__(
+        self,
+        home: HomeLayout,
+        store: Store,
+        providers: Callable[[], Mapping[str, Provider]],
+        *,
+        clock: Clock | None = None,
+        config: LifecycleConfig | None = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self._providers_factory = providers
+        self._providers: Mapping[str, Provider] | None = None
+        self.clock = clock or SystemClock()
+        self.config = config
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        if self._providers is None:
+            self._providers = self._providers_factory()
+        return self._providers
+
+    def lifecycle(self, sink: EventSink | None = None) -> Lifecycle:
+        from gpujobs.lifecycle import Lifecycle
+
+        return Lifecycle(
+            self.store, self.home, self.providers, clock=self.clock, sink=sink, config=self.config
+        )
+
+    # -- launch -----------------------------------------------------------------------------
+    def preflight(self, spec: JobSpec) -> None:
+        """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy."""
+        from gpujobs.planner import require_placements
+
+        require_placements(spec, self.providers)
+
+    def submit(
+        self, spec: JobSpec, spec_path: Path, runs_root: Path
+    ) -> tuple[JobRecord, DriverLock]:
+        """Record a PENDING job, holding its driver lock (taken before the row exists)."""
+        job_id = f"{spec.name}-{secrets.token_hex(3)}"
+        lock = DriverLock(self.home.lock_file(job_id))
+        if not lock.acquire():
+            raise GpuJobsError(f"job id {job_id} is in use; launch again")
+        record = self.store.create_job(
+            job_id=job_id, name=spec.name, spec_json=spec.redacted().model_dump_json(),
+            spec_path=str(spec_path.resolve()), runs_dir=str((runs_root / job_id).resolve()),
+            driver_pid=os.getpid(), now=self.clock.now(),
+        )
+        return record, lock
+
+    def drive(
+        self, job_id: str, spec: JobSpec, lock: DriverLock, cancel: CancelToken,
+        sink: EventSink | None = None,
+    ) -> JobRecord:
+        try:
+            return self.lifecycle(sink).drive(job_id, spec, cancel)
+        finally:
+            lock.release()
+
+    def spawn_detached(self, job_id: str, spec: JobSpec, lock: DriverLock) -> int:
+        """Hand the job to a driver process of its own session, which outlives this one.
+
+        The child inherits the open lock (so the job is never driverless in between) and reads
+        the full spec, secrets included, from a pipe rather than from disk.
+        """
+        driver_log = self.home.driver_log_file(job_id)
+        with driver_log.open("ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "gpujobs", "_drive", job_id, "--lock-fd", str(lock.fd)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(lock.fd,), start_new_session=True,
+            )
+        assert child.stdin is not None
+        child.stdin.write(spec.model_dump_json().encode())
+        child.stdin.close()
+        self.store.set_driver(job_id, child.pid)
+        lock.release()  # our copy only: the child's keeps the lock held
+        return child.pid
+
+    # -- read -------------------------------------------------------------------------------
+    def find(self, job_ref: str) -> JobRecord:
+        record = self.store.find_job(job_ref)
+        if record is None:
+            raise UnknownJobError(job_ref)
+        return record
+
+    def view(self, record: JobRecord) -> JobView:
+        if record.state.is_terminal:
+            return JobView(record, driver_alive=False)
+        alive = driver_alive(self.home.lock_file(record.id))
+        if not alive and not record.driver_lost:
+            # Reconcile: record that the driver is gone, once, so the history says when.
+            self.store.mark_driver_lost(record.id, now=self.clock.now())
+        return JobView(record, driver_alive=alive)
+
+    def overview(self, *, show_all: bool) -> tuple[list[JobView], int]:
+        """Active jobs and the most recent others (all with show_all), and the total count."""
+        if show_all:
+            records = self.store.jobs()
+        else:
+            recent = self.store.jobs(limit=RECENT_JOBS)
+            seen = {record.id for record in recent}
+            records = [r for r in self.store.active_jobs() if r.id not in seen] + recent
+            records.sort(key=lambda record: record.created_at, reverse=True)
+        return [self.view(record) for record in records], self.store.count_jobs()
+
+    def follow_log(self, job_id: str, *, follow: bool, poll_s: float = 0.2) -> Iterator[bytes]:
+        """The job's log as this machine has it, then (with follow) what arrives until it ends."""
+        path = self.home.log_file(job_id)
+        offset = 0
+        while True:
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+            if not follow:
+                return
+            record = self.store.job(job_id)
+            if record.state.is_terminal or not driver_alive(self.home.lock_file(job_id)):
+                # One last read: the driver may have written its final lines just before.
+                follow = False
+                continue
+            self.clock.sleep(poll_s)
+
+    # -- down -------------------------------------------------------------------------------
+    def down(self, job_ref: str, *, wait_s: float = 300.0) -> tuple[JobRecord, str]:
+        """Cancel a running job through its driver, or tear down one whose driver is gone."""
+        record = self.find(job_ref)
+        lock = DriverLock(self.home.lock_file(record.id))
+        if not lock.acquire():
+            return self._ask_driver_to_stop(record, wait_s)
+        try:
+            return self._tear_down_orphan(record)
+        finally:
+            lock.release()
+
+    def _ask_driver_to_stop(self, record: JobRecord, wait_s: float) -> tuple[JobRecord, str]:
+        if record.driver_pid is None:
+            raise GpuJobsError(f"{record.id}: its driver holds the job but recorded no pid")
+        # It may end between our look and the signal; waiting below then sees the lock free.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.driver_pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while driver_alive(self.home.lock_file(record.id)):
+            if time.monotonic() > deadline:
+                raise GpuJobsError(
+                    f"{record.id}: the driver (pid {record.driver_pid}) did not stop within "
+                    f"{wait_s:g}s; run `gpujobs down {record.id}` again"
+                )
+            time.sleep(0.2)
+        return self.store.job(record.id), "the driver cancelled the job and tore it down"
+
+    def _tear_down_orphan(self, record: JobRecord) -> tuple[JobRecord, str]:
+        nodes = self._live_nodes(record)
+        if not nodes and record.state.is_terminal:
+            return record, "nothing to tear down"
+        lifecycle = self.lifecycle()
+        if not record.state.is_terminal:
+            self._save_what_runs(record, nodes)
+            lifecycle.transition(record.id, JobState.TEARING_DOWN, "gpujobs down (driver lost)")
+        error = lifecycle.tear_down(nodes)
+        if error:
+            self.store.note(record.id, f"teardown incomplete: {error}", now=self.clock.now())
+            raise GpuJobsError(f"{record.id}: teardown incomplete: {error}; run down again")
+        if not record.state.is_terminal:
+            message = "torn down by `gpujobs down` after its driver was lost"
+            self.store.set_outcome(record.id, exit_code=None, error=message)
+            lifecycle.transition(record.id, JobState.CANCELLED, message)
+        return self.store.job(record.id), f"tore down {len(nodes)} node(s)"
+
+    def _live_nodes(self, record: JobRecord) -> list[Node]:
+        """Nodes the store knows and has not seen terminated, plus any the providers still
+        carry for this job (created just before a crash, so never recorded)."""
+        from gpujobs.providers.base import Node
+
+        nodes = {
+            row.node_id: Node.model_validate_json(row.node_json)
+            for row in self.store.nodes(record.id)
+            if row.terminated_at is None
+        }
+        known_terminated = {
+            row.node_id for row in self.store.nodes(record.id) if row.terminated_at is not None
+        }
+        for provider in self.providers.values():
+            for node in provider.owned():
+                if node.job_id == record.id and node.node_id not in known_terminated:
+                    nodes.setdefault(node.node_id, node)
+        return list(nodes.values())
+
+    def _save_what_runs(self, record: JobRecord, nodes: list[Node]) -> None:
+        """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
+        home. Best effort: a node that cannot be reached must not block the teardown."""
+        from gpujobs.lifecycle import connect
+        from gpujobs.node_layout import NodeLayout
+        from gpujobs.node_session import NodeSession
+
+        rows = {row.node_id: row for row in self.store.nodes(record.id)}
+        for node in nodes[:1]:  # rank 0 holds the checkpoints
+            row = rows.get(node.node_id)
+            session = NodeSession(
+                connect(node), NodeLayout(node.workdir), self.home.log_file(record.id),
+                pid=row.pid if row else None,
+            )
+            try:
+                if session.pid is not None:
+                    session.stop_gracefully(
+                        self.clock, grace_s=(self.config.stop_grace_s if self.config else 60.0),
+                        poll_s=0.2, on_log=lambda _chunk: None, forced=lambda: False,
+                    )
+                report = session.pull_checkpoints(Path(record.runs_dir))
+                self.store.note(
+                    record.id, f"down: pulled {report.files_sent} file(s) home",
+                    now=self.clock.now(),
+                )
+            except GpuJobsError as exc:
+                self.store.note(record.id, f"down: could not save the checkpoints: {exc}")

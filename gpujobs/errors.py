@@ -1,0 +1,94 @@
+"""One error tree. The CLI prints `str(error)` and exits with `error.exit_code`.
+
+Messages are written for the user: they say what is wrong and what to do, in one line, and never
+carry a secret (credentials are named, never shown).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+class GpuJobsError(Exception):
+    """Base of every error gpujobs raises on purpose."""
+
+    exit_code = EXIT_JOB_FAILED
+
+
+class BadInputError(GpuJobsError):
+    """The user asked for something that cannot be done as asked; nothing was started."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class SpecError(BadInputError):
+    """A job spec that does not load or does not validate."""
+
+
+class UnknownJobError(BadInputError):
+    def __init__(self, job_ref: str) -> None:
+        super().__init__(f"no job matches {job_ref!r}: `gpujobs status --all` lists the jobs")
+
+
+class NoPlacementError(BadInputError):
+    """No offer of any allowed provider satisfies the spec; carries every reason."""
+
+
+# Provider errors: raised by providers, translated from SDK exceptions at their boundary.
+class ProviderError(GpuJobsError):
+    """Something a provider said or did that stopped the launch."""
+
+
+class ProviderAuthError(ProviderError):
+    """Credentials missing or refused: stop at once, never fail over."""
+
+
+class NoCapacityError(ProviderError):
+    """The placement has no machine right now: fail over to the next placement."""
+
+
+class QuotaExceededError(ProviderError):
+    """The account's quota does not allow this placement: fail over, and say what to request."""
+
+
+class ProvisioningError(ProviderError):
+    """Creating or starting the node failed for another reason."""
+
+
+class NotTerminatedError(ProviderError):
+    """Teardown could not confirm that a node is gone; the user must check it."""
+
+
+# Transport errors: raised by remote/, translated from paramiko/OS errors at the boundary.
+class TransportError(GpuJobsError):
+    """Talking to a node failed."""
+
+
+class TransportTimeoutError(TransportError):
+    pass
+
+
+class CommandFailedError(TransportError):
+    """A command on a node exited non-zero; the message shows the command and its last lines."""
+
+    def __init__(self, command: str, exit_code: int, output_tail: str) -> None:
+        self.command = command
+        self.exit_code_of_command = exit_code
+        self.output_tail = output_tail
+        tail = f": {output_tail.strip()}" if output_tail.strip() else ""
+        super().__init__(f"`{command}` exited with {exit_code}{tail}")
+
+
+class UnsafePathError(TransportError):
+    """A remote file name that would land outside the job's own directory."""
+
+
+class JobFailedError(GpuJobsError):
+    """The workload ran and failed; carries its exit code and log tail."""
+
+
+class Cancelled(GpuJobsError):
+    exit_code = EXIT_CANCELLED

@@ -1,0 +1,397 @@
+"""The launch state machine.
+
+PENDING -> PLANNING -> PROVISIONING -> SETTING_UP -> SYNCING -> RUNNING -> COLLECTING ->
+TEARING_DOWN -> SUCCEEDED | FAILED | CANCELLED
+
+Each transition is recorded in the store before its side effect, so a crash leaves a record of
+what may exist. Teardown runs whatever happens: success, failure, an exception, or a cancel (Ctrl-C,
+SIGTERM, `gpujobs down`). Signals never raise into this code: they set a CancelToken that the
+driver checks between steps and while it waits, so teardown itself cannot be interrupted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from gpujobs.clock import Clock, SystemClock
+from gpujobs.errors import (
+    Cancelled,
+    GpuJobsError,
+    JobFailedError,
+    NoCapacityError,
+    ProviderError,
+    ProvisioningError,
+    QuotaExceededError,
+)
+from gpujobs.node_layout import NodeLayout
+from gpujobs.node_session import NodeSession
+from gpujobs.paths import HomeLayout
+from gpujobs.planner import require_placements
+from gpujobs.providers.base import Node, Provider
+from gpujobs.remote.logs import tail_lines
+from gpujobs.remote.transport import LocalTransport, Transport
+from gpujobs.runtime.base import Runtime, job_environment
+from gpujobs.runtime.host import HostRuntime
+from gpujobs.spec import JobSpec
+from gpujobs.state import JobRecord, JobState, Store
+
+
+class EventSink(Protocol):
+    """Where the lifecycle reports what happens; only the CLI draws it."""
+
+    def state(self, job_id: str, state: JobState, message: str) -> None: ...
+
+    def log(self, data: bytes) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def progress(self, label: str, done: int, total: int) -> None: ...
+
+
+class NullSink:
+    def state(self, job_id: str, state: JobState, message: str) -> None:
+        return None
+
+    def log(self, data: bytes) -> None:
+        return None
+
+    def note(self, message: str) -> None:
+        return None
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        return None
+
+
+class CancelToken:
+    """Set from a signal handler or another thread; the driver stops at its next check."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+        self.forced = False
+
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        if self._event.is_set():
+            self.forced = True  # a second request: stop waiting for the graceful checkpoint
+            return
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(self.reason)
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    poll_interval_s: float = 0.25
+    stop_grace_s: float = 60.0  # how long a stopping workload gets to write its checkpoint
+    liveness_every_s: float = 5.0
+    ready_timeout_s: float = 600.0
+    teardown_attempts: int = 3
+
+
+def connect(node: Node) -> Transport:
+    if node.transport == "local":
+        return LocalTransport()
+    raise ProvisioningError(f"node {node.node_id}: no transport for {node.transport!r} yet")
+
+
+def runtime_for(node: Node) -> Runtime:
+    return HostRuntime()
+
+
+class BudgetHoursReached(JobFailedError):
+    pass
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: Store,
+        home: HomeLayout,
+        providers: Mapping[str, Provider],
+        *,
+        connect: Callable[[Node], Transport] = connect,
+        runtime_for: Callable[[Node], Runtime] = runtime_for,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+        config: LifecycleConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.home = home
+        self.providers = providers
+        self.connect = connect
+        self.runtime_for = runtime_for
+        self.clock = clock or SystemClock()
+        self.sink = sink or NullSink()
+        self.config = config or LifecycleConfig()
+
+    def transition(self, job_id: str, state: JobState, message: str = "") -> None:
+        self.store.transition(job_id, state, message, now=self.clock.now())
+        self.sink.state(job_id, state, message)
+
+    def drive(self, job_id: str, spec: JobSpec, cancel: CancelToken) -> JobRecord:
+        """Take a PENDING job to a final state; always tears down what it started."""
+        _Drive(self, job_id, spec, cancel).execute()
+        return self.store.job(job_id)
+
+    def tear_down(self, nodes: list[Node]) -> str | None:
+        """Terminate nodes, retrying transient provider errors. Returns an error, or None."""
+        errors: list[str] = []
+        by_provider: dict[str, list[Node]] = {}
+        for node in nodes:
+            by_provider.setdefault(node.provider, []).append(node)
+        for name, group in by_provider.items():
+            provider = self.providers.get(name)
+            if provider is None:
+                ids = ", ".join(node.node_id for node in group)
+                errors.append(f"{name}: provider not configured; nodes {ids} may remain")
+                continue
+            try:
+                for attempt in Retrying(
+                    stop=stop_after_attempt(self.config.teardown_attempts),
+                    wait=wait_exponential(multiplier=1, max=10),
+                    retry=retry_if_exception_type(ProviderError),
+                    sleep=self.clock.sleep,
+                    reraise=True,
+                ):
+                    with attempt:
+                        provider.terminate(group)
+            except GpuJobsError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            for node in group:
+                self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
+        return "; ".join(errors) or None
+
+
+class _Drive:
+    """One launch of one job. Holds what exists so far, so teardown knows what to undo."""
+
+    def __init__(
+        self, lifecycle: Lifecycle, job_id: str, spec: JobSpec, cancel: CancelToken
+    ) -> None:
+        self.lc = lifecycle
+        self.job_id = job_id
+        self.spec = spec
+        self.cancel = cancel
+        self.nodes: list[Node] = []
+        self.session: NodeSession | None = None
+        self.started_at: float | None = None
+        record = lifecycle.store.job(job_id)
+        self.runs_dir = Path(record.runs_dir)
+
+    def execute(self) -> None:
+        final, error, exit_code = JobState.FAILED, None, None
+        unexpected: BaseException | None = None
+        try:
+            self._plan_and_provision()
+            self._set_up()
+            self._sync()
+            exit_code = self._run()
+            self._collect()
+            if exit_code == 0:
+                final = JobState.SUCCEEDED
+            else:
+                error = self._failure_message(exit_code)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            final = JobState.CANCELLED
+            error = str(exc) or self.cancel.reason or "cancelled"
+            self._collect_quietly()
+        except GpuJobsError as exc:
+            error = str(exc)
+            self._collect_quietly()
+        except Exception as exc:  # a bug: still tear down, then let the CLI show it
+            error = f"internal error: {exc.__class__.__name__}: {exc}"
+            unexpected = exc
+            self._collect_quietly()
+        self.lc.transition(self.job_id, JobState.TEARING_DOWN)
+        teardown_error = self.lc.tear_down(self.nodes)
+        if teardown_error:
+            final = JobState.FAILED
+            error = "; ".join(
+                part for part in (error, f"teardown incomplete ({teardown_error}); "
+                                  f"run `gpujobs down {self.job_id}`") if part
+            )
+        self.lc.store.set_outcome(self.job_id, exit_code=exit_code, error=error)
+        self.lc.transition(self.job_id, final, error or "")
+        if unexpected is not None:
+            raise unexpected
+
+    # -- steps ------------------------------------------------------------------------------
+    def _plan_and_provision(self) -> None:
+        self._step(JobState.PLANNING)
+        placements = require_placements(self.spec, self.lc.providers).placements
+        self._step(JobState.PROVISIONING)
+        self.started_at = self.lc.clock.monotonic()
+        attempts: list[str] = []
+        for offer in placements:
+            self.cancel.raise_if_cancelled()
+            provider = self.lc.providers[offer.provider]
+            self.lc.store.set_placement(self.job_id, offer.label)
+            self._note(f"provisioning {offer.label}")
+            try:
+                nodes = provider.provision(self.job_id, offer, None, self.spec.nodes)
+                self._record_nodes(nodes)
+                self._record_nodes(provider.wait_ready(nodes))
+                return
+            except (NoCapacityError, QuotaExceededError) as exc:
+                attempts.append(f"{offer.label}: {exc}")
+                self._note(f"{offer.label}: {exc}; trying the next placement")
+                error = self.lc.tear_down(self.nodes)
+                if error:
+                    raise ProvisioningError(f"cleaning up {offer.label} failed: {error}") from exc
+                self.nodes = []
+        raise ProvisioningError("every placement failed: " + "; ".join(attempts))
+
+    def _set_up(self) -> None:
+        self._step(JobState.SETTING_UP)
+        node = self.nodes[0]
+        layout = NodeLayout(node.workdir)
+        self.session = NodeSession(
+            self.lc.connect(node), layout, self.lc.home.log_file(self.job_id)
+        )
+        self.session.make_folders()
+        if self.spec.workload is not None:
+            self.session.push_code()
+        self.lc.runtime_for(node).prepare(self.session.transport, layout, self.spec)
+
+    def _sync(self) -> None:
+        self._step(JobState.SYNCING)
+        if self.spec.dataset is None:
+            return
+        session = self._session()
+
+        def progress(done: int, total: int) -> None:
+            self.lc.sink.progress("dataset", done, total)
+            self.cancel.raise_if_cancelled()
+
+        report = session.push_dataset(Path(self.spec.dataset.source), progress)
+        self._note(
+            f"dataset: {report.files_total} files, {report.bytes_total} bytes "
+            f"({report.files_sent} sent)"
+        )
+
+    def _run(self) -> int:
+        self._step(JobState.RUNNING)
+        session, node, config, clock = self._session(), self.nodes[0], self.lc.config, self.lc.clock
+        runtime = self.lc.runtime_for(node)
+        argv = runtime.argv(self.spec, session.layout)
+        environment = job_environment(self.job_id, self.spec, session.layout)
+        pid = session.start(argv, environment, max_seconds=self._seconds_left())
+        self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
+        pull_every = self.spec.checkpoints.every_minutes * 60
+        next_pull = clock.monotonic() + pull_every
+        next_liveness = clock.monotonic() + config.liveness_every_s
+        while True:
+            self._forward_log()
+            code = session.exit_code()
+            if code is not None:
+                self._forward_log()
+                return code
+            if self.cancel.cancelled:
+                self._stop(self.cancel.reason or "cancelled")
+                raise Cancelled(self.cancel.reason or "cancelled")
+            left = self._seconds_left()
+            if left is not None and left <= 0:
+                self._stop("budget.max_hours reached")
+                raise BudgetHoursReached(
+                    f"stopped at budget.max_hours ({self.spec.budget.max_hours:g} h); "
+                    "the last checkpoint is home"
+                )
+            now = clock.monotonic()
+            if now >= next_liveness:
+                next_liveness = now + config.liveness_every_s
+                if not session.alive() and session.exit_code() is None:
+                    self._forward_log()
+                    raise JobFailedError(
+                        "the workload's process vanished without an exit code "
+                        "(killed from outside, or the node rebooted)"
+                    )
+            if now >= next_pull:
+                next_pull = now + pull_every
+                self._pull()
+            clock.sleep(config.poll_interval_s)
+
+    def _collect(self) -> None:
+        # No cancel check here: collecting is what a cancel still owes the user.
+        self.lc.transition(self.job_id, JobState.COLLECTING)
+        self._forward_log()
+        self._pull()
+        local_log = self.lc.home.log_file(self.job_id)
+        if local_log.exists():
+            shutil.copyfile(local_log, self.runs_dir / "job.log")
+
+    def _collect_quietly(self) -> None:
+        """After a failure or cancel: bring home what exists, without masking the first error."""
+        if self.session is None or self.session.pid is None:
+            return
+        try:
+            self._collect()
+        except Exception as exc:
+            self._note(f"could not bring the checkpoints home: {exc}")
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _step(self, state: JobState, message: str = "") -> None:
+        self.cancel.raise_if_cancelled()
+        self.lc.transition(self.job_id, state, message)
+
+    def _note(self, message: str) -> None:
+        self.lc.store.note(self.job_id, message, now=self.lc.clock.now())
+        self.lc.sink.note(message)
+
+    def _session(self) -> NodeSession:
+        if self.session is None:
+            raise ProvisioningError("no node session (setup did not run)")
+        return self.session
+
+    def _record_nodes(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+        for node in nodes:
+            self.lc.store.add_node(
+                self.job_id, node_id=node.node_id, provider=node.provider,
+                node_json=node.model_dump_json(), now=self.lc.clock.now(),
+            )
+
+    def _forward_log(self) -> None:
+        if self.session is not None and (chunk := self.session.follow()):
+            self.lc.sink.log(chunk)
+
+    def _pull(self) -> None:
+        report = self._session().pull_checkpoints(self.runs_dir)
+        for name in report.refused:
+            self._note(f"refused checkpoint file {name!r}: it would land outside {self.runs_dir}")
+        if report.files_sent:
+            self._note(f"pulled {report.files_sent} file(s) to {self.runs_dir}")
+
+    def _stop(self, reason: str) -> None:
+        self._note(f"stopping the workload ({reason}); it saves a checkpoint first")
+        self._session().stop_gracefully(
+            self.lc.clock, grace_s=self.lc.config.stop_grace_s,
+            poll_s=self.lc.config.poll_interval_s, on_log=self.lc.sink.log,
+            forced=lambda: self.cancel.forced,
+        )
+
+    def _seconds_left(self) -> float | None:
+        if self.spec.budget.max_hours is None or self.started_at is None:
+            return None
+        spent = self.lc.clock.monotonic() - self.started_at
+        return self.spec.budget.max_hours * 3600 - spent
+
+    def _failure_message(self, exit_code: int) -> str:
+        tail = tail_lines(self.lc.home.log_file(self.job_id), lines=10)
+        return f"the workload exited with code {exit_code}" + (
+            f"; last lines:\n{tail}" if tail else ""
+        )

@@ -1,0 +1,101 @@
+"""One job's workload on one node, seen through a Transport: start it, follow its log, read its
+exit code, stop it gracefully, bring its checkpoints home.
+
+Used by the driver during a launch and by `gpujobs down` for a job whose driver is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from gpujobs.bundle import is_bundle_junk, jobs_package_dir
+from gpujobs.clock import Clock
+from gpujobs.node_layout import NodeLayout
+from gpujobs.remote.logs import LogFollower
+from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
+from gpujobs.remote.transport import Transport
+from gpujobs.runtime.launcher import env_file, launch_script
+
+
+class NodeSession:
+    def __init__(
+        self, transport: Transport, layout: NodeLayout, local_log: Path, *, pid: int | None = None
+    ) -> None:
+        self.transport = transport
+        self.layout = layout
+        self.follower = LogFollower(transport, layout.log, local_log)
+        self.pid = pid
+
+    # -- before the run ---------------------------------------------------------------------
+    def make_folders(self) -> None:
+        layout = self.layout
+        self.transport.run(["mkdir", "-p", layout.code, layout.data, layout.checkpoints])
+
+    def push_code(self) -> SyncReport:
+        """The bundled workloads, as the node's `code/jobs` package."""
+        return push_dir(
+            self.transport, jobs_package_dir(), f"{self.layout.code}/jobs", skip=is_bundle_junk
+        )
+
+    def push_dataset(self, source: Path, progress: Progress | None = None) -> SyncReport:
+        return push_dir(self.transport, source, self.layout.data, progress=progress)
+
+    def start(
+        self, argv: list[str], environment: dict[str, str], *, max_seconds: float | None
+    ) -> int:
+        self._put_text(env_file(environment), self.layout.env_file)
+        script = launch_script(argv, self.layout, max_seconds=max_seconds)
+        self._put_text(script, self.layout.launch_script)
+        self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
+        return self.pid
+
+    # -- during the run ---------------------------------------------------------------------
+    def follow(self) -> bytes:
+        return self.follower.poll()
+
+    def exit_code(self) -> int | None:
+        """The workload's exit status once the launch script has recorded it."""
+        raw = self.transport.read(self.layout.exit_code, 0, 64).strip()
+        try:
+            return int(raw) if raw else None
+        except ValueError:
+            return None
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        return self.transport.run(["kill", "-0", str(self.pid)], check=False).ok
+
+    def stop_gracefully(
+        self, clock: Clock, *, grace_s: float, poll_s: float, on_log: Callable[[bytes], None],
+        forced: Callable[[], bool],
+    ) -> int | None:
+        """TERM the workload (it saves a checkpoint and exits) and wait up to `grace_s`.
+
+        Returns its exit code, or None if it did not finish in time (teardown then kills it).
+        """
+        if self.pid is not None:
+            self.transport.run(["kill", "-TERM", str(self.pid)], check=False)
+        deadline = clock.monotonic() + grace_s
+        while True:
+            if chunk := self.follow():
+                on_log(chunk)
+            code = self.exit_code()
+            if code is not None or forced() or clock.monotonic() >= deadline:
+                return code
+            clock.sleep(poll_s)
+
+    def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
+        return pull_dir(self.transport, self.layout.checkpoints, runs_dir)
+
+    def _put_text(self, text: str, remote: str) -> None:
+        # The env file may hold secrets: it is 0600 here and on the node, and removed at once.
+        with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
+            local = Path(folder) / "file"
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            self.transport.put(local, remote, mode=0o600)

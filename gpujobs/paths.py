@@ -1,0 +1,56 @@
+"""Where gpujobs keeps its files: `GPUJOBS_HOME`, else the platform's user data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "GPUJOBS_HOME"
+
+
+def gpujobs_home() -> Path:
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    # Imported here: platformdirs is only needed when no override is set.
+    from platformdirs import user_data_path
+
+    return user_data_path("gpujobs", appauthor=False)
+
+
+class HomeLayout:
+    """The folders under one gpujobs home. Made on first use, private to the user."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def work(self) -> Path:
+        """Node work directories of the local provider."""
+        return self.root / "work"
+
+    def log_file(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.log"
+
+    def driver_log_file(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.driver.log"
+
+    def lock_file(self, job_id: str) -> Path:
+        return self.locks / f"{job_id}.lock"
+
+    def ensure(self) -> HomeLayout:
+        for folder in (self.root, self.logs, self.locks, self.work):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self

@@ -1,0 +1,163 @@
+"""The Provider protocol and the typed data that crosses it.
+
+A provider turns an Offer into Nodes and back into nothing. It knows nothing of SSH or of what
+runs on the node; it returns quickly, and the lifecycle does the waiting. Its SDK's exceptions are
+translated into the provider errors re-exported here, at the provider's own boundary.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpujobs.errors import (
+    NoCapacityError,
+    NotTerminatedError,
+    ProviderAuthError,
+    ProviderError,
+    ProvisioningError,
+    QuotaExceededError,
+)
+from gpujobs.spec import Resources
+
+__all__ = [
+    "Availability",
+    "Credentials",
+    "NoCapacityError",
+    "Node",
+    "NotTerminatedError",
+    "Offer",
+    "Provider",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProvisioningError",
+    "Quota",
+    "QuotaExceededError",
+]
+
+TAG_KEY = "gpujobs-job"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Availability(StrEnum):
+    AVAILABLE = "available"
+    NO_QUOTA = "no_quota"
+    NOT_AVAILABLE = "not_available"
+    UNKNOWN = "unknown"
+
+
+class Credentials(_Frozen):
+    provider: str
+    ok: bool
+    found: str = Field("", description="which credential was found, e.g. 'profile default'")
+    missing: str = Field("", description="what is missing and how to provide it")
+
+
+class Offer(_Frozen):
+    provider: str
+    instance_type: str
+    region: str
+    zone: str | None = None
+    gpu: str | None = None
+    gpus: int = 0
+    cpus: int
+    memory_gb: float
+    disk_gb: float | None = None
+    price_per_hour: float = 0.0
+    spot: bool = False
+    availability: Availability = Availability.UNKNOWN
+    max_nodes: int | None = Field(None, description="most nodes one job may use; None = any")
+
+    @property
+    def label(self) -> str:
+        where = self.zone or self.region
+        kind = "spot " if self.spot else ""
+        return f"{self.provider}/{where}/{kind}{self.instance_type}"
+
+    def misfit(self, resources: Resources) -> str | None:
+        """Why this offer cannot host `resources`, or None when it can."""
+        wanted = resources.gpu_count
+        if resources.gpu and wanted and (self.gpu or "").upper() != resources.gpu:
+            return f"has {self.gpu or 'no GPU'}, the spec asks for {resources.gpu}"
+        if self.gpus < wanted:
+            return f"has {self.gpus} GPU(s), the spec asks for {wanted}"
+        if resources.cpus and self.cpus < resources.cpus:
+            return f"has {self.cpus} vCPUs, the spec asks for {resources.cpus}"
+        if resources.memory_gb and self.memory_gb < resources.memory_gb:
+            return f"has {self.memory_gb:g} GB memory, the spec asks for {resources.memory_gb:g}"
+        if resources.disk_gb and self.disk_gb is not None and self.disk_gb < resources.disk_gb:
+            return f"has {self.disk_gb:g} GB free disk, the spec asks for {resources.disk_gb:g}"
+        return None
+
+
+class Quota(_Frozen):
+    provider: str
+    region: str
+    code: str = Field(description="the provider's own quota code or metric")
+    name: str
+    unit: str
+    limit: float | None = Field(None, description="None: no limit applies")
+    in_use: float = 0.0
+    request_at: str = Field("", description="where to ask for more")
+
+    @property
+    def free(self) -> float | None:
+        return None if self.limit is None else max(self.limit - self.in_use, 0.0)
+
+
+class Node(_Frozen):
+    """One machine (or, for local/ssh, one work directory on a machine) serving one job."""
+
+    provider: str
+    job_id: str
+    node_id: str
+    rank: int = 0
+    host: str
+    port: int = 22
+    user: str | None = None
+    workdir: str = Field(description="the job's folder on the node; everything lives under it")
+    transport: str = Field("ssh", description="how to reach it: local or ssh")
+    instance_type: str = ""
+    region: str = ""
+    price_per_hour: float = 0.0
+    spot: bool = False
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    def check(self) -> Credentials:
+        """Which credentials were found, and what is missing."""
+        ...
+
+    def offers(self, resources: Resources) -> list[Offer]:
+        """Machines this provider can give, priced; may include ones that do not fit."""
+        ...
+
+    def quota(self, offer: Offer) -> Quota:
+        """The quota that governs `offer`, in the provider's own unit."""
+        ...
+
+    def provision(
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+    ) -> list[Node]:
+        """Create the nodes (idempotent for the same job) and return at once."""
+        ...
+
+    def wait_ready(self, nodes: list[Node]) -> list[Node]:
+        """The nodes once reachable, with addresses filled in."""
+        ...
+
+    def terminate(self, nodes: list[Node]) -> None:
+        """Stop everything of the job's on the nodes; idempotent; raise if it cannot confirm."""
+        ...
+
+    def owned(self) -> list[Node]:
+        """Every node that carries gpujobs' tag, live or forgotten (for gc and down)."""
+        ...

@@ -1,0 +1,193 @@
+"""The local provider: this machine, no account. The embedded default: a first launch works offline.
+
+A "node" is a work directory under `<gpujobs home>/work/<job id>`; terminating it stops the job's
+process group and removes the directory. It never touches anything outside that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from gpujobs.node_layout import NodeLayout
+from gpujobs.providers.base import (
+    Availability,
+    Credentials,
+    Node,
+    NotTerminatedError,
+    Offer,
+    ProvisioningError,
+    Quota,
+)
+from gpujobs.spec import Resources
+
+_GPU_QUERY_TIMEOUT_S = 5.0
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, work_root: Path, *, stop_grace_s: float = 10.0) -> None:
+        self.work_root = work_root
+        self.stop_grace_s = stop_grace_s
+
+    def check(self) -> Credentials:
+        return Credentials(provider=self.name, ok=True, found="this machine; no account needed")
+
+    def offers(self, resources: Resources) -> list[Offer]:
+        gpu, gpus = _local_gpus()
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        return [
+            Offer(
+                provider=self.name,
+                instance_type="this-machine",
+                region="local",
+                gpu=gpu,
+                gpus=gpus,
+                cpus=os.cpu_count() or 1,
+                memory_gb=round(_memory_bytes() / 1e9, 1),
+                disk_gb=round(shutil.disk_usage(self.work_root).free / 1e9, 1),
+                price_per_hour=0.0,
+                availability=Availability.AVAILABLE,
+                max_nodes=1,
+            )
+        ]
+
+    def quota(self, offer: Offer) -> Quota:
+        return Quota(
+            provider=self.name, region="local", code="none", name="this machine", unit="node",
+            limit=None,
+        )
+
+    def provision(
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+    ) -> list[Node]:
+        if nodes != 1:
+            raise ProvisioningError(
+                f"the local provider runs one node, the spec asks for {nodes}: "
+                "use the ssh provider or a cloud for several"
+            )
+        workdir = self._workdir(job_id)
+        # exist_ok: provisioning the same job twice is the same node (idempotent).
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return [
+            Node(
+                provider=self.name, job_id=job_id, node_id=f"{job_id}-0", host="localhost",
+                workdir=str(workdir), transport="local", instance_type=offer.instance_type,
+                region=offer.region, price_per_hour=offer.price_per_hour,
+            )
+        ]
+
+    def wait_ready(self, nodes: list[Node]) -> list[Node]:
+        return nodes
+
+    def terminate(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            workdir = Path(node.workdir)
+            if workdir.resolve().parent != self.work_root.resolve():
+                raise NotTerminatedError(
+                    f"refusing to remove {workdir}: not a gpujobs work directory"
+                )
+            self._stop_processes(workdir)
+            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.exists():
+                raise NotTerminatedError(f"could not remove {workdir}; remove it by hand")
+
+    def owned(self) -> list[Node]:
+        if not self.work_root.is_dir():
+            return []
+        return [
+            Node(
+                provider=self.name, job_id=path.name, node_id=f"{path.name}-0", host="localhost",
+                workdir=str(path), transport="local", instance_type="this-machine",
+                region="local",
+            )
+            for path in sorted(self.work_root.iterdir())
+            if path.is_dir()
+        ]
+
+    def _workdir(self, job_id: str) -> Path:
+        return self.work_root / job_id
+
+    def _stop_processes(self, workdir: Path) -> None:
+        """Stop the job's process group: TERM (the workload saves), then KILL after a grace."""
+        pid = _job_pid(workdir)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_s
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 5
+            while _group_alive(pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
+        if _group_alive(pid):
+            raise NotTerminatedError(f"process group {pid} of {workdir.name} survived SIGKILL")
+
+
+def _job_pid(workdir: Path) -> int | None:
+    """The launch script's pid, if that process still belongs to this work directory.
+
+    The cwd check guards against a recycled pid: we never signal a process that is not ours.
+    """
+    try:
+        pid = int((Path(NodeLayout(str(workdir)).pid)).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _group_alive(pid):
+        return None
+    if not Path("/proc/self").exists():
+        return pid  # no procfs (macOS): the pid file is all we have
+    try:
+        return pid if Path(f"/proc/{pid}/cwd").resolve(strict=True) == workdir.resolve() else None
+    except OSError:
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def _local_gpus() -> tuple[str | None, int]:
+    """GPU model and count from nvidia-smi, or (None, 0) where there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return None, 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=_GPU_QUERY_TIMEOUT_S, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None, 0
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    if not names:
+        return None, 0
+    return _short_gpu_name(names[0]), len(names)
+
+
+def _short_gpu_name(full: str) -> str:
+    """'NVIDIA A100-SXM4-80GB' -> 'A100', 'Tesla T4' -> 'T4': the names specs use."""
+    words = [w for w in full.replace("-", " ").split() if w.upper() not in {"NVIDIA", "TESLA"}]
+    return words[0].upper() if words else full

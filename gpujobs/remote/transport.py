@@ -1,0 +1,159 @@
+"""The seam between the lifecycle and a node: run a command, start one detached, read a file from
+a byte offset, put and get files, list a folder. LocalTransport serves this machine; the SSH
+transport serves every remote node through the same methods, so the lifecycle never changes.
+
+Commands are argv lists, never shell strings: a transport that needs a shell line quotes every
+word itself, so user input cannot become shell syntax.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gpujobs.errors import CommandFailedError, TransportError, TransportTimeoutError
+
+_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = _TAIL_LINES) -> str:
+        text = (self.stdout + self.stderr).strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative to the listed folder, POSIX separators
+    size: int
+    mtime: float
+    is_symlink: bool = False
+
+
+class Transport(Protocol):
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
+    ) -> CommandResult:
+        """Run a command to completion; raise CommandFailedError on non-zero if `check`."""
+        ...
+
+    def start(self, script: str, *, cwd: str) -> int:
+        """Start `sh script` detached in its own session (it outlives this connection)."""
+        ...
+
+    def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        """Up to `limit` bytes of a file from `offset`; b'' if it does not exist (yet)."""
+        ...
+
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        """Copy one file to the node, atomically, keeping its mtime."""
+        ...
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy one file from the node, atomically (temp file + rename), keeping its mtime."""
+        ...
+
+    def list_files(self, remote_dir: str) -> list[RemoteFile]:
+        """Every file below a folder (recursively), symlinks reported as such, not followed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalTransport:
+    """This machine. Same contract as SSH, so the local provider exercises the real lifecycle."""
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
+    ) -> CommandResult:
+        command = shlex.join(argv)
+        try:
+            done = subprocess.run(
+                list(argv), capture_output=True, text=True, timeout=timeout,
+                stdin=subprocess.DEVNULL, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise TransportTimeoutError(f"`{command}` did not finish in {timeout:g}s") from None
+        except OSError as exc:
+            raise TransportError(f"cannot run `{command}`: {exc.strerror}") from None
+        result = CommandResult(command, done.returncode, done.stdout, done.stderr)
+        if check and not result.ok:
+            raise CommandFailedError(command, result.exit_code, result.tail(5))
+        return result
+
+    def start(self, script: str, *, cwd: str) -> int:
+        try:
+            process = subprocess.Popen(
+                ["sh", script], cwd=cwd, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot start {script}: {exc.strerror}") from None
+        return process.pid
+
+    def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(limit)
+        except FileNotFoundError:
+            return b""
+
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        _copy_atomic(local, Path(remote), mode=mode)
+
+    def get(self, remote: str, local: Path) -> None:
+        _copy_atomic(Path(remote), local, mode=None)
+
+    def list_files(self, remote_dir: str) -> list[RemoteFile]:
+        root = Path(remote_dir)
+        found: list[RemoteFile] = []
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            for name in files + [d for d in dirs if (here / d).is_symlink()]:
+                path = here / name
+                stat = path.lstat()
+                found.append(
+                    RemoteFile(
+                        path=path.relative_to(root).as_posix(), size=stat.st_size,
+                        mtime=stat.st_mtime, is_symlink=path.is_symlink(),
+                    )
+                )
+        return sorted(found, key=lambda item: item.path)
+
+    def close(self) -> None:
+        return None
+
+
+def _copy_atomic(source: Path, target: Path, *, mode: int | None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        shutil.copy2(source, temp)
+        if mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, target)
+    except FileNotFoundError:
+        Path(temp).unlink(missing_ok=True)
+        raise TransportError(f"{source}: no such file") from None
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,52 @@
+"""The Runtime seam: prepare a node to run the workload, and say the command that runs it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gpujobs.node_layout import NodeLayout
+from gpujobs.remote.transport import Transport
+from gpujobs.spec import JobSpec
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
+        """Make the node able to run the workload (or raise saying what is missing)."""
+        ...
+
+    def argv(self, spec: JobSpec, layout: NodeLayout) -> list[str]:
+        """The command that runs the workload on the node."""
+        ...
+
+
+def workload_argv(python: str, spec: JobSpec, layout: NodeLayout) -> list[str]:
+    """The bundled-workload convention: python -m jobs.<name> --data --out --resume ... + args.
+
+    `--resume` is always passed: a first run finds no checkpoint and starts fresh, a restarted one
+    continues from the newest checkpoint.
+    """
+    if spec.command is not None:
+        return ["sh", "-c", spec.command]
+    return [
+        python, "-m", f"jobs.{spec.workload}",
+        "--data", layout.data,
+        "--out", layout.checkpoints,
+        "--resume",
+        "--checkpoint-every-minutes", f"{spec.checkpoints.every_minutes:g}",
+        "--keep", str(spec.checkpoints.keep),
+        *spec.workload_flags(),
+    ]
+
+
+def job_environment(job_id: str, spec: JobSpec, layout: NodeLayout) -> dict[str, str]:
+    """What the workload finds in its environment: the spec's env plus where things are."""
+    return {
+        **{key: str(value) for key, value in spec.env.items()},
+        "GPUJOBS_JOB_ID": job_id,
+        "GPUJOBS_DATA_DIR": layout.data,
+        "GPUJOBS_CKPT_DIR": layout.checkpoints,
+        "PYTHONPATH": layout.code,
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,0 +1,42 @@
+"""The host runtime: the node's own Python runs the bundled workload (the local provider's way)."""
+
+from __future__ import annotations
+
+import sys
+
+from gpujobs.errors import ProvisioningError
+from gpujobs.node_layout import NodeLayout
+from gpujobs.remote.transport import Transport
+from gpujobs.runtime.base import workload_argv
+from gpujobs.spec import JobSpec
+
+# What the bundled workloads import; checked without importing them (torch alone takes seconds).
+_WORKLOAD_MODULES = ("torch", "numpy", "PIL")
+_CHECK = (
+    "import importlib.util, sys; "
+    "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]; "
+    "print(' '.join(missing)); sys.exit(3 if missing else 0)"
+)
+
+
+class HostRuntime:
+    name = "host"
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
+        if spec.workload is None:
+            return
+        result = transport.run(
+            [self.python, "-c", _CHECK, *_WORKLOAD_MODULES], timeout=60, check=False
+        )
+        if not result.ok:
+            missing = result.stdout.strip() or result.tail(3)
+            raise ProvisioningError(
+                f"{self.python} lacks what the workloads need ({missing}): "
+                "install them with `pip install 'gpujobs[train]'`"
+            )
+
+    def argv(self, spec: JobSpec, layout: NodeLayout) -> list[str]:
+        return workload_argv(self.python, spec, layout)

@@ -1,0 +1,52 @@
+"""The launch script that runs a workload detached on a node, the same on every transport.
+
+It records its pid (the process group), runs the workload with its output in the job log, forwards
+TERM to it (so the workload can checkpoint), enforces `budget.max_hours` on the node itself (a
+lost client cannot overspend), and writes the exit code last, atomically. Every value is quoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from gpujobs.node_layout import NodeLayout
+
+
+def env_file(environment: dict[str, str]) -> str:
+    """Shell `export` lines; the file is written 0600 because values may be secrets."""
+    return "".join(
+        f"export {key}={shlex.quote(value)}\n" for key, value in sorted(environment.items())
+    )
+
+
+def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | None) -> str:
+    q = shlex.quote
+    watchdog = ""
+    if max_seconds is not None:
+        # The node's own shutdown timer for the budget: TERM first so the workload checkpoints.
+        watchdog = (
+            f'( sleep {int(max_seconds)}; echo "gpujobs: budget.max_hours reached, stopping" '
+            f'>> {q(layout.log)}; kill -TERM "$child" 2>/dev/null; sleep 60; '
+            'kill -KILL "$child" 2>/dev/null ) &\n'
+            "watchdog=$!\n"
+        )
+        stop_watchdog = 'kill "$watchdog" 2>/dev/null\n'
+    else:
+        stop_watchdog = ""
+    return (
+        "#!/bin/sh\n"
+        "# Written by gpujobs: runs the job detached and records its pid and exit code.\n"
+        f"cd {q(layout.workdir)} || exit 1\n"
+        f"echo $$ > {q(layout.pid)}.tmp && mv {q(layout.pid)}.tmp {q(layout.pid)}\n"
+        f". {q(layout.env_file)}\n"
+        f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null &\n"
+        "child=$!\n"
+        'trap \'kill -TERM "$child" 2>/dev/null\' TERM INT HUP\n'
+        f"{watchdog}"
+        'wait "$child"; rc=$?\n'
+        "# A trapped signal interrupts wait; wait again for the workload's own exit status.\n"
+        'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done\n'
+        f"{stop_watchdog}"
+        f"echo \"$rc\" > {q(layout.exit_code)}.tmp && "
+        f"mv {q(layout.exit_code)}.tmp {q(layout.exit_code)}\n"
+    )

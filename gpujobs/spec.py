@@ -1,0 +1,364 @@
+"""The job spec: a pydantic model, loaded from YAML with errors that point at file, line and field.
+
+Every error is one line: `FILE:LINE: FIELD: what is wrong; expected: what is allowed`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gpujobs.bundle import bundled_workloads
+from gpujobs.errors import SpecError
+
+# Each provider issue widens this list as the provider lands, so editors only offer what works.
+ProviderName = Literal["local"]
+
+# Flags gpujobs itself passes to a bundled workload; a spec must not set them through `args`.
+RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", "keep"})
+_ARG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+REDACTED = "***"
+
+JobName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
+    Field(description="lowercase letters, digits and dashes, at most 40, e.g. mnist-run"),
+]
+ArgValue = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    gpu: str | None = Field(None, description="GPU model, e.g. T4, A10G, L4, A100; none = no GPU")
+    gpus: int | None = Field(
+        None, ge=0, le=16, description="GPUs per node, 0 to 16 (default 1 if gpu is set, else 0)"
+    )
+    cpus: int | None = Field(None, ge=1, le=512, description="minimum vCPUs per node")
+    memory_gb: float | None = Field(None, gt=0, description="minimum memory per node in GB")
+    disk_gb: float | None = Field(None, gt=0, description="minimum free disk per node in GB")
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_upper(cls, value: str | None) -> str | None:
+        return value.strip().upper() if value else None
+
+    @property
+    def gpu_count(self) -> int:
+        if self.gpus is not None:
+            return self.gpus
+        return 1 if self.gpu else 0
+
+
+class Budget(_Strict):
+    max_usd: float | None = Field(None, gt=0, description="hard cap on the job's cost in USD")
+    max_hours: float | None = Field(
+        None, gt=0, description="hard cap on the job's wall time in hours"
+    )
+
+
+class Dataset(_Strict):
+    source: str = Field(description="a local directory (relative to the spec file)")
+    target: str = Field("/data", description="absolute path where the workload reads it")
+
+    @field_validator("source")
+    @classmethod
+    def _local_only(cls, value: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*://", value):
+            raise ValueError(f"{value!r}: only local directories are supported as sources so far")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return value
+
+
+class Checkpoints(_Strict):
+    path: str = Field("/ckpt", description="absolute path where the workload writes checkpoints")
+    every_minutes: float = Field(10, gt=0, description="minutes between checkpoints and pulls")
+    keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return value
+
+
+class JobSpec(_Strict):
+    """A training job: what runs, on what, where, for how much."""
+
+    name: JobName
+    workload: str | None = Field(None, description="a bundled workload in jobs/")
+    args: dict[str, ArgValue] = Field(
+        default_factory=dict, description="flags for the workload: {epochs: 3} -> --epochs 3"
+    )
+    command: str | None = Field(None, description="your own shell command, instead of workload")
+    image: str | None = Field(None, description="the Docker image for `command` (docker runtime)")
+    resources: Resources = Field(default_factory=Resources)
+    nodes: int = Field(1, ge=1, le=64, description="number of nodes, 1 to 64")
+    providers: list[ProviderName] = Field(
+        default_factory=lambda: ["local"], min_length=1, description="in order of preference"
+    )
+    regions: list[str] = Field(default_factory=list, description="allowed regions; empty = all")
+    spot: bool = Field(False, description="allow spot/preemptible machines")
+    budget: Budget = Field(default_factory=Budget)
+    dataset: Dataset | None = None
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    env: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="environment variables for the workload"
+    )
+
+    @field_validator("workload")
+    @classmethod
+    def _bundled(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = bundled_workloads()
+        if value not in known:
+            raise ValueError(
+                f"unknown workload {value!r}; bundled: {', '.join(known)} "
+                "(or give `command:` to run your own)"
+            )
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _arg_keys(cls, value: dict[str, ArgValue]) -> dict[str, ArgValue]:
+        for key in value:
+            if not _ARG_KEY.match(key):
+                raise ValueError(f"{key!r} is not a flag name (letters, digits, - and _)")
+            if key.replace("_", "-") in RESERVED_ARGS:
+                raise ValueError(
+                    f"{key!r} is set by gpujobs (from dataset/checkpoints); remove it from args"
+                )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith("GPUJOBS_"):
+                raise ValueError(f"{key!r}: names starting GPUJOBS_ are set by gpujobs")
+        return {key: _env_text(item) for key, item in value.items()}
+
+    @model_validator(mode="after")
+    def _one_entry_point(self) -> JobSpec:
+        if (self.workload is None) == (self.command is None):
+            raise ValueError(
+                "give exactly one of `workload:` (one of "
+                f"{', '.join(bundled_workloads())}) or `command:`"
+            )
+        if self.command is not None and self.args:
+            raise ValueError("`args` goes with `workload:`; put flags in `command:` itself")
+        return self
+
+    def workload_flags(self) -> list[str]:
+        """`args` as command-line flags: {epochs: 3, amp: true} -> --epochs 3 --amp."""
+        flags: list[str] = []
+        for key, value in self.args.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                flags.append(flag)
+            elif value is not False:
+                flags += [flag, str(value)]
+        return flags
+
+    def redacted(self) -> JobSpec:
+        """A copy safe to store and show: environment values may be secrets."""
+        return self.model_copy(update={"env": dict.fromkeys(self.env, REDACTED)})
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def load_spec(path: Path) -> JobSpec:
+    """Read, validate and resolve a spec file, or raise one SpecError line."""
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{label}: cannot read the spec ({exc.__class__.__name__})") from None
+    return parse_spec(text, label=label, base_dir=path.resolve().parent)
+
+
+def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
+    root = _compose(text, label)
+    data = yaml.SafeLoader(text).construct_document(root) if root is not None else None
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else type(data).__name__
+        raise SpecError(
+            f"{label}: a job spec is a YAML mapping (name: ..., workload: ...), got {kind}"
+        )
+    data.setdefault("name", _default_name(label))
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe(exc, label, root)) from None
+    return _resolve_dataset(spec, label, root, base_dir)
+
+
+def _compose(text: str, label: str) -> yaml.Node | None:
+    """Parse YAML into nodes (which keep line numbers) and refuse duplicate keys."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(f"{label}{where}: bad YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{label}: bad YAML: {exc}") from None
+    if root is not None:
+        _refuse_duplicate_keys(root, label)
+    return root
+
+
+def _refuse_duplicate_keys(node: yaml.Node, label: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise SpecError(
+                    f"{label}:{key.start_mark.line + 1}: {key.value}: "
+                    "given twice; keep one"
+                )
+            seen.add(key.value)
+            _refuse_duplicate_keys(value, label)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, label)
+
+
+def _default_name(label: str) -> str:
+    stem = re.sub(r"[^a-z0-9-]+", "-", Path(label).stem.lower()).strip("-")
+    return stem[:40].strip("-") or "job"
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the deepest node along `loc` that exists in the YAML."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _describe(exc: ValidationError, label: str, root: yaml.Node | None) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    field = ".".join(str(part) for part in loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{label}:{line}" if line else label
+    message = _message(first, loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {field}: {message}{more}"
+
+
+def _message(error: Any, loc: tuple[int | str, ...]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc[:-1])
+        return f"unknown field; allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        expected = _expected(loc)
+        return "required" + (f"; expected: {expected}" if expected else "")
+    # Our own validators raise ValueError; pydantic prefixes their text with this.
+    text = str(error["msg"]).removeprefix("Value error, ")
+    text = text[0].lower() + text[1:] if text else text
+    if kind != "value_error" and "input" in error and not isinstance(error["input"], dict):
+        text += f" (got {error['input']!r})"
+    expected = _expected(loc) if kind != "value_error" else None
+    return text + (f"; expected: {expected}" if expected else "")
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = JobSpec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+    model = _model_at(loc)
+    return list(model.model_fields) if model else []
+
+
+def _expected(loc: tuple[int | str, ...]) -> str | None:
+    if not loc:
+        return None
+    model = _model_at(loc[:-1])
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    return field.description if field else None
+
+
+def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
+    if spec.dataset is None:
+        return spec
+    source = Path(spec.dataset.source).expanduser()
+    if not source.is_absolute():
+        source = (base / source).resolve()
+    if not source.is_dir():
+        line = _line_of(root, ("dataset", "source"))
+        where = f"{label}:{line}" if line else label
+        raise SpecError(
+            f"{where}: dataset.source: {str(source)!r} is not a directory; "
+            "give a local folder (relative paths are read from the spec's folder)"
+        )
+    dataset = spec.dataset.model_copy(update={"source": str(source)})
+    return spec.model_copy(update={"dataset": dataset})
+
+
+def json_schema() -> dict[str, Any]:
+    return JobSpec.model_json_schema()
