@@ -83,13 +83,14 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     def root(
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
         version: Annotated[
-            bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+            bool,
+            typer.Option(
+                "--version", help="Print the version and exit.", is_eager=True,
+                callback=_print_version,
+            ),
         ] = False,
     ) -> None:
         """Run PyTorch training jobs on the cheapest GPU you may get, within budget."""
-        if version:
-            typer.echo(f"gpujobs {__version__}")
-            raise typer.Exit()
         settings.debug = debug or os.environ.get("GPUJOBS_DEBUG") == "1"
 
     @app.command()
@@ -155,7 +156,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 if as_json:
                     _print_json(render.job_detail_json(view, events, nodes))
                 else:
-                    _console().print(render.job_detail(view, events, nodes))
+                    _console(stdout=True).print(render.job_detail(view, events, nodes))
                 return
             views, total = controller.overview(show_all=show_all)
             if as_json:
@@ -163,7 +164,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             elif not views:
                 _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
-                _console().print(render.status_table(views, total))
+                _console(stdout=True).print(render.status_table(views, total))
 
     @app.command()
     def logs(
@@ -199,6 +200,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         _print_json(json_schema())
 
     return app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpujobs {__version__}")
+        raise typer.Exit()
 
 
 def _drive_in_foreground(
@@ -243,10 +250,11 @@ def _cancel_on_signals(cancel: CancelToken) -> None:
         signal.signal(signum, handle)
 
 
-def _console() -> Console:
+def _console(*, stdout: bool = False) -> Console:
+    """Read commands print their answer on stdout; a launch draws its progress on stderr."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=not stdout, highlight=False)
 
 
 def _print_json(data: object) -> None:

@@ -73,12 +73,13 @@ class NodeSession:
         self, clock: Clock, *, grace_s: float, poll_s: float, on_log: Callable[[bytes], None],
         forced: Callable[[], bool],
     ) -> int | None:
-        """TERM the workload (it saves a checkpoint and exits) and wait up to `grace_s`.
+        """TERM the job's process group (the workload saves a checkpoint and exits) and wait up
+        to `grace_s`.
 
         Returns its exit code, or None if it did not finish in time (teardown then kills it).
         """
         if self.pid is not None:
-            self.transport.run(["kill", "-TERM", str(self.pid)], check=False)
+            self.transport.run(["kill", "-TERM", "--", f"-{self.pid}"], check=False)
         deadline = clock.monotonic() + grace_s
         while True:
             if chunk := self.follow():

@@ -22,6 +22,10 @@ from gpujobs.errors import CommandFailedError, TransportError, TransportTimeoutE
 
 _TAIL_LINES = 20
 
+# `sh -c DETACH script cwd`: start `sh script` in a new session (its pid is its process group),
+# detached from our stdio, and print its pid. Shared by every transport.
+DETACH = 'cd "$1" && setsid sh "$0" < /dev/null > /dev/null 2>&1 & echo $!'
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -99,14 +103,13 @@ class LocalTransport:
         return result
 
     def start(self, script: str, *, cwd: str) -> int:
+        # Started as a grandchild in a session of its own, as over SSH: it is not our child, so
+        # it never lingers as our zombie, and it outlives this process.
+        result = self.run(["sh", "-c", DETACH, script, cwd], timeout=30)
         try:
-            process = subprocess.Popen(
-                ["sh", script], cwd=cwd, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            raise TransportError(f"cannot start {script}: {exc.strerror}") from None
-        return process.pid
+            return int(result.stdout.strip())
+        except ValueError:
+            raise TransportError(f"starting {script} printed no pid: {result.tail(3)}") from None
 
     def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
         try:

@@ -20,19 +20,24 @@ def env_file(environment: dict[str, str]) -> str:
 
 
 def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | None) -> str:
+    """The script; its shell's pid is the job's process group (it runs in a session of its own).
+
+    TERM is sent to the whole group (a graceful stop, teardown), so that every process of a
+    custom command hears it; the script itself ignores TERM so it lives to record the exit code.
+    """
     q = shlex.quote
-    watchdog = ""
+    watchdog = stop_watchdog = ""
     if max_seconds is not None:
-        # The node's own shutdown timer for the budget: TERM first so the workload checkpoints.
+        # The node's own timer for budget.max_hours: TERM the group (the workload checkpoints),
+        # and KILL it a minute later from a helper that ignores the TERM.
         watchdog = (
-            f'( sleep {int(max_seconds)}; echo "gpujobs: budget.max_hours reached, stopping" '
-            f'>> {q(layout.log)}; kill -TERM "$child" 2>/dev/null; sleep 60; '
-            'kill -KILL "$child" 2>/dev/null ) &\n'
+            f"( sleep {max(int(max_seconds), 1)}\n"
+            f'  echo "gpujobs: budget.max_hours reached, stopping the job" >> {q(layout.log)}\n'
+            "  ( trap '' TERM; sleep 60; kill -KILL -- -$$ 2>/dev/null ) &\n"
+            "  kill -TERM -- -$$ 2>/dev/null ) &\n"
             "watchdog=$!\n"
         )
         stop_watchdog = 'kill "$watchdog" 2>/dev/null\n'
-    else:
-        stop_watchdog = ""
     return (
         "#!/bin/sh\n"
         "# Written by gpujobs: runs the job detached and records its pid and exit code.\n"
@@ -41,10 +46,10 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         f". {q(layout.env_file)}\n"
         f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null &\n"
         "child=$!\n"
-        'trap \'kill -TERM "$child" 2>/dev/null\' TERM INT HUP\n'
+        "trap '' TERM\n"
         f"{watchdog}"
         'wait "$child"; rc=$?\n'
-        "# A trapped signal interrupts wait; wait again for the workload's own exit status.\n"
+        "# Should a signal still interrupt wait, wait again for the workload's own exit status.\n"
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done\n'
         f"{stop_watchdog}"
         f"echo \"$rc\" > {q(layout.exit_code)}.tmp && "
