@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gpujobs.errors import CommandFailedError, TransportError
+from gpujobs.remote.logs import LogFollower, tail_lines
+from gpujobs.remote.sync import pull_dir, push_dir
+from gpujobs.remote.transport import LocalTransport, RemoteFile
+
+
+def test_run_quotes_nothing_into_a_shell_and_reports_failures(tmp_path: Path) -> None:
+    transport = LocalTransport()
+    hostile = "$(touch pwned); `touch pwned2`"
+    assert transport.run(["echo", hostile]).stdout == hostile + "\n"
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CommandFailedError) as caught:
+        transport.run(["sh", "-c", "echo why it failed >&2; exit 4"])
+    assert "exited with 4" in str(caught.value) and "why it failed" in str(caught.value)
+
+
+def test_read_by_offset_and_missing_files(tmp_path: Path) -> None:
+    transport = LocalTransport()
+    (tmp_path / "f").write_bytes(b"0123456789")
+    assert transport.read(str(tmp_path / "f"), 4, 3) == b"456"
+    assert transport.read(str(tmp_path / "absent"), 0) == b""
+
+
+def test_put_and_get_are_atomic_and_keep_mtime(tmp_path: Path) -> None:
+    transport = LocalTransport()
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    os.utime(source, (1_000_000, 1_000_000))
+    transport.put(source, str(tmp_path / "node" / "deep" / "a.txt"), mode=0o600)
+    placed = tmp_path / "node" / "deep" / "a.txt"
+    assert placed.read_text() == "x" and placed.stat().st_mtime == 1_000_000
+    assert placed.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in placed.parent.iterdir()] == ["a.txt"], "no temp file left behind"
+    with pytest.raises(TransportError, match="no such file"):
+        transport.get(str(tmp_path / "absent"), tmp_path / "here")
+
+
+def make_tree(root: Path) -> None:
+    (root / "sub").mkdir(parents=True)
+    for index in range(5):
+        (root / f"f{index}.bin").write_bytes(os.urandom(100 + index))
+    (root / "sub" / "g.txt").write_text("g")
+
+
+def test_push_sends_only_what_changed_and_verifies(tmp_path: Path) -> None:
+    transport, local, remote = LocalTransport(), tmp_path / "local", tmp_path / "remote"
+    make_tree(local)
+    seen: list[tuple[int, int]] = []
+    first = push_dir(transport, local, str(remote), progress=lambda d, t: seen.append((d, t)))
+    assert (first.files_total, first.files_sent) == (6, 6)
+    assert seen[-1][0] == seen[-1][1] == first.bytes_total
+    (local / "f1.bin").write_bytes(b"changed")
+    again = push_dir(transport, local, str(remote))
+    assert (again.files_sent, again.bytes_sent) == (1, 7)
+    assert (remote / "f1.bin").read_bytes() == b"changed"
+
+
+def test_push_skips_what_the_node_does_not_need(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    make_tree(local)
+    report = push_dir(
+        LocalTransport(), local, str(tmp_path / "r"), skip=lambda path: path.startswith("sub")
+    )
+    assert report.files_total == 5 and not (tmp_path / "r" / "sub").exists()
+
+
+def test_pull_refuses_symlinks_out_of_the_checkpoint_folder(tmp_path: Path) -> None:
+    remote, home = tmp_path / "ckpt", tmp_path / "runs"
+    remote.mkdir()
+    (remote / "ckpt-1.pt").write_bytes(b"weights")
+    (tmp_path / "secret").write_text("not yours")
+    (remote / "evil").symlink_to(tmp_path / "secret")
+    report = pull_dir(LocalTransport(), str(remote), home)
+    assert report.refused == ("evil",)
+    assert sorted(p.name for p in home.iterdir()) == ["ckpt-1.pt"]
+    assert pull_dir(LocalTransport(), str(remote), home).files_sent == 0, "unchanged: not sent"
+
+
+class HostileListing(LocalTransport):
+    """A node that lists names escaping the folder."""
+
+    def list_files(self, remote_dir: str) -> list[RemoteFile]:
+        return [RemoteFile("../../escape.pt", 3, 0.0), RemoteFile("/etc/passwd", 3, 0.0),
+                RemoteFile("ok/ckpt.pt", 3, 0.0)]
+
+    def get(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(b"abc")
+
+
+def test_pull_refuses_names_that_escape(tmp_path: Path) -> None:
+    report = pull_dir(HostileListing(), "/node/ckpt", tmp_path / "runs")
+    assert report.refused == ("../../escape.pt", "/etc/passwd")
+    assert (tmp_path / "runs" / "ok" / "ckpt.pt").exists()
+    assert not (tmp_path / "escape.pt").exists()
+
+
+def test_log_follower_resumes_at_its_offset_without_loss_or_repeat(tmp_path: Path) -> None:
+    remote, local = tmp_path / "node.log", tmp_path / "copy.log"
+    remote.write_bytes(b"one\n")
+    assert LogFollower(LocalTransport(), str(remote), local).poll() == b"one\n"
+    with remote.open("ab") as handle:
+        handle.write(b"two\nthree\n")
+    # A new follower (a restarted client) continues where the local copy ends.
+    assert LogFollower(LocalTransport(), str(remote), local).poll() == b"two\nthree\n"
+    assert local.read_bytes() == remote.read_bytes()
+    assert tail_lines(local, 2) == "two\nthree"
