@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gpujobs.control import Controller
     from gpujobs.driver_lock import DriverLock
     from gpujobs.lifecycle import CancelToken
+    from gpujobs.providers.base import Provider
     from gpujobs.spec import JobSpec
     from gpujobs.state import JobRecord
 
@@ -41,11 +42,17 @@ class _Settings:
 def default_controller() -> Controller:
     from gpujobs.control import Controller
     from gpujobs.paths import HomeLayout, gpujobs_home
-    from gpujobs.providers import default_providers
     from gpujobs.state import Store
 
     home = HomeLayout(gpujobs_home()).ensure()
-    return Controller(home, Store(home.state_db), lambda: default_providers(home))
+
+    def providers() -> Mapping[str, Provider]:
+        # Loaded on first use: `status` and `logs` never pay for pydantic or a cloud SDK.
+        from gpujobs.providers import default_providers
+
+        return default_providers(home)
+
+    return Controller(home, Store(home.state_db), providers)
 
 
 def create_app(controller_factory: ControllerFactory = default_controller) -> typer.Typer:
