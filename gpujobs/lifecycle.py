@@ -98,7 +98,6 @@ class LifecycleConfig:
     poll_interval_s: float = 0.25
     stop_grace_s: float = 60.0  # how long a stopping workload gets to write its checkpoint
     liveness_every_s: float = 5.0
-    ready_timeout_s: float = 600.0
     teardown_attempts: int = 3
 
 

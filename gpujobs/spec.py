@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -72,9 +73,18 @@ class Budget(_Strict):
     )
 
 
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path")
+    return value
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+
+
 class Dataset(_Strict):
     source: str = Field(description="a local directory (relative to the spec file)")
-    target: str = Field("/data", description="absolute path where the workload reads it")
+    target: AbsolutePath = Field("/data", description="absolute path where the workload reads it")
 
     @field_validator("source")
     @classmethod
@@ -83,25 +93,13 @@ class Dataset(_Strict):
             raise ValueError(f"{value!r}: only local directories are supported as sources so far")
         return value
 
-    @field_validator("target")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} is not an absolute path")
-        return value
-
 
 class Checkpoints(_Strict):
-    path: str = Field("/ckpt", description="absolute path where the workload writes checkpoints")
+    path: AbsolutePath = Field(
+        "/ckpt", description="absolute path where the workload writes checkpoints"
+    )
     every_minutes: float = Field(10, gt=0, description="minutes between checkpoints and pulls")
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} is not an absolute path")
-        return value
 
 
 class JobSpec(_Strict):

@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id);
 """
 
+# An event under the job's current state (a note, not a transition).
+_NOTE_SQL = (
+    "INSERT INTO events (job_id, ts, state, message) SELECT id, ?, state, ? FROM jobs WHERE id = ?"
+)
 _JOB_COLUMNS = (
     "id, name, state, spec_json, spec_path, runs_dir, created_at, updated_at, finished_at, "
     "placement, exit_code, error, driver_pid, driver_lost"
@@ -194,11 +198,7 @@ class Store:
         """An event that is not a state change (a pull, a warning), under the current state."""
         now = time.time() if now is None else now
         with self._write() as db:
-            db.execute(
-                "INSERT INTO events (job_id, ts, state, message) "
-                "SELECT id, ?, state, ? FROM jobs WHERE id = ?",
-                (now, message, job_id),
-            )
+            db.execute(_NOTE_SQL, (now, message, job_id))
 
     def set_outcome(self, job_id: str, *, exit_code: int | None, error: str | None) -> None:
         with self._write() as db:
@@ -225,11 +225,8 @@ class Store:
                 "UPDATE jobs SET driver_lost = 1 WHERE id = ? AND driver_lost = 0", (job_id,)
             ).rowcount
             if changed:
-                db.execute(
-                    "INSERT INTO events (job_id, ts, state, message) "
-                    "SELECT id, ?, state, ? FROM jobs WHERE id = ?",
-                    (now, "driver lost: the gpujobs process driving this job is gone", job_id),
-                )
+                message = "driver lost: the gpujobs process driving this job is gone"
+                db.execute(_NOTE_SQL, (now, message, job_id))
 
     def job(self, job_id: str) -> JobRecord:
         row = self._db.execute(
