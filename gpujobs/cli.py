@@ -189,6 +189,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 for chunk in controller.follow_log(record.id, follow=follow):
                     out.write(chunk)
                     out.flush()
+            if follow and controller.view(controller.store.job(record.id)).driver_lost:
+                _info(f"the driver of {record.id} is gone; `gpujobs down {record.id}` saves "
+                      "its checkpoint and tears it down")
 
     @app.command()
     def down(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:

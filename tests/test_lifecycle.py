@@ -267,3 +267,32 @@ def test_provision_failure_that_is_not_capacity_does_not_fail_over(home, store, 
     final = launch(controller_with(home, store, {"cloud": cloud}), spec, tmp_path)
     assert final.state is JobState.FAILED and "image not found" in final.error
     assert cloud.provisioned == ["a"]
+
+
+def test_a_dataset_sync_failure_tears_down(home, store, tmp_path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.bin").write_bytes(b"x" * 100)
+    spec = spec_of("name: t\ndataset: {source: ./data}\ncommand: 'true'\n", tmp_path)
+    provider = RecordingProvider(LocalProvider(home.work))
+    controller = controller_with(home, store, {"local": provider})
+    controller.lifecycle = _with_connect(
+        controller.lifecycle,
+        lambda node: FaultyTransport(connect(node), fail_on={"put": TransportError("link down")}),
+    )
+    final = launch(controller, spec, tmp_path)
+    assert final.state is JobState.FAILED and "link down" in final.error
+    assert [e.state for e in store.events(final.id)][-3:] == [
+        JobState.SYNCING, JobState.TEARING_DOWN, JobState.FAILED,
+    ]
+    assert provider.called("terminate") == 1
+    assert_torn_down(home, store, final.id)
+
+
+def test_a_cancel_before_anything_runs_creates_nothing(home, store, tmp_path) -> None:
+    provider = RecordingProvider(LocalProvider(home.work))
+    cancel = CancelToken()
+    cancel.cancel("changed my mind")
+    final = launch(controller_with(home, store, {"local": provider}), command_spec(tmp_path),
+                   tmp_path, cancel)
+    assert final.state is JobState.CANCELLED and final.error == "changed my mind"
+    assert provider.called("provision") == 0
