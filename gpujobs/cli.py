@@ -92,7 +92,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         version: Annotated[
             bool,
             typer.Option(
-                "--version", help="Print the version and exit.", is_eager=True,
+                "--version",
+                help="Print the version and exit.",
+                is_eager=True,
                 callback=_print_version,
             ),
         ] = False,
@@ -128,9 +130,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             raise typer.Exit(_report(final))
 
     @app.command(name="_drive", hidden=True)
-    def drive_detached(
-        job_id: str, lock_fd: Annotated[int, typer.Option("--lock-fd")]
-    ) -> None:
+    def drive_detached(job_id: str, lock_fd: Annotated[int, typer.Option("--lock-fd")]) -> None:
         """Internal: the detached driver of `launch --detach` (spec JSON on stdin)."""
         from gpujobs.driver_lock import DriverLock
         from gpujobs.lifecycle import CancelToken
@@ -190,8 +190,10 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                     out.write(chunk)
                     out.flush()
             if follow and controller.view(controller.store.job(record.id)).driver_lost:
-                _info(f"the driver of {record.id} is gone; `gpujobs down {record.id}` saves "
-                      "its checkpoint and tears it down")
+                _info(
+                    f"the driver of {record.id} is gone; `gpujobs down {record.id}` saves "
+                    "its checkpoint and tears it down"
+                )
 
     @app.command()
     def down(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:

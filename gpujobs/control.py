@@ -88,14 +88,22 @@ class Controller:
         if not lock.acquire():
             raise GpuJobsError(f"job id {job_id} is in use; launch again")
         record = self.store.create_job(
-            job_id=job_id, name=spec.name, spec_json=spec.redacted().model_dump_json(),
-            spec_path=str(spec_path.resolve()), runs_dir=str((runs_root / job_id).resolve()),
-            driver_pid=os.getpid(), now=self.clock.now(),
+            job_id=job_id,
+            name=spec.name,
+            spec_json=spec.redacted().model_dump_json(),
+            spec_path=str(spec_path.resolve()),
+            runs_dir=str((runs_root / job_id).resolve()),
+            driver_pid=os.getpid(),
+            now=self.clock.now(),
         )
         return record, lock
 
     def drive(
-        self, job_id: str, spec: JobSpec, lock: DriverLock, cancel: CancelToken,
+        self,
+        job_id: str,
+        spec: JobSpec,
+        lock: DriverLock,
+        cancel: CancelToken,
         sink: EventSink | None = None,
     ) -> JobRecord:
         try:
@@ -113,8 +121,11 @@ class Controller:
         with driver_log.open("ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "gpujobs", "_drive", job_id, "--lock-fd", str(lock.fd)],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(lock.fd,), start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock.fd,),
+                start_new_session=True,
             )
         assert child.stdin is not None
         child.stdin.write(spec.model_dump_json().encode())
@@ -249,18 +260,24 @@ class Controller:
         for node in nodes[:1]:  # rank 0 holds the checkpoints
             row = rows.get(node.node_id)
             session = NodeSession(
-                connect(node), NodeLayout(node.workdir), self.home.log_file(record.id),
+                connect(node),
+                NodeLayout(node.workdir),
+                self.home.log_file(record.id),
                 pid=row.pid if row else None,
             )
             try:
                 if session.pid is not None:
                     session.stop_gracefully(
-                        self.clock, grace_s=(self.config.stop_grace_s if self.config else 60.0),
-                        poll_s=0.2, on_log=lambda _chunk: None, forced=lambda: False,
+                        self.clock,
+                        grace_s=(self.config.stop_grace_s if self.config else 60.0),
+                        poll_s=0.2,
+                        on_log=lambda _chunk: None,
+                        forced=lambda: False,
                     )
                 report = session.pull_checkpoints(Path(record.runs_dir))
                 self.store.note(
-                    record.id, f"down: pulled {report.files_sent} file(s) home",
+                    record.id,
+                    f"down: pulled {report.files_sent} file(s) home",
                     now=self.clock.now(),
                 )
             except GpuJobsError as exc:

@@ -221,8 +221,12 @@ class _Drive:
         if teardown_error:
             final = JobState.FAILED
             error = "; ".join(
-                part for part in (error, f"teardown incomplete ({teardown_error}); "
-                                  f"run `gpujobs down {self.job_id}`") if part
+                part
+                for part in (
+                    error,
+                    f"teardown incomplete ({teardown_error}); run `gpujobs down {self.job_id}`",
+                )
+                if part
             )
         self.lc.store.set_outcome(self.job_id, exit_code=exit_code, error=error)
         self.lc.transition(self.job_id, final, error or "")
@@ -360,8 +364,11 @@ class _Drive:
         self.nodes = nodes
         for node in nodes:
             self.lc.store.add_node(
-                self.job_id, node_id=node.node_id, provider=node.provider,
-                node_json=node.model_dump_json(), now=self.lc.clock.now(),
+                self.job_id,
+                node_id=node.node_id,
+                provider=node.provider,
+                node_json=node.model_dump_json(),
+                now=self.lc.clock.now(),
             )
 
     def _forward_log(self) -> None:
@@ -378,8 +385,10 @@ class _Drive:
     def _stop(self, reason: str) -> None:
         self._note(f"stopping the workload ({reason}); it saves a checkpoint first")
         self._session().stop_gracefully(
-            self.lc.clock, grace_s=self.lc.config.stop_grace_s,
-            poll_s=self.lc.config.poll_interval_s, on_log=self.lc.sink.log,
+            self.lc.clock,
+            grace_s=self.lc.config.stop_grace_s,
+            poll_s=self.lc.config.poll_interval_s,
+            on_log=self.lc.sink.log,
             forced=lambda: self.cancel.forced,
         )
 

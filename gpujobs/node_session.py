@@ -70,7 +70,12 @@ class NodeSession:
         return self.transport.run(["kill", "-0", str(self.pid)], check=False).ok
 
     def stop_gracefully(
-        self, clock: Clock, *, grace_s: float, poll_s: float, on_log: Callable[[bytes], None],
+        self,
+        clock: Clock,
+        *,
+        grace_s: float,
+        poll_s: float,
+        on_log: Callable[[bytes], None],
         forced: Callable[[], bool],
     ) -> int | None:
         """TERM the job's process group (the workload saves a checkpoint and exits) and wait up

@@ -35,9 +35,12 @@ def status_table(views: list[JobView], total: int) -> Table:
         style = "red" if view.driver_lost else STATE_STYLE.get(record.state, "")
         end = record.finished_at or now
         table.add_row(
-            record.id, f"[{style}]{state_label(view)}[/]" if style else state_label(view),
-            record.placement or "-", _ago(now - record.created_at),
-            _duration(end - record.created_at), record.runs_dir,
+            record.id,
+            f"[{style}]{state_label(view)}[/]" if style else state_label(view),
+            record.placement or "-",
+            _ago(now - record.created_at),
+            _duration(end - record.created_at),
+            record.runs_dir,
         )
     if total > len(views):
         table.caption = f"{total - len(views)} older job(s) not shown: gpujobs status --all"
@@ -97,8 +100,10 @@ def job_detail_json(
         ],
         "nodes": [
             {
-                "node_id": node.node_id, "provider": node.provider,
-                "created_at": node.created_at, "terminated_at": node.terminated_at,
+                "node_id": node.node_id,
+                "provider": node.provider,
+                "created_at": node.created_at,
+                "terminated_at": node.terminated_at,
             }
             for node in nodes
         ],

@@ -41,8 +41,12 @@ class ConsoleSink:
     def progress(self, label: str, done: int, total: int) -> None:
         if self._progress is None:
             self._progress = Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), console=self.console, transient=True,
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self.console,
+                transient=True,
             )
             self._progress.start()
         if label not in self._tasks:

@@ -244,8 +244,7 @@ def _refuse_duplicate_keys(node: yaml.Node, label: str) -> None:
         for key, value in node.value:
             if key.value in seen:
                 raise SpecError(
-                    f"{label}:{key.start_mark.line + 1}: {key.value}: "
-                    "given twice; keep one"
+                    f"{label}:{key.start_mark.line + 1}: {key.value}: given twice; keep one"
                 )
             seen.add(key.value)
             _refuse_duplicate_keys(value, label)

@@ -160,16 +160,32 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(
-        self, *, job_id: str, name: str, spec_json: str, spec_path: str, runs_dir: str,
-        driver_pid: int | None, now: float | None = None,
+        self,
+        *,
+        job_id: str,
+        name: str,
+        spec_json: str,
+        spec_path: str,
+        runs_dir: str,
+        driver_pid: int | None,
+        now: float | None = None,
     ) -> JobRecord:
         now = time.time() if now is None else now
         with self._write() as db:
             db.execute(
                 "INSERT INTO jobs (id, name, state, spec_json, spec_path, runs_dir, created_at, "
                 "updated_at, driver_pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, name, JobState.PENDING, spec_json, spec_path, runs_dir, now, now,
-                 driver_pid),
+                (
+                    job_id,
+                    name,
+                    JobState.PENDING,
+                    spec_json,
+                    spec_path,
+                    runs_dir,
+                    now,
+                    now,
+                    driver_pid,
+                ),
             )
             db.execute(
                 "INSERT INTO events (job_id, ts, state, message) VALUES (?, ?, ?, ?)",
@@ -276,7 +292,12 @@ class Store:
 
     # -- nodes ------------------------------------------------------------------------------
     def add_node(
-        self, job_id: str, *, node_id: str, provider: str, node_json: str,
+        self,
+        job_id: str,
+        *,
+        node_id: str,
+        provider: str,
+        node_json: str,
         now: float | None = None,
     ) -> None:
         now = time.time() if now is None else now

@@ -98,7 +98,11 @@ class ScriptedProvider(LocalProvider):
 
     def quota(self, offer: Offer) -> Quota:
         return Quota(
-            provider=self.name, region=offer.region, code="SCRIPTED", name="gpus", unit="GPUs",
+            provider=self.name,
+            region=offer.region,
+            code="SCRIPTED",
+            name="gpus",
+            unit="GPUs",
             limit=None,
         )
 

@@ -45,6 +45,10 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
 def gpujobs_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
     """The real command in a child process (its own interpreter, signals and exit codes)."""
     return subprocess.run(
-        [sys.executable, "-m", "gpujobs", *args], capture_output=True, text=True,
-        timeout=timeout, env=os.environ.copy(), **kwargs,
+        [sys.executable, "-m", "gpujobs", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+        **kwargs,
     )

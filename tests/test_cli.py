@@ -86,7 +86,9 @@ def test_launch_succeeds_and_a_second_process_reads_the_state(tmp_path: Path) ->
     assert job["state"] == "SUCCEEDED" and job["exit_code"] == 0 and not job["driver_lost"]
     detail = status_json("hello")
     assert [event["state"] for event in detail["events"]][-3:] == [
-        "COLLECTING", "TEARING_DOWN", "SUCCEEDED",
+        "COLLECTING",
+        "TEARING_DOWN",
+        "SUCCEEDED",
     ]
     logs = gpujobs_cli("logs", job["id"])
     assert logs.stdout == "hello from the job\n"
@@ -107,7 +109,9 @@ def test_a_signal_cancels_cleanly_and_the_checkpoint_comes_home(tmp_path: Path, 
     spec = write_spec(tmp_path, SLOW_JOB)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "gpujobs", "launch", str(spec)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert launcher.stdout is not None
     assert launcher.stdout.readline() == "started\n"
@@ -153,11 +157,16 @@ def test_a_killed_driver_is_shown_lost_and_down_cleans_up(tmp_path: Path) -> Non
     job = status_json(job_id)
     driver_pid = json.loads(
         subprocess.run(
-            [sys.executable, "-c",
-             "import sqlite3,sys,json; db=sqlite3.connect(sys.argv[1]); "
-             "print(json.dumps(db.execute('select driver_pid from jobs').fetchone()[0]))",
-             str(tmp_path / "home" / "state.db")],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3,sys,json; db=sqlite3.connect(sys.argv[1]); "
+                "print(json.dumps(db.execute('select driver_pid from jobs').fetchone()[0]))",
+                str(tmp_path / "home" / "state.db"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     os.kill(driver_pid, signal.SIGKILL)

@@ -28,8 +28,14 @@ from gpujobs.testing import FaultyTransport, RecordingProvider, ScriptedProvider
 
 FAST = LifecycleConfig(poll_interval_s=0.05, stop_grace_s=10, liveness_every_s=0.3)
 HAPPY_PATH = [
-    JobState.PENDING, JobState.PLANNING, JobState.PROVISIONING, JobState.SETTING_UP,
-    JobState.SYNCING, JobState.RUNNING, JobState.COLLECTING, JobState.TEARING_DOWN,
+    JobState.PENDING,
+    JobState.PLANNING,
+    JobState.PROVISIONING,
+    JobState.SETTING_UP,
+    JobState.SYNCING,
+    JobState.RUNNING,
+    JobState.COLLECTING,
+    JobState.TEARING_DOWN,
     JobState.SUCCEEDED,
 ]
 # Writes a checkpoint, logs three lines; on TERM writes a "saved" checkpoint and exits 0,
@@ -75,8 +81,13 @@ def controller_with(home: HomeLayout, store: Store, providers: dict[str, Provide
     return Controller(home, store, lambda: providers, config=FAST)
 
 
-def launch(controller: Controller, spec: JobSpec, tmp_path: Path, cancel: CancelToken | None = None,
-           sink: Recorder | None = None):
+def launch(
+    controller: Controller,
+    spec: JobSpec,
+    tmp_path: Path,
+    cancel: CancelToken | None = None,
+    sink: Recorder | None = None,
+):
     record, lock = controller.submit(spec, tmp_path / "spec.yaml", tmp_path / "runs")
     final = controller.drive(record.id, spec, lock, cancel or CancelToken(), sink or Recorder())
     return final
@@ -92,8 +103,9 @@ def test_success_walks_every_state_and_brings_checkpoints_home(home, store, tmp_
     controller = controller_with(home, store, {"local": LocalProvider(home.work)})
     final = launch(controller, command_spec(tmp_path), tmp_path, sink=sink)
     assert final.state is JobState.SUCCEEDED and final.exit_code == 0
-    assert [event.state for event in store.events(final.id) if event.message in ("", "job created")
-            ] == HAPPY_PATH
+    assert [
+        event.state for event in store.events(final.id) if event.message in ("", "job created")
+    ] == HAPPY_PATH
     assert sink.states == HAPPY_PATH[1:]
     assert b"line 1\nline 2\nline 3\n" in bytes(sink.logs)
     runs = Path(final.runs_dir)
@@ -148,11 +160,13 @@ def test_dataset_is_synced_to_the_node(home, store, tmp_path) -> None:
     (data / "sub" / "b.txt").write_text("b")
     spec = spec_of(
         "name: t\ndataset: {source: ./data}\n"
-        "command: 'cat \"$GPUJOBS_DATA_DIR/sub/b.txt\"; ls \"$GPUJOBS_DATA_DIR\"'\n", tmp_path,
+        'command: \'cat "$GPUJOBS_DATA_DIR/sub/b.txt"; ls "$GPUJOBS_DATA_DIR"\'\n',
+        tmp_path,
     )
     sink = Recorder()
-    final = launch(controller_with(home, store, {"local": LocalProvider(home.work)}), spec,
-                   tmp_path, sink=sink)
+    final = launch(
+        controller_with(home, store, {"local": LocalProvider(home.work)}), spec, tmp_path, sink=sink
+    )
     assert final.state is JobState.SUCCEEDED
     assert bytes(sink.logs) == b"ba.bin\nsub\n"
     assert any("dataset: 2 files, 5001 bytes (2 sent)" in note for note in sink.notes)
@@ -172,8 +186,13 @@ def test_a_provider_exception_in_any_step_still_tears_down(home, store, tmp_path
 
 @pytest.mark.parametrize(
     ("method", "state"),
-    [("run", JobState.SETTING_UP), ("put", JobState.SETTING_UP), ("start", JobState.RUNNING),
-     ("read", JobState.RUNNING), ("list_files", JobState.SETTING_UP)],
+    [
+        ("run", JobState.SETTING_UP),
+        ("put", JobState.SETTING_UP),
+        ("start", JobState.RUNNING),
+        ("read", JobState.RUNNING),
+        ("list_files", JobState.SETTING_UP),
+    ],
 )
 def test_a_transport_failure_in_any_step_still_tears_down(home, store, tmp_path, method, state):
     provider = RecordingProvider(LocalProvider(home.work))
@@ -200,16 +219,27 @@ def _with_connect(make_lifecycle, connect_to):
 
 
 def offer(provider: str, instance_type: str, price: float) -> Offer:
-    return Offer(provider=provider, instance_type=instance_type, region="r1", cpus=2,
-                 memory_gb=4, price_per_hour=price, gpu="T4", gpus=1)
+    return Offer(
+        provider=provider,
+        instance_type=instance_type,
+        region="r1",
+        cpus=2,
+        memory_gb=4,
+        price_per_hour=price,
+        gpu="T4",
+        gpus=1,
+    )
 
 
 def test_capacity_and_quota_errors_fail_over_to_the_next_placement(home, store, tmp_path) -> None:
     cloud = ScriptedProvider(
-        "cloud", home.work, [offer("cloud", "cheap", 0.1), offer("cloud", "mid", 0.2),
-                             offer("cloud", "dear", 0.5)],
-        provision_errors={"cheap": NoCapacityError("no T4 in r1 now"),
-                          "mid": QuotaExceededError("quota NVIDIA_T4_GPUS is 0")},
+        "cloud",
+        home.work,
+        [offer("cloud", "cheap", 0.1), offer("cloud", "mid", 0.2), offer("cloud", "dear", 0.5)],
+        provision_errors={
+            "cheap": NoCapacityError("no T4 in r1 now"),
+            "mid": QuotaExceededError("quota NVIDIA_T4_GPUS is 0"),
+        },
     )
     spec = command_spec(tmp_path, extra="resources: {gpu: T4}\n")
     spec = spec.model_copy(update={"providers": ["cloud"]})
@@ -223,7 +253,9 @@ def test_capacity_and_quota_errors_fail_over_to_the_next_placement(home, store, 
 
 def test_when_every_placement_fails_the_error_lists_each(home, store, tmp_path) -> None:
     cloud = ScriptedProvider(
-        "cloud", home.work, [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
+        "cloud",
+        home.work,
+        [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
         provision_errors={"a": NoCapacityError("none in r1"), "b": NoCapacityError("none in r2")},
     )
     spec = command_spec(tmp_path).model_copy(update={"providers": ["cloud"]})
@@ -234,7 +266,9 @@ def test_when_every_placement_fails_the_error_lists_each(home, store, tmp_path) 
 
 def test_auth_errors_stop_at_once(home, store, tmp_path) -> None:
     cloud = ScriptedProvider(
-        "cloud", home.work, [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
+        "cloud",
+        home.work,
+        [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
         provision_errors={"a": ProviderAuthError("AWS_ACCESS_KEY_ID was refused")},
     )
     spec = command_spec(tmp_path).model_copy(update={"providers": ["cloud"]})
@@ -260,7 +294,9 @@ def test_local_runs_one_node_only(home, store, tmp_path) -> None:
 
 def test_provision_failure_that_is_not_capacity_does_not_fail_over(home, store, tmp_path) -> None:
     cloud = ScriptedProvider(
-        "cloud", home.work, [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
+        "cloud",
+        home.work,
+        [offer("cloud", "a", 0.1), offer("cloud", "b", 0.2)],
         provision_errors={"a": ProvisioningError("image not found")},
     )
     spec = command_spec(tmp_path).model_copy(update={"providers": ["cloud"]})
@@ -282,7 +318,9 @@ def test_a_dataset_sync_failure_tears_down(home, store, tmp_path) -> None:
     final = launch(controller, spec, tmp_path)
     assert final.state is JobState.FAILED and "link down" in final.error
     assert [e.state for e in store.events(final.id)][-3:] == [
-        JobState.SYNCING, JobState.TEARING_DOWN, JobState.FAILED,
+        JobState.SYNCING,
+        JobState.TEARING_DOWN,
+        JobState.FAILED,
     ]
     assert provider.called("terminate") == 1
     assert_torn_down(home, store, final.id)
@@ -292,7 +330,8 @@ def test_a_cancel_before_anything_runs_creates_nothing(home, store, tmp_path) ->
     provider = RecordingProvider(LocalProvider(home.work))
     cancel = CancelToken()
     cancel.cancel("changed my mind")
-    final = launch(controller_with(home, store, {"local": provider}), command_spec(tmp_path),
-                   tmp_path, cancel)
+    final = launch(
+        controller_with(home, store, {"local": provider}), command_spec(tmp_path), tmp_path, cancel
+    )
     assert final.state is JobState.CANCELLED and final.error == "changed my mind"
     assert provider.called("provision") == 0

@@ -9,8 +9,14 @@ from gpujobs.state import JobState, Store
 
 
 def new_job(store: Store, job_id: str, name: str = "n") -> None:
-    store.create_job(job_id=job_id, name=name, spec_json="{}", spec_path="/s.yaml",
-                     runs_dir="/runs", driver_pid=1)
+    store.create_job(
+        job_id=job_id,
+        name=name,
+        spec_json="{}",
+        spec_path="/s.yaml",
+        runs_dir="/runs",
+        driver_pid=1,
+    )
 
 
 def test_transitions_are_recorded_with_events(store: Store) -> None:
@@ -21,8 +27,12 @@ def test_transitions_are_recorded_with_events(store: Store) -> None:
     record = store.job("job-1")
     assert record.state is JobState.FAILED and record.finished_at == 12.0
     events = [(event.state, event.message) for event in store.events("job-1")]
-    assert events == [(JobState.PENDING, "job created"), (JobState.PLANNING, ""),
-                      (JobState.PLANNING, "a note"), (JobState.FAILED, "boom")]
+    assert events == [
+        (JobState.PENDING, "job created"),
+        (JobState.PLANNING, ""),
+        (JobState.PLANNING, "a note"),
+        (JobState.FAILED, "boom"),
+    ]
 
 
 def test_find_by_id_prefix_and_name(store: Store) -> None:
@@ -61,8 +71,9 @@ def test_two_processes_write_at_once_without_losing_anything(tmp_path: Path) -> 
             store.transition(job, JobState.SUCCEEDED)
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", writer, str(db), prefix])
-             for prefix in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", writer, str(db), prefix]) for prefix in ("a", "b")
+    ]
     assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
     store = Store(db)
     assert store.count_jobs() == 300

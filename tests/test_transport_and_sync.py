@@ -87,8 +87,11 @@ class HostileListing(LocalTransport):
     """A node that lists names escaping the folder."""
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
-        return [RemoteFile("../../escape.pt", 3, 0.0), RemoteFile("/etc/passwd", 3, 0.0),
-                RemoteFile("ok/ckpt.pt", 3, 0.0)]
+        return [
+            RemoteFile("../../escape.pt", 3, 0.0),
+            RemoteFile("/etc/passwd", 3, 0.0),
+            RemoteFile("ok/ckpt.pt", 3, 0.0),
+        ]
 
     def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,11 @@ class LocalProvider:
 
     def quota(self, offer: Offer) -> Quota:
         return Quota(
-            provider=self.name, region="local", code="none", name="this machine", unit="node",
+            provider=self.name,
+            region="local",
+            code="none",
+            name="this machine",
+            unit="node",
             limit=None,
         )
 
@@ -77,9 +81,15 @@ class LocalProvider:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return [
             Node(
-                provider=self.name, job_id=job_id, node_id=f"{job_id}-0", host="localhost",
-                workdir=str(workdir), transport="local", instance_type=offer.instance_type,
-                region=offer.region, price_per_hour=offer.price_per_hour,
+                provider=self.name,
+                job_id=job_id,
+                node_id=f"{job_id}-0",
+                host="localhost",
+                workdir=str(workdir),
+                transport="local",
+                instance_type=offer.instance_type,
+                region=offer.region,
+                price_per_hour=offer.price_per_hour,
             )
         ]
 
@@ -103,8 +113,13 @@ class LocalProvider:
             return []
         return [
             Node(
-                provider=self.name, job_id=path.name, node_id=f"{path.name}-0", host="localhost",
-                workdir=str(path), transport="local", instance_type="this-machine",
+                provider=self.name,
+                job_id=path.name,
+                node_id=f"{path.name}-0",
+                host="localhost",
+                workdir=str(path),
+                transport="local",
+                instance_type="this-machine",
                 region="local",
             )
             for path in sorted(self.work_root.iterdir())
@@ -177,7 +192,10 @@ def _local_gpus() -> tuple[str | None, int]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=_GPU_QUERY_TIMEOUT_S, check=True,
+            capture_output=True,
+            text=True,
+            timeout=_GPU_QUERY_TIMEOUT_S,
+            check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return None, 0

@@ -58,8 +58,10 @@ def push_dir(
             progress(done, total)
     _verify(transport, remote_dir, local_files)
     return SyncReport(
-        files_total=len(local_files), bytes_total=sum(item.size for item in local_files),
-        files_sent=len(changed), bytes_sent=done,
+        files_total=len(local_files),
+        bytes_total=sum(item.size for item in local_files),
+        files_sent=len(changed),
+        bytes_sent=done,
     )
 
 
@@ -85,8 +87,11 @@ def pull_dir(
         if progress:
             progress(done, total)
     return SyncReport(
-        files_total=len(wanted), bytes_total=sum(item.size for item in wanted),
-        files_sent=len(changed), bytes_sent=done, refused=refused,
+        files_total=len(wanted),
+        bytes_total=sum(item.size for item in wanted),
+        files_sent=len(changed),
+        bytes_sent=done,
+        refused=refused,
     )
 
 

@@ -90,8 +90,12 @@ class LocalTransport:
         command = shlex.join(argv)
         try:
             done = subprocess.run(
-                list(argv), capture_output=True, text=True, timeout=timeout,
-                stdin=subprocess.DEVNULL, check=False,
+                list(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise TransportTimeoutError(f"`{command}` did not finish in {timeout:g}s") from None
@@ -135,8 +139,10 @@ class LocalTransport:
                 stat = path.lstat()
                 found.append(
                     RemoteFile(
-                        path=path.relative_to(root).as_posix(), size=stat.st_size,
-                        mtime=stat.st_mtime, is_symlink=path.is_symlink(),
+                        path=path.relative_to(root).as_posix(),
+                        size=stat.st_size,
+                        mtime=stat.st_mtime,
+                        is_symlink=path.is_symlink(),
                     )
                 )
         return sorted(found, key=lambda item: item.path)

@@ -30,12 +30,18 @@ def workload_argv(python: str, spec: JobSpec, layout: NodeLayout) -> list[str]:
     if spec.command is not None:
         return ["sh", "-c", spec.command]
     return [
-        python, "-m", f"jobs.{spec.workload}",
-        "--data", layout.data,
-        "--out", layout.checkpoints,
+        python,
+        "-m",
+        f"jobs.{spec.workload}",
+        "--data",
+        layout.data,
+        "--out",
+        layout.checkpoints,
         "--resume",
-        "--checkpoint-every-minutes", f"{spec.checkpoints.every_minutes:g}",
-        "--keep", str(spec.checkpoints.keep),
+        "--checkpoint-every-minutes",
+        f"{spec.checkpoints.every_minutes:g}",
+        "--keep",
+        str(spec.checkpoints.keep),
         *spec.workload_flags(),
     ]
 

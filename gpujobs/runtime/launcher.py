@@ -52,6 +52,6 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         "# Should a signal still interrupt wait, wait again for the workload's own exit status.\n"
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done\n'
         f"{stop_watchdog}"
-        f"echo \"$rc\" > {q(layout.exit_code)}.tmp && "
+        f'echo "$rc" > {q(layout.exit_code)}.tmp && '
         f"mv {q(layout.exit_code)}.tmp {q(layout.exit_code)}\n"
     )

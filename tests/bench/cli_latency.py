@@ -28,8 +28,15 @@ def fill(home: Path, jobs: int) -> None:
     started = time.perf_counter()
     for index in range(jobs):
         job_id = f"bench-{index:06d}"
-        store.create_job(job_id=job_id, name="bench", spec_json="{}", spec_path="/b.yaml",
-                         runs_dir=f"/runs/{job_id}", driver_pid=None, now=1.7e9 + index)
+        store.create_job(
+            job_id=job_id,
+            name="bench",
+            spec_json="{}",
+            spec_path="/b.yaml",
+            runs_dir=f"/runs/{job_id}",
+            driver_pid=None,
+            now=1.7e9 + index,
+        )
         for state in (JobState.PLANNING, JobState.RUNNING, STATES[index % 3]):
             store.transition(job_id, state, now=1.7e9 + index + 1)
     store.close()
@@ -40,8 +47,9 @@ def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
         times.append(time.perf_counter() - started)
     return times
 
@@ -69,8 +77,10 @@ def main() -> None:
             median = statistics.median(times)
             target = TARGETS.get(label)
             verdict = "" if target is None else ("  ok" if median <= target else "  MISSED")
-            print(f"{label:<18}{median:>8.3f}s{min(times):>8.3f}s{median - baseline:>13.3f}s"
-                  f"{(f'{target:.2f}s' if target else '-'):>9}{verdict}")
+            print(
+                f"{label:<18}{median:>8.3f}s{min(times):>8.3f}s{median - baseline:>13.3f}s"
+                f"{(f'{target:.2f}s' if target else '-'):>9}{verdict}"
+            )
 
 
 if __name__ == "__main__":
