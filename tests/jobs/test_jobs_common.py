@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +178,32 @@ def test_device_selection() -> None:
         with pytest.raises(UsageError, match="--device cuda"):
             select_device("cuda")
     assert not amp_settings(torch.device("cpu"), requested=True).enabled
+
+
+def test_jobs_never_import_gpujobs() -> None:
+    # jobs/ runs alone on remote nodes where gpujobs is not installed.
+    root = Path(__file__).resolve().parents[2] / "jobs"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "gpujobs" for n in names), path
+
+
+def test_flag_parsing_does_not_import_torch(run_module) -> None:
+    # Bad flags must fail fast: the CLI layer imports torch only after parsing.
+    code = "import sys, jobs.mnist_cnn.cli; print('torch' in sys.modules)"
+    result = run_module("jobs.mnist_cnn", "--help")
+    assert result.returncode == 0 and "--synthetic" in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert probe.stdout.strip() == "False"

@@ -115,6 +115,12 @@ def test_keep_prunes_old_checkpoints(tmp_path: Path) -> None:
     assert [s for s, _ in list_checkpoints(tmp_path / "out")] == [34, 51]
 
 
+def test_timed_checkpoints_between_epochs(tmp_path: Path) -> None:
+    # A tiny interval makes every step "due": a checkpoint per step, all kept.
+    assert run(tmp_path, "--checkpoint-every-minutes", "1e-9", "--keep", "100") == 0
+    assert [s for s, _ in list_checkpoints(tmp_path / "out")] == list(range(1, 18))
+
+
 @pytest.mark.parametrize(
     ("first", "second", "message"),
     [

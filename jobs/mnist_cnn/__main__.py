@@ -1,0 +1,3 @@
+from jobs.mnist_cnn.cli import main
+
+raise SystemExit(main())

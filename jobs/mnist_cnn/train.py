@@ -1,0 +1,326 @@
+"""The training loop: AdamW + cross-entropy, per-epoch validation, checkpoints (timed, per
+epoch, at the end, on SIGTERM or --max-steps) and exact mid-epoch resume."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.common.checkpoint import (
+    SaveSchedule,
+    capture_training_state,
+    check_resume_compatible,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from jobs.common.device import AmpSettings, amp_settings, describe, select_device
+from jobs.common.errors import UsageError
+from jobs.common.metrics import MetricsWriter
+from jobs.common.seeding import seed_everything
+from jobs.common.signals import StopFlag
+from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
+from jobs.mnist_cnn.model import MnistCnn
+
+# Arguments that define the data, its order, or the optimizer: changing one between a run
+# and its resume would make the result differ from an unbroken run.
+RESUME_KEYS = ("seed", "batch_size", "lr", "synthetic", "val_fraction")
+EVAL_BATCH = 1000
+
+
+@dataclass
+class Totals:
+    """Running loss/accuracy sums, kept as device tensors so the loop never syncs per step."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> Totals:
+        return cls(
+            torch.zeros((), dtype=torch.float64, device=device),
+            torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        self.loss_sum += loss.detach().double() * count
+        self.correct += correct
+        self.seen += count
+
+    def mean_loss(self) -> float:
+        return self.loss_sum.item() / max(self.seen, 1)
+
+    def accuracy(self) -> float:
+        return self.correct.item() / max(self.seen, 1)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "loss_sum": self.loss_sum.item(),
+            "correct": int(self.correct.item()),
+            "seen": self.seen,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any], device: torch.device) -> Totals:
+        totals = cls.zeros(device)
+        totals.loss_sum += plain["loss_sum"]
+        totals.correct += plain["correct"]
+        totals.seen = plain["seen"]
+        return totals
+
+
+@dataclass
+class Position:
+    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+def train(args: argparse.Namespace, stop: StopFlag) -> int:
+    """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    amp = amp_settings(device, args.amp)
+    if args.amp and not amp.enabled:
+        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    # Read before the data is prepared, so a refused resume fails in seconds.
+    checkpoint = _find_checkpoint(args)
+    with MetricsWriter(args.out) as metrics:
+        return _run(args, device, amp, stop, metrics, checkpoint)
+
+
+def _run(
+    args: argparse.Namespace,
+    device: torch.device,
+    amp: AmpSettings,
+    stop: StopFlag,
+    metrics: MetricsWriter,
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+) -> int:
+    started = time.perf_counter()
+    data = load_digits(args.data, args.synthetic, args.val_fraction, args.seed)
+    train_x, train_y = to_inputs(data.train_x).to(device), data.train_y.to(device)
+    val_x, val_y = to_inputs(data.val_x).to(device), data.val_y.to(device)
+    steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+    print(
+        f"mnist_cnn: device {describe(device, amp)}; data {data.source}: "
+        f"{len(train_y)} train / {len(val_y)} val, {steps_per_epoch} steps/epoch, "
+        f"ready in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    torch.manual_seed(args.seed)  # model init independent of what data preparation drew
+    model = MnistCnn().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    scaler = amp.grad_scaler()
+    pos, totals, last_val, last_path = _restore(checkpoint, model, optimizer, scaler, device)
+
+    schedule = SaveSchedule(args.checkpoint_every_minutes)
+
+    def save() -> Path:
+        state = capture_training_state(
+            models={"model": model},
+            optimizers={"optimizer": optimizer},
+            scaler=scaler,
+            epoch=pos.epoch,
+            step=pos.step,
+            args=args,
+            extra={
+                "batch_in_epoch": pos.batch,
+                "epoch_totals": totals.to_plain(),
+                "last_val": last_val,
+            },
+        )
+        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
+        schedule.mark_saved()
+        return path
+
+    if _limit_reached(args, pos, stop):
+        return _stopped(stop, last_path, pos)
+
+    while pos.epoch < args.epochs:
+        order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
+        interval = Totals.zeros(device)
+        epoch_start = interval_start = time.perf_counter()
+        run_seen = 0
+        model.train()
+        while pos.batch < steps_per_epoch:
+            batch = order[pos.batch * args.batch_size : (pos.batch + 1) * args.batch_size]
+            loss, correct = _train_step(
+                model, optimizer, scaler, amp, train_x[batch], train_y[batch]
+            )
+            totals.add(loss, correct, len(batch))
+            interval.add(loss, correct, len(batch))
+            run_seen += len(batch)
+            pos.batch += 1
+            pos.step += 1
+            if args.log_every and pos.step % args.log_every == 0:
+                now = time.perf_counter()
+                metrics.log(
+                    step=pos.step,
+                    epoch=pos.epoch + 1,
+                    split="train_step",
+                    loss=interval.mean_loss(),
+                    accuracy=interval.accuracy(),
+                    lr=_lr(optimizer),
+                    samples_per_s=interval.seen / max(now - interval_start, 1e-9),
+                )
+                interval, interval_start = Totals.zeros(device), now
+            if _limit_reached(args, pos, stop):
+                return _stopped(stop, save(), pos)
+            if schedule.due():
+                last_path = save()
+
+        train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
+        val_loss, val_acc, val_rate = evaluate(model, amp, val_x, val_y)
+        metrics.log(
+            step=pos.step,
+            epoch=pos.epoch + 1,
+            split="train",
+            loss=totals.mean_loss(),
+            accuracy=totals.accuracy(),
+            lr=_lr(optimizer),
+            samples_per_s=train_rate,
+        )
+        metrics.log(
+            step=pos.step,
+            epoch=pos.epoch + 1,
+            split="val",
+            loss=val_loss,
+            accuracy=val_acc,
+            lr=_lr(optimizer),
+            samples_per_s=val_rate,
+        )
+        print(
+            f"epoch {pos.epoch + 1}/{args.epochs}: train loss {totals.mean_loss():.4f} "
+            f"acc {totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
+            f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
+            flush=True,
+        )
+        last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        totals = Totals.zeros(device)
+        last_path = save()
+        if stop and pos.epoch < args.epochs:  # signal arrived during validation
+            return _stopped(stop, last_path, pos)
+
+    _print_done(last_val, last_path)
+    return 0
+
+
+def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
+    if not args.resume:
+        if latest_checkpoint(args.out) is not None:
+            raise UsageError(
+                f"--out {args.out} already holds checkpoints; pass --resume to "
+                "continue that run or choose a new --out"
+            )
+        return None
+    found = load_latest_checkpoint(args.out)
+    if found is None:
+        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
+        return None
+    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
+    return found
+
+
+def _restore(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
+    """Position, partial-epoch totals, last validation result and path of the checkpoint."""
+    if checkpoint is None:
+        return Position(), Totals.zeros(device), None, None
+    path, state = checkpoint
+    restore_training_state(
+        state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
+    )
+    extra = state["extra"]
+    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
+    print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
+    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"], path
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: AmpSettings,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with amp.autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, (logits.argmax(1) == y).sum()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, amp: AmpSettings, x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float, float]:
+    """(mean loss, accuracy, samples/s) over a whole split."""
+    model.eval()
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for first in range(0, len(y), EVAL_BATCH):
+        xb, yb = x[first : first + EVAL_BATCH], y[first : first + EVAL_BATCH]
+        with amp.autocast():
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train()
+    n = max(len(y), 1)
+    rate = len(y) / max(time.perf_counter() - start, 1e-9)
+    return loss_sum.item() / n, correct.item() / n, rate
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
+    if args.max_steps is not None and pos.step >= args.max_steps:
+        stop.set("--max-steps")
+    return bool(stop)
+
+
+def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
+    where = f"epoch {pos.epoch + 1}, step {pos.step}"
+    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
+    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
+    return 0
+
+
+def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
+    if last_val is None:
+        print(f"done: last checkpoint {path}", flush=True)
+        return
+    print(
+        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
+        f"last checkpoint {path}",
+        flush=True,
+    )
