@@ -1,5 +1,7 @@
 """Metrics as JSON lines in ``<out>/metrics.jsonl``: one object per line, flushed at once so
-a watcher (or a preempted run's leftovers) always sees complete lines."""
+a watcher (or a preempted run's leftovers) always sees complete lines. When the `tensorboard`
+package is installed, every numeric field is also written as a TensorBoard scalar
+(``<split>/<field>``) under ``<out>/tensorboard``, so `tensorboard --logdir runs/` works."""
 
 from __future__ import annotations
 
@@ -11,15 +13,27 @@ from types import TracebackType
 from typing import Any, Self
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+_NOT_SCALARS = frozenset({"step", "epoch", "split", "time"})
+
+
+def _summary_writer(folder: Path) -> Any:
+    """A TensorBoard SummaryWriter, or None where the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
 
 
 class MetricsWriter:
     """Appends rows; a resumed run continues the same file."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, *, tensorboard: bool = True) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / METRICS_FILE
         self._file = self.path.open("a", encoding="utf-8")
+        self._board = _summary_writer(out_dir / TENSORBOARD_DIR) if tensorboard else None
 
     def log(
         self,
@@ -46,10 +60,16 @@ class MetricsWriter:
         }
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        if self._board is not None:
+            for key, value in row.items():
+                if key not in _NOT_SCALARS and isinstance(value, (int, float)):
+                    self._board.add_scalar(f"{split}/{key}", value, step)
         return row
 
     def close(self) -> None:
         self._file.close()
+        if self._board is not None:
+            self._board.close()
 
     def __enter__(self) -> Self:
         return self
