@@ -18,6 +18,27 @@ from jobs.common.cli import (
 )
 from jobs.common.signals import stop_on_signals
 
+# The techniques of the study (jobs/mnist_cnn/techniques.py); here so flags parse without torch.
+LR_SCHEDULES = ("none", "step", "cosine", "onecycle")
+INITS = ("kaiming", "xavier", "orthogonal", "torch")
+NUM_CLASSES = 10
+
+
+def class_weights(text: str) -> list[float] | str:
+    """`balanced`, or ten comma-separated non-negative weights, one per digit."""
+    if text == "balanced":
+        return text
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != NUM_CLASSES or min(weights) < 0 or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"give {NUM_CLASSES} non-negative numbers (not all 0), one per digit, "
+            f"or balanced; got {text!r}"
+        )
+    return weights
+
 
 def build_parser() -> JobArgumentParser:
     parser = make_parser(
@@ -49,6 +70,45 @@ def build_parser() -> JobArgumentParser:
         metavar="F",
         help="share of the training set held out for validation when there "
         "are no t10k files, or with --synthetic (default: %(default)s)",
+    )
+    techniques = parser.add_argument_group("training techniques")
+    techniques.add_argument(
+        "--class-weights",
+        type=class_weights,
+        default=None,
+        metavar="W0,...,W9|balanced",
+        help="sample training digits with these per-class weights (WeightedRandomSampler, "
+        "with replacement); balanced = 1/class frequency",
+    )
+    techniques.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="none",
+        help="learning-rate schedule, stepped every batch (default: %(default)s)",
+    )
+    techniques.add_argument(
+        "--step-epochs",
+        type=positive_int,
+        default=1,
+        metavar="E",
+        help="with --lr-schedule step: epochs between decays (default: %(default)s)",
+    )
+    techniques.add_argument(
+        "--gamma",
+        type=positive_float,
+        default=0.1,
+        help="with --lr-schedule step: decay factor (default: %(default)s)",
+    )
+    techniques.add_argument(
+        "--init",
+        choices=INITS,
+        default="kaiming",
+        help="weight initialisation; torch = PyTorch's defaults (default: %(default)s)",
+    )
+    techniques.add_argument(
+        "--augment",
+        action="store_true",
+        help="random shifts (up to 2 px) and rotations (up to 10 degrees) of training batches",
     )
     return parser
 

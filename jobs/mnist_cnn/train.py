@@ -30,10 +30,29 @@ from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
 from jobs.mnist_cnn.model import MnistCnn
+from jobs.mnist_cnn.techniques import (
+    augment,
+    initialise,
+    make_scheduler,
+    sample_weights,
+    weighted_order,
+)
 
 # Arguments that define the data, its order, or the optimizer: changing one between a run
 # and its resume would make the result differ from an unbroken run.
-RESUME_KEYS = ("seed", "batch_size", "lr", "synthetic", "val_fraction")
+RESUME_KEYS = (
+    "seed",
+    "batch_size",
+    "lr",
+    "synthetic",
+    "val_fraction",
+    "class_weights",
+    "lr_schedule",
+    "step_epochs",
+    "gamma",
+    "init",
+    "augment",
+)
 EVAL_BATCH = 1000
 
 
@@ -124,10 +143,25 @@ def _run(
     )
 
     torch.manual_seed(args.seed)  # model init independent of what data preparation drew
-    model = MnistCnn().to(device)
+    model = MnistCnn()
+    initialise(model, args.init)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    scheduler = make_scheduler(
+        args.lr_schedule,
+        optimizer,
+        lr=args.lr,
+        steps_per_epoch=steps_per_epoch,
+        epochs=args.epochs,
+        step_epochs=args.step_epochs,
+        gamma=args.gamma,
+    )
+    schedulers = {"scheduler": scheduler} if scheduler is not None else None
+    weights = sample_weights(data.train_y, args.class_weights) if args.class_weights else None
     scaler = amp.grad_scaler()
-    pos, totals, last_val, last_path = _restore(checkpoint, model, optimizer, scaler, device)
+    pos, totals, last_val, last_path = _restore(
+        checkpoint, model, optimizer, scaler, device, schedulers
+    )
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
@@ -135,6 +169,7 @@ def _run(
         state = capture_training_state(
             models={"model": model},
             optimizers={"optimizer": optimizer},
+            schedulers=schedulers,
             scaler=scaler,
             epoch=pos.epoch,
             step=pos.step,
@@ -153,16 +188,22 @@ def _run(
         return _stopped(stop, last_path, pos)
 
     while pos.epoch < args.epochs:
-        order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
+        if weights is not None:
+            order = weighted_order(weights, args.seed, pos.epoch).to(device)
+        else:
+            order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
         interval = Totals.zeros(device)
         epoch_start = interval_start = time.perf_counter()
         run_seen = 0
         model.train()
         while pos.batch < steps_per_epoch:
             batch = order[pos.batch * args.batch_size : (pos.batch + 1) * args.batch_size]
-            loss, correct = _train_step(
-                model, optimizer, scaler, amp, train_x[batch], train_y[batch]
-            )
+            inputs = train_x[batch]
+            if args.augment:
+                inputs = augment(inputs, args.seed, pos.epoch, pos.batch)
+            loss, correct = _train_step(model, optimizer, scaler, amp, inputs, train_y[batch])
+            if scheduler is not None:
+                scheduler.step()
             totals.add(loss, correct, len(batch))
             interval.add(loss, correct, len(batch))
             run_seen += len(batch)
@@ -245,13 +286,18 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
+    schedulers: dict[str, Any] | None,
 ) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
     """Position, partial-epoch totals, last validation result and path of the checkpoint."""
     if checkpoint is None:
         return Position(), Totals.zeros(device), None, None
     path, state = checkpoint
     restore_training_state(
-        state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
+        state,
+        models={"model": model},
+        optimizers={"optimizer": optimizer},
+        schedulers=schedulers,
+        scaler=scaler,
     )
     extra = state["extra"]
     pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
