@@ -30,20 +30,21 @@ def workload_argv(python: str, spec: JobSpec, layout: NodeLayout) -> list[str]:
     if spec.command is not None:
         return ["sh", "-c", spec.command]
     return [
-        python,
-        "-m",
-        f"jobs.{spec.workload}",
-        "--data",
-        layout.data,
-        "--out",
-        layout.checkpoints,
+        python, "-m", f"jobs.{spec.workload}",
+        *workload_flags(spec, data=layout.data, out=layout.checkpoints),
+    ]  # fmt: skip
+
+
+def workload_flags(spec: JobSpec, *, data: str, out: str) -> list[str]:
+    """The flags every bundled workload takes, then the spec's own `args`."""
+    return [
+        "--data", data,
+        "--out", out,
         "--resume",
-        "--checkpoint-every-minutes",
-        f"{spec.checkpoints.every_minutes:g}",
-        "--keep",
-        str(spec.checkpoints.keep),
+        "--checkpoint-every-minutes", f"{spec.checkpoints.every_minutes:g}",
+        "--keep", str(spec.checkpoints.keep),
         *spec.workload_flags(),
-    ]
+    ]  # fmt: skip
 
 
 def job_environment(job_id: str, spec: JobSpec, layout: NodeLayout) -> dict[str, str]:
