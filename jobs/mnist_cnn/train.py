@@ -25,7 +25,8 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import AmpSettings, amp_settings, describe, select_device
 from jobs.common.errors import UsageError
-from jobs.common.metrics import MetricsWriter
+from jobs.common.metrics import MetricsWriter, read_metrics
+from jobs.common.plots import loss_curves
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
@@ -252,6 +253,8 @@ def _run(
             f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
             flush=True,
         )
+        # A picture a person looks at, refreshed every epoch (it comes home with the checkpoints).
+        loss_curves(read_metrics(args.out), args.out / "loss.png")
         last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
