@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
 from gpujobs.spec import REDACTED, json_schema, load_spec
 from tests.conftest import REPO, write_spec
@@ -134,3 +135,11 @@ def test_schema_describes_the_spec() -> None:
     schema = json_schema()
     json.dumps(schema)
     assert {"name", "workload", "resources", "budget", "checkpoints"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("workload", bundled_workloads())
+def test_every_bundled_workload_has_a_local_template(workload: str) -> None:
+    # mnist_cnn's is the first job of a new machine, named short for the README's first command.
+    name = "mnist" if workload == "mnist_cnn" else workload
+    spec = load_spec(REPO / "templates" / f"{name}-local.yaml")
+    assert spec.workload == workload and spec.providers == ["local"]
