@@ -1,0 +1,3 @@
+from jobs.text_classifier.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,404 @@
+"""The training loop: AdamW + cross-entropy with gradient clipping, per-epoch validation,
+checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps), exact mid-epoch
+resume, metrics and loss/accuracy curves."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.common.checkpoint import (
+    SaveSchedule,
+    capture_training_state,
+    check_resume_compatible,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from jobs.common.device import AmpSettings, amp_settings, describe, select_device
+from jobs.common.errors import DataError, UsageError
+from jobs.common.metrics import MetricsWriter, read_metrics
+from jobs.common.plots import loss_curves
+from jobs.common.seeding import seed_everything
+from jobs.common.signals import StopFlag
+from jobs.text_classifier.cli import DEFAULT_EMBED_DIM
+from jobs.text_classifier.data import (
+    Encoded,
+    TextData,
+    epoch_order,
+    find_train_file,
+    load_text_data,
+    prepare_synthetic,
+    synthetic_glove,
+)
+from jobs.text_classifier.glove import Embeddings, glove_embeddings, random_embeddings
+from jobs.text_classifier.model import ModelConfig, build_model
+from jobs.text_classifier.totals import Position, Totals
+
+# Arguments that define the data, its order, the model or the optimizer: changing one
+# between a run and its resume would make the result differ from an unbroken run.
+RESUME_KEYS = (
+    "seed",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip",
+    "synthetic",
+    "val_fraction",
+    "train_file",
+    "max_len",
+    "min_freq",
+    "max_vocab",
+    "model",
+    "glove",
+    "embed_dim",
+    "freeze_embeddings",
+    "hidden",
+    "layers",
+    "unidirectional",
+    "pool",
+    "dropout",
+)
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Batch:
+    tokens: torch.Tensor  # on the device, trimmed to the batch's longest sequence
+    lengths: torch.Tensor  # on the CPU
+    labels: torch.Tensor  # on the device
+
+
+class DeviceSplit:
+    """One split on the device, cut into batches by index without host-device syncs: the
+    lengths (and so the trim width) are read on the CPU copy."""
+
+    def __init__(self, data: Encoded, device: torch.device) -> None:
+        self.tokens = data.tokens.to(device)
+        self.labels = data.labels.to(device)
+        self.lengths = data.lengths
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, rows_cpu: torch.Tensor, rows_device: torch.Tensor) -> Batch:
+        lengths = self.lengths[rows_cpu]
+        width = int(lengths.max())  # a CPU tensor: no device sync
+        return Batch(self.tokens[rows_device, :width], lengths, self.labels[rows_device])
+
+
+def train(args: argparse.Namespace, stop: StopFlag) -> int:
+    """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    amp = amp_settings(device, args.amp)
+    if args.amp and not amp.enabled:
+        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    # Read before the data is prepared, so a refused resume fails in seconds.
+    checkpoint = _find_checkpoint(args)
+    with MetricsWriter(args.out) as metrics:
+        return _run(args, device, amp, stop, metrics, checkpoint)
+
+
+def load_data(args: argparse.Namespace) -> tuple[TextData, Path | None]:
+    """The encoded splits and the GloVe file to use (--glove, or the synthetic one)."""
+    data_dir, glove = args.data, args.glove
+    if args.synthetic is not None:
+        data_dir = prepare_synthetic(args.data, args.out, args.synthetic, args.seed)
+        glove = glove or synthetic_glove(data_dir)
+    data = load_text_data(
+        find_train_file(data_dir, args.train_file),
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        min_freq=args.min_freq,
+        max_vocab=args.max_vocab,
+        max_len=args.max_len,
+    )
+    return data, glove
+
+
+def initial_embeddings(data: TextData, glove: Path | None, args: argparse.Namespace) -> Embeddings:
+    generator = torch.Generator().manual_seed(args.seed)
+    if glove is None:
+        return random_embeddings(data.vocab, args.embed_dim or DEFAULT_EMBED_DIM, generator)
+    embeddings = glove_embeddings(glove, data.vocab, generator)
+    print(
+        f"GloVe covers {embeddings.coverage:.1%} of the vocabulary "
+        f"({embeddings.found} of {embeddings.words} words, {embeddings.weight.shape[1]}-d, "
+        f"{glove})",
+        flush=True,
+    )
+    return embeddings
+
+
+def model_config(args: argparse.Namespace, data: TextData, embed_dim: int) -> ModelConfig:
+    return ModelConfig(
+        kind=args.model,
+        vocab_size=len(data.vocab),
+        embed_dim=embed_dim,
+        num_classes=len(data.labels),
+        hidden=args.hidden,
+        layers=args.layers,
+        bidirectional=not args.unidirectional,
+        pool=args.pool,
+        dropout=args.dropout,
+    )
+
+
+def _run(
+    args: argparse.Namespace,
+    device: torch.device,
+    amp: AmpSettings,
+    stop: StopFlag,
+    metrics: MetricsWriter,
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+) -> int:
+    started = time.perf_counter()
+    data, glove = load_data(args)
+    if checkpoint is not None and list(checkpoint[1]["extra"]["vocab"]) != list(data.vocab.itos):
+        raise DataError(
+            f"the training data changed since {checkpoint[0]} (its vocabulary differs); "
+            "restore the original CSV or use a new --out"
+        )
+    train_split, val_split = DeviceSplit(data.train, device), DeviceSplit(data.val, device)
+    steps_per_epoch = math.ceil(len(train_split) / args.batch_size)
+    print(
+        f"text_classifier: device {describe(device, amp)}; data {data.source}: "
+        f"{len(train_split)} train / {len(val_split)} val, labels {', '.join(data.labels)}, "
+        f"vocabulary {len(data.vocab)}, {steps_per_epoch} steps/epoch, "
+        f"ready in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    torch.manual_seed(args.seed)  # model init independent of what data preparation drew
+    embeddings = initial_embeddings(data, glove, args)
+    config = model_config(args, data, embeddings.weight.shape[1])
+    model = build_model(config, embeddings.weight, args.freeze_embeddings).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scaler = amp.grad_scaler()
+    pos, totals, last_val, last_path = _restore(checkpoint, model, optimizer, scaler, device)
+
+    schedule = SaveSchedule(args.checkpoint_every_minutes)
+
+    def save() -> Path:
+        state = capture_training_state(
+            models={"model": model},
+            optimizers={"optimizer": optimizer},
+            scaler=scaler,
+            epoch=pos.epoch,
+            step=pos.step,
+            args=args,
+            extra={
+                "batch_in_epoch": pos.batch,
+                "epoch_totals": totals.to_plain(),
+                "last_val": last_val,
+                # What predict needs to rebuild the model and read new text.
+                "model_config": config.to_plain(),
+                "vocab": list(data.vocab.itos),
+                "labels": list(data.labels),
+                "max_len": args.max_len,
+            },
+        )
+        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
+        schedule.mark_saved()
+        return path
+
+    if _limit_reached(args, pos, stop):
+        return _stopped(stop, last_path, pos)
+
+    while pos.epoch < args.epochs:
+        order = epoch_order(len(train_split), args.seed, pos.epoch)
+        order_device = order.to(device)
+        interval = Totals.zeros(device)
+        epoch_start = interval_start = time.perf_counter()
+        run_seen = 0
+        model.train()
+        while pos.batch < steps_per_epoch:
+            rows = slice(pos.batch * args.batch_size, (pos.batch + 1) * args.batch_size)
+            batch = train_split.batch(order[rows], order_device[rows])
+            loss, correct = _train_step(model, params, optimizer, scaler, amp, batch, args.clip)
+            count = len(batch.lengths)
+            totals.add(loss, correct, count)
+            interval.add(loss, correct, count)
+            run_seen += count
+            pos.batch += 1
+            pos.step += 1
+            if args.log_every and pos.step % args.log_every == 0:
+                now = time.perf_counter()
+                metrics.log(
+                    step=pos.step,
+                    epoch=pos.epoch + 1,
+                    split="train_step",
+                    loss=interval.mean_loss(),
+                    accuracy=interval.accuracy(),
+                    lr=_lr(optimizer),
+                    samples_per_s=interval.seen / max(now - interval_start, 1e-9),
+                )
+                interval, interval_start = Totals.zeros(device), now
+            if _limit_reached(args, pos, stop):
+                path = save()
+                _plot(args.out)
+                return _stopped(stop, path, pos)
+            if schedule.due():
+                last_path = save()
+
+        train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
+        val_loss, val_acc, val_rate = evaluate(model, amp, val_split)
+        for split, loss_value, accuracy, rate in (
+            ("train", totals.mean_loss(), totals.accuracy(), train_rate),
+            ("val", val_loss, val_acc, val_rate),
+        ):
+            metrics.log(
+                step=pos.step,
+                epoch=pos.epoch + 1,
+                split=split,
+                loss=loss_value,
+                accuracy=accuracy,
+                lr=_lr(optimizer),
+                samples_per_s=rate,
+            )
+        print(
+            f"epoch {pos.epoch + 1}/{args.epochs}: train loss {totals.mean_loss():.4f} "
+            f"acc {totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
+            f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
+            flush=True,
+        )
+        last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        totals = Totals.zeros(device)
+        last_path = save()
+        _plot(args.out)
+        if stop and pos.epoch < args.epochs:  # signal arrived during validation
+            return _stopped(stop, last_path, pos)
+
+    _print_done(last_val, last_path)
+    return 0
+
+
+def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
+    if not args.resume:
+        if latest_checkpoint(args.out) is not None:
+            raise UsageError(
+                f"--out {args.out} already holds checkpoints; pass --resume to "
+                "continue that run or choose a new --out"
+            )
+        return None
+    found = load_latest_checkpoint(args.out)
+    if found is None:
+        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
+        return None
+    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
+    return found
+
+
+def _restore(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
+    """Position, partial-epoch totals, last validation result and path of the checkpoint."""
+    if checkpoint is None:
+        return Position(), Totals.zeros(device), None, None
+    path, state = checkpoint
+    restore_training_state(
+        state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
+    )
+    extra = state["extra"]
+    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
+    print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
+    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"], path
+
+
+def _train_step(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: AmpSettings,
+    batch: Batch,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with amp.autocast():
+        logits = model(batch.tokens, batch.lengths)
+        loss = F.cross_entropy(logits, batch.labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+    # LSTMs on long articles get occasional gradient spikes; the norm stays on the device.
+    nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, (logits.argmax(1) == batch.labels).sum()
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, amp: AmpSettings, split: DeviceSplit) -> tuple[float, float, float]:
+    """(mean loss, accuracy, samples/s) over a whole split."""
+    model.eval()
+    start = time.perf_counter()
+    totals = Totals.zeros(split.device)
+    rows = torch.arange(len(split))
+    rows_device = rows.to(split.device)
+    for first in range(0, len(split), EVAL_BATCH):
+        part = slice(first, first + EVAL_BATCH)
+        batch = split.batch(rows[part], rows_device[part])
+        with amp.autocast():
+            logits = model(batch.tokens, batch.lengths)
+        loss = F.cross_entropy(logits.float(), batch.labels)
+        totals.add(loss, (logits.argmax(1) == batch.labels).sum(), len(batch.lengths))
+    model.train()
+    rate = len(split) / max(time.perf_counter() - start, 1e-9)
+    return totals.mean_loss(), totals.accuracy(), rate
+
+
+def _plot(out: Path) -> None:
+    """loss.png and accuracy.png beside metrics.jsonl (per-epoch and per-step rows)."""
+    rows = read_metrics(out)
+    loss_curves(rows, out / "loss.png")
+    loss_curves(
+        [r for r in rows if r["split"] != "train_step"], out / "accuracy.png", key="accuracy"
+    )
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
+    if args.max_steps is not None and pos.step >= args.max_steps:
+        stop.set("--max-steps")
+    return bool(stop)
+
+
+def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
+    where = f"epoch {pos.epoch + 1}, step {pos.step}"
+    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
+    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
+    return 0
+
+
+def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
+    if last_val is None:
+        print(f"done: last checkpoint {path}", flush=True)
+        return
+    print(
+        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
+        f"last checkpoint {path}",
+        flush=True,
+    )
