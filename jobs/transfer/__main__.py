@@ -1,0 +1,3 @@
+from jobs.transfer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The two training stages: ``frozen`` (only the new head learns, at --lr, the backbone is a
+fixed feature extractor) and ``finetune`` (everything learns, at --finetune-lr)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from jobs.transfer.models import backbone_modules, head_module
+
+FROZEN, FINETUNE = "frozen", "finetune"
+
+
+def stage_of(args: argparse.Namespace, epoch: int) -> str:
+    """The stage is a function of the epoch alone, so a resumed run cannot pick another."""
+    return FROZEN if epoch < args.frozen_epochs else FINETUNE
+
+
+def finetune_lr(args: argparse.Namespace) -> float:
+    return args.finetune_lr if args.finetune_lr is not None else args.lr / 10
+
+
+def enter_stage(model: nn.Module, stage: str, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Set which parameters learn and return a fresh optimizer over exactly those.
+
+    A new optimizer per stage: momentum gathered for the head alone says nothing about the
+    backbone, and the stage's learning rate differs."""
+    frozen = stage == FROZEN
+    for parameter in model.parameters():
+        parameter.requires_grad_(not frozen)
+    head = head_module(model)
+    for parameter in head.parameters():
+        parameter.requires_grad_(True)
+    params = list(head.parameters()) if frozen else list(model.parameters())
+    lr = args.lr if frozen else finetune_lr(args)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def set_train_mode(model: nn.Module, stage: str) -> None:
+    """Training mode; in the frozen stage the backbone stays in eval mode, so batch-norm keeps
+    its pretrained statistics (a frozen backbone must not change at all) and dropout in
+    VGG's first classifier layers is off, making the head's features deterministic."""
+    model.train()
+    if stage == FROZEN:
+        for module in backbone_modules(model):
+            module.eval()
