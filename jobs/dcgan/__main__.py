@@ -1,0 +1,3 @@
+from jobs.dcgan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""The training loop: Adam on both nets, a fixed-noise sample grid and the fid_proxy each
+epoch, checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps) and exact
+mid-epoch resume."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.common.checkpoint import (
+    SaveSchedule,
+    capture_training_state,
+    check_resume_compatible,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from jobs.common.device import amp_settings, describe, select_device
+from jobs.common.errors import UsageError
+from jobs.common.metrics import MetricsWriter
+from jobs.common.seeding import seed_everything
+from jobs.common.signals import StopFlag
+from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
+from jobs.dcgan.model import Discriminator, Generator
+from jobs.dcgan.outputs import write_charts, write_samples
+from jobs.dcgan.quality import QualityProbe
+from jobs.dcgan.sampling import calibrate_batchnorm, calibration_noise
+from jobs.dcgan.step import GanStep, Totals
+
+# Arguments that define the data, its order, the nets or the optimizers: changing one between
+# a run and its resume would make the result differ from an unbroken run.
+RESUME_KEYS = (
+    "seed",
+    "batch_size",
+    "lr",
+    "beta1",
+    "synthetic",
+    "image_size",
+    "nz",
+    "ngf",
+    "ndf",
+)
+BETA2 = 0.999
+_GRID_SEED_OFFSET = 104_729  # keeps the grid noise apart from the fid_proxy noise
+
+
+@dataclass
+class Position:
+    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclass
+class Nets:
+    generator: Generator
+    discriminator: Discriminator
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+
+def build_nets(args: argparse.Namespace, device: torch.device) -> Nets:
+    torch.manual_seed(args.seed)  # init independent of what data preparation drew
+    generator = Generator(args.nz, args.ngf, args.image_size).to(device)
+    discriminator = Discriminator(args.ndf, args.image_size).to(device)
+    betas = (args.beta1, BETA2)
+    return Nets(
+        generator,
+        discriminator,
+        torch.optim.Adam(generator.parameters(), lr=args.lr, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=betas),
+    )
+
+
+def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
+    """The sample grid's noise: the same every epoch and on every resume."""
+    return torch.randn(count, nz, generator=torch.Generator().manual_seed(seed + _GRID_SEED_OFFSET))
+
+
+def train(args: argparse.Namespace, stop: StopFlag) -> int:
+    """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    amp = amp_settings(device, args.amp)
+    if args.amp and not amp.enabled:
+        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    # Read before the data is prepared, so a refused resume fails in seconds.
+    checkpoint = _find_checkpoint(args)
+    started = time.perf_counter()
+    pictures = load_pictures(args.data, args.image_size, args.synthetic, args.seed)
+    images = pictures.images.to(device)  # uint8: 4x smaller than floats, converted per batch
+    batch_size = min(args.batch_size, len(images))
+    per_epoch = steps_per_epoch(len(images), args.batch_size)
+    probe = QualityProbe(pictures.images, args.nz, args.seed, device)
+    print(
+        f"dcgan: device {describe(device, amp)}; data {pictures.source} at {args.image_size} px, "
+        f"{per_epoch} steps/epoch of {batch_size}, ready in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    nets = build_nets(args, device)
+    scaler = amp.grad_scaler()
+    step = GanStep(nets.generator, nets.discriminator, nets.opt_g, nets.opt_d, scaler, amp, args.nz)
+    grid_noise = fixed_noise(args.samples, args.nz, args.seed).to(device)
+    calib_noise = calibration_noise(args.nz, args.seed).to(device)
+
+    calibrated_at: list[int] = []  # the step of the last calibration, if any
+
+    def calibrate() -> None:
+        # Standing BatchNorm statistics for eval-mode pictures and for checkpoints that
+        # other tools (latent_walk) run in eval mode; training never reads them. Once per
+        # step at most: the epoch end logs, draws samples and saves at the same step.
+        if calibrated_at != [pos.step]:
+            calibrate_batchnorm(nets.generator, calib_noise)
+            calibrated_at[:] = [pos.step]
+
+    pos, totals, last_epoch, last_path = _restore(checkpoint, nets, scaler, device)
+    schedule = SaveSchedule(args.checkpoint_every_minutes)
+
+    def save() -> Path:
+        calibrate()
+        state = capture_training_state(
+            models=nets.models(),
+            optimizers=nets.optimizers(),
+            scaler=scaler,
+            epoch=pos.epoch,
+            step=pos.step,
+            args=args,
+            extra={
+                "batch_in_epoch": pos.batch,
+                "epoch_totals": totals.to_plain(),
+                "last_epoch": last_epoch,
+            },
+        )
+        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
+        schedule.mark_saved()
+        return path
+
+    with MetricsWriter(args.out) as metrics:
+        if checkpoint is None:
+            # The untrained generator's fid_proxy: the baseline the epochs should improve on.
+            calibrate()
+            metrics.log(
+                step=0, epoch=0, split="init", fid_proxy=probe.measure(nets.generator).item()
+            )
+        if _limit_reached(args, pos, stop):
+            return _stopped(stop, last_path, pos)
+
+        while pos.epoch < args.epochs:
+            order = epoch_order(len(images), args.seed, pos.epoch).to(device)
+            interval = Totals(device)
+            epoch_start = interval_start = time.perf_counter()
+            run_seen = 0
+            while pos.batch < per_epoch:
+                batch = order[pos.batch * batch_size : (pos.batch + 1) * batch_size]
+                stats = step(to_inputs(images[batch]))
+                totals.add(stats, len(batch))
+                interval.add(stats, len(batch))
+                run_seen += len(batch)
+                pos.batch += 1
+                pos.step += 1
+                if args.log_every and pos.step % args.log_every == 0:
+                    rate = interval.seen / max(time.perf_counter() - interval_start, 1e-9)
+                    calibrate()
+                    _log(metrics, "train_step", pos, interval, nets, probe, rate)
+                    # The probe's own time is not training time: restart the clock after it.
+                    interval, interval_start = Totals(device), time.perf_counter()
+                if _limit_reached(args, pos, stop):
+                    return _stopped(stop, save(), pos)
+                if schedule.due():
+                    last_path = save()
+
+            train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
+            calibrate()
+            row = _log(metrics, "train", pos, totals, nets, probe, train_rate)
+            grid = write_samples(nets.generator, grid_noise, args.out, pos.epoch + 1)
+            write_charts(args.out)
+            print(
+                f"epoch {pos.epoch + 1}/{args.epochs}: loss D {row['loss_d']:.3f} "
+                f"G {row['loss_g']:.3f} | D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} | "
+                f"fid_proxy {row['fid_proxy']:.3f} | {train_rate:.0f} samples/s, "
+                f"{time.perf_counter() - epoch_start:.1f} s | {grid.name}",
+                flush=True,
+            )
+            last_epoch = {"epoch": pos.epoch + 1, "fid_proxy": row["fid_proxy"]}
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+            totals = Totals(device)
+            last_path = save()
+            if stop and pos.epoch < args.epochs:  # signal arrived during the epoch-end work
+                return _stopped(stop, last_path, pos)
+
+    _print_done(last_epoch, last_path)
+    return 0
+
+
+def _log(
+    metrics: MetricsWriter,
+    split: str,
+    pos: Position,
+    totals: Totals,
+    nets: Nets,
+    probe: QualityProbe,
+    rate: float,
+) -> dict[str, Any]:
+    """One metrics row: loss = the generator's loss, accuracy = the discriminator's on real
+    and fake, plus both losses, mean D outputs and the fid_proxy (see quality.py)."""
+    means = totals.mean()
+    return metrics.log(
+        step=pos.step,
+        epoch=pos.epoch + 1,
+        split=split,
+        loss=means["loss_g"],
+        accuracy=means["accuracy"],
+        lr=float(nets.opt_g.param_groups[0]["lr"]),
+        samples_per_s=rate,
+        loss_d=means["loss_d"],
+        loss_g=means["loss_g"],
+        d_real=means["d_real"],
+        d_fake=means["d_fake"],
+        fid_proxy=probe.measure(nets.generator).item(),
+    )
+
+
+def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
+    if not args.resume:
+        if latest_checkpoint(args.out) is not None:
+            raise UsageError(
+                f"--out {args.out} already holds checkpoints; pass --resume to "
+                "continue that run or choose a new --out"
+            )
+        return None
+    found = load_latest_checkpoint(args.out)
+    if found is None:
+        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
+        return None
+    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
+    return found
+
+
+def _restore(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    nets: Nets,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
+    """Position, partial-epoch totals, last epoch summary and path of the checkpoint."""
+    if checkpoint is None:
+        return Position(), Totals(device), None, None
+    path, state = checkpoint
+    restore_training_state(state, models=nets.models(), optimizers=nets.optimizers(), scaler=scaler)
+    extra = state["extra"]
+    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
+    print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
+    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_epoch"], path
+
+
+def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
+    if args.max_steps is not None and pos.step >= args.max_steps:
+        stop.set("--max-steps")
+    return bool(stop)
+
+
+def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
+    where = f"epoch {pos.epoch + 1}, step {pos.step}"
+    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
+    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
+    return 0
+
+
+def _print_done(last_epoch: dict[str, Any] | None, path: Path | None) -> None:
+    if last_epoch is None:
+        print(f"done: last checkpoint {path}", flush=True)
+        return
+    print(
+        f"done: epoch {last_epoch['epoch']} fid_proxy {last_epoch['fid_proxy']:.3f}, "
+        f"last checkpoint {path}",
+        flush=True,
+    )

@@ -1,0 +1,3 @@
+from jobs.latent_walk.cli import main
+
+raise SystemExit(main())
