@@ -15,15 +15,12 @@ import torch
 from jobs.common.checkpoint import (
     SaveSchedule,
     capture_training_state,
-    check_resume_compatible,
-    latest_checkpoint,
-    load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from jobs.common.device import amp_settings, describe, select_device
-from jobs.common.errors import UsageError
 from jobs.common.metrics import MetricsWriter
+from jobs.common.progress import Position, find_checkpoint, limit_reached, report_stopped
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
@@ -48,15 +45,6 @@ RESUME_KEYS = (
 )
 BETA2 = 0.999
 _GRID_SEED_OFFSET = 104_729  # keeps the grid noise apart from the fid_proxy noise
-
-
-@dataclass
-class Position:
-    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
 
 
 @dataclass
@@ -101,7 +89,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     if args.amp and not amp.enabled:
         print("note: --amp ignored: autocast is only used on cuda", flush=True)
     # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = _find_checkpoint(args)
+    checkpoint = find_checkpoint(args, RESUME_KEYS)
     started = time.perf_counter()
     pictures = load_pictures(args.data, args.image_size, args.synthetic, args.seed)
     images = pictures.images.to(device)  # uint8: 4x smaller than floats, converted per batch
@@ -159,8 +147,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
             metrics.log(
                 step=0, epoch=0, split="init", fid_proxy=probe.measure(nets.generator).item()
             )
-        if _limit_reached(args, pos, stop):
-            return _stopped(stop, last_path, pos)
+        if limit_reached(args, pos, stop):
+            return report_stopped(stop, last_path, pos)
 
         while pos.epoch < args.epochs:
             order = epoch_order(len(images), args.seed, pos.epoch).to(device)
@@ -181,8 +169,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
                     _log(metrics, "train_step", pos, interval, nets, probe, rate)
                     # The probe's own time is not training time: restart the clock after it.
                     interval, interval_start = Totals(device), time.perf_counter()
-                if _limit_reached(args, pos, stop):
-                    return _stopped(stop, save(), pos)
+                if limit_reached(args, pos, stop):
+                    return report_stopped(stop, save(), pos)
                 if schedule.due():
                     last_path = save()
 
@@ -203,7 +191,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
             totals = Totals(device)
             last_path = save()
             if stop and pos.epoch < args.epochs:  # signal arrived during the epoch-end work
-                return _stopped(stop, last_path, pos)
+                return report_stopped(stop, last_path, pos)
 
     _print_done(last_epoch, last_path)
     return 0
@@ -237,23 +225,6 @@ def _log(
     )
 
 
-def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
-    if not args.resume:
-        if latest_checkpoint(args.out) is not None:
-            raise UsageError(
-                f"--out {args.out} already holds checkpoints; pass --resume to "
-                "continue that run or choose a new --out"
-            )
-        return None
-    found = load_latest_checkpoint(args.out)
-    if found is None:
-        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
-        return None
-    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
-    return found
-
-
 def _restore(
     checkpoint: tuple[Path, dict[str, Any]] | None,
     nets: Nets,
@@ -269,19 +240,6 @@ def _restore(
     pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
     print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
     return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_epoch"], path
-
-
-def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
-    if args.max_steps is not None and pos.step >= args.max_steps:
-        stop.set("--max-steps")
-    return bool(stop)
-
-
-def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
-    where = f"epoch {pos.epoch + 1}, step {pos.step}"
-    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
-    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
-    return 0
 
 
 def _print_done(last_epoch: dict[str, Any] | None, path: Path | None) -> None:

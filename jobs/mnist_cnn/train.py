@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,20 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
     capture_training_state,
-    check_resume_compatible,
-    latest_checkpoint,
-    load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, describe, select_device
-from jobs.common.errors import UsageError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
+from jobs.common.progress import (
+    Position,
+    Totals,
+    current_lr,
+    find_checkpoint,
+    limit_reached,
+    report_stopped,
+)
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
@@ -57,57 +60,6 @@ RESUME_KEYS = (
 EVAL_BATCH = 1000
 
 
-@dataclass
-class Totals:
-    """Running loss/accuracy sums, kept as device tensors so the loop never syncs per step."""
-
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    seen: int = 0
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> Totals:
-        return cls(
-            torch.zeros((), dtype=torch.float64, device=device),
-            torch.zeros((), dtype=torch.int64, device=device),
-        )
-
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
-        self.loss_sum += loss.detach().double() * count
-        self.correct += correct
-        self.seen += count
-
-    def mean_loss(self) -> float:
-        return self.loss_sum.item() / max(self.seen, 1)
-
-    def accuracy(self) -> float:
-        return self.correct.item() / max(self.seen, 1)
-
-    def to_plain(self) -> dict[str, Any]:
-        return {
-            "loss_sum": self.loss_sum.item(),
-            "correct": int(self.correct.item()),
-            "seen": self.seen,
-        }
-
-    @classmethod
-    def from_plain(cls, plain: dict[str, Any], device: torch.device) -> Totals:
-        totals = cls.zeros(device)
-        totals.loss_sum += plain["loss_sum"]
-        totals.correct += plain["correct"]
-        totals.seen = plain["seen"]
-        return totals
-
-
-@dataclass
-class Position:
-    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-
-
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
     if args.threads is not None:
@@ -118,7 +70,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     if args.amp and not amp.enabled:
         print("note: --amp ignored: autocast is only used on cuda", flush=True)
     # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = _find_checkpoint(args)
+    checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:
         return _run(args, device, amp, stop, metrics, checkpoint)
 
@@ -185,8 +137,8 @@ def _run(
         schedule.mark_saved()
         return path
 
-    if _limit_reached(args, pos, stop):
-        return _stopped(stop, last_path, pos)
+    if limit_reached(args, pos, stop):
+        return report_stopped(stop, last_path, pos)
 
     while pos.epoch < args.epochs:
         if weights is not None:
@@ -218,12 +170,12 @@ def _run(
                     split="train_step",
                     loss=interval.mean_loss(),
                     accuracy=interval.accuracy(),
-                    lr=_lr(optimizer),
+                    lr=current_lr(optimizer),
                     samples_per_s=interval.seen / max(now - interval_start, 1e-9),
                 )
                 interval, interval_start = Totals.zeros(device), now
-            if _limit_reached(args, pos, stop):
-                return _stopped(stop, save(), pos)
+            if limit_reached(args, pos, stop):
+                return report_stopped(stop, save(), pos)
             if schedule.due():
                 last_path = save()
 
@@ -235,7 +187,7 @@ def _run(
             split="train",
             loss=totals.mean_loss(),
             accuracy=totals.accuracy(),
-            lr=_lr(optimizer),
+            lr=current_lr(optimizer),
             samples_per_s=train_rate,
         )
         metrics.log(
@@ -244,7 +196,7 @@ def _run(
             split="val",
             loss=val_loss,
             accuracy=val_acc,
-            lr=_lr(optimizer),
+            lr=current_lr(optimizer),
             samples_per_s=val_rate,
         )
         print(
@@ -260,27 +212,10 @@ def _run(
         totals = Totals.zeros(device)
         last_path = save()
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
-            return _stopped(stop, last_path, pos)
+            return report_stopped(stop, last_path, pos)
 
     _print_done(last_val, last_path)
     return 0
-
-
-def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
-    if not args.resume:
-        if latest_checkpoint(args.out) is not None:
-            raise UsageError(
-                f"--out {args.out} already holds checkpoints; pass --resume to "
-                "continue that run or choose a new --out"
-            )
-        return None
-    found = load_latest_checkpoint(args.out)
-    if found is None:
-        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
-        return None
-    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
-    return found
 
 
 def _restore(
@@ -345,23 +280,6 @@ def evaluate(
     n = max(len(y), 1)
     rate = len(y) / max(time.perf_counter() - start, 1e-9)
     return loss_sum.item() / n, correct.item() / n, rate
-
-
-def _lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
-    if args.max_steps is not None and pos.step >= args.max_steps:
-        stop.set("--max-steps")
-    return bool(stop)
-
-
-def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
-    where = f"epoch {pos.epoch + 1}, step {pos.step}"
-    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
-    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
-    return 0
 
 
 def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:

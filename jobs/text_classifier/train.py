@@ -18,16 +18,21 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
     capture_training_state,
-    check_resume_compatible,
-    latest_checkpoint,
-    load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, describe, select_device
-from jobs.common.errors import DataError, UsageError
+from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
+from jobs.common.progress import (
+    Position,
+    Totals,
+    current_lr,
+    find_checkpoint,
+    limit_reached,
+    report_stopped,
+)
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.text_classifier.cli import DEFAULT_EMBED_DIM
@@ -42,7 +47,6 @@ from jobs.text_classifier.data import (
 )
 from jobs.text_classifier.glove import Embeddings, glove_embeddings, random_embeddings
 from jobs.text_classifier.model import ModelConfig, build_model
-from jobs.text_classifier.totals import Position, Totals
 
 # Arguments that define the data, its order, the model or the optimizer: changing one
 # between a run and its resume would make the result differ from an unbroken run.
@@ -107,7 +111,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     if args.amp and not amp.enabled:
         print("note: --amp ignored: autocast is only used on cuda", flush=True)
     # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = _find_checkpoint(args)
+    checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:
         return _run(args, device, amp, stop, metrics, checkpoint)
 
@@ -216,8 +220,8 @@ def _run(
         schedule.mark_saved()
         return path
 
-    if _limit_reached(args, pos, stop):
-        return _stopped(stop, last_path, pos)
+    if limit_reached(args, pos, stop):
+        return report_stopped(stop, last_path, pos)
 
     while pos.epoch < args.epochs:
         order = epoch_order(len(train_split), args.seed, pos.epoch)
@@ -244,14 +248,14 @@ def _run(
                     split="train_step",
                     loss=interval.mean_loss(),
                     accuracy=interval.accuracy(),
-                    lr=_lr(optimizer),
+                    lr=current_lr(optimizer),
                     samples_per_s=interval.seen / max(now - interval_start, 1e-9),
                 )
                 interval, interval_start = Totals.zeros(device), now
-            if _limit_reached(args, pos, stop):
+            if limit_reached(args, pos, stop):
                 path = save()
                 _plot(args.out)
-                return _stopped(stop, path, pos)
+                return report_stopped(stop, path, pos)
             if schedule.due():
                 last_path = save()
 
@@ -267,7 +271,7 @@ def _run(
                 split=split,
                 loss=loss_value,
                 accuracy=accuracy,
-                lr=_lr(optimizer),
+                lr=current_lr(optimizer),
                 samples_per_s=rate,
             )
         print(
@@ -282,27 +286,10 @@ def _run(
         last_path = save()
         _plot(args.out)
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
-            return _stopped(stop, last_path, pos)
+            return report_stopped(stop, last_path, pos)
 
     _print_done(last_val, last_path)
     return 0
-
-
-def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
-    if not args.resume:
-        if latest_checkpoint(args.out) is not None:
-            raise UsageError(
-                f"--out {args.out} already holds checkpoints; pass --resume to "
-                "continue that run or choose a new --out"
-            )
-        return None
-    found = load_latest_checkpoint(args.out)
-    if found is None:
-        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
-        return None
-    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
-    return found
 
 
 def _restore(
@@ -374,23 +361,6 @@ def _plot(out: Path) -> None:
     loss_curves(
         [r for r in rows if r["split"] != "train_step"], out / "accuracy.png", key="accuracy"
     )
-
-
-def _lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
-    if args.max_steps is not None and pos.step >= args.max_steps:
-        stop.set("--max-steps")
-    return bool(stop)
-
-
-def _stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
-    where = f"epoch {pos.epoch + 1}, step {pos.step}"
-    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
-    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
-    return 0
 
 
 def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:

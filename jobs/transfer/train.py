@@ -7,7 +7,6 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,14 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
     capture_training_state,
-    check_resume_compatible,
-    latest_checkpoint,
-    load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, describe, select_device
-from jobs.common.errors import DataError, UsageError
+from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
+from jobs.common.progress import Position, Totals, current_lr, find_checkpoint, limit_reached
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.transfer.data import (
@@ -65,57 +62,6 @@ RESUME_KEYS = (
 )
 
 
-@dataclass
-class Totals:
-    """Running loss/accuracy sums, kept as device tensors so the loop never syncs per step."""
-
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    seen: int = 0
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> Totals:
-        return cls(
-            torch.zeros((), dtype=torch.float64, device=device),
-            torch.zeros((), dtype=torch.int64, device=device),
-        )
-
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
-        self.loss_sum += loss.detach().double() * count
-        self.correct += correct
-        self.seen += count
-
-    def mean_loss(self) -> float:
-        return self.loss_sum.item() / max(self.seen, 1)
-
-    def accuracy(self) -> float:
-        return self.correct.item() / max(self.seen, 1)
-
-    def to_plain(self) -> dict[str, Any]:
-        return {
-            "loss_sum": self.loss_sum.item(),
-            "correct": int(self.correct.item()),
-            "seen": self.seen,
-        }
-
-    @classmethod
-    def from_plain(cls, plain: dict[str, Any], device: torch.device) -> Totals:
-        totals = cls.zeros(device)
-        totals.loss_sum += plain["loss_sum"]
-        totals.correct += plain["correct"]
-        totals.seen = plain["seen"]
-        return totals
-
-
-@dataclass
-class Position:
-    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-
-
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
     if args.threads is not None:
@@ -126,7 +72,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     if args.amp and not amp.enabled:
         print("note: --amp ignored: autocast is only used on cuda", flush=True)
     # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = _find_checkpoint(args)
+    checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:
         return _run(args, device, amp, stop, metrics, checkpoint)
 
@@ -250,7 +196,7 @@ def _run(
         )
         return 0
 
-    if _limit_reached(args, pos, stop):
+    if limit_reached(args, pos, stop):
         return stopped()
 
     while pos.epoch < args.epochs:
@@ -283,12 +229,12 @@ def _run(
                     split="train_step",
                     loss=loss_value,
                     accuracy=accuracy,
-                    lr=_lr(optimizer),
+                    lr=current_lr(optimizer),
                     samples_per_s=interval.seen / max(now - interval_start, 1e-9),
                     stage=stage,
                 )
                 interval, interval_start = Totals.zeros(device), time.perf_counter()
-            if _limit_reached(args, pos, stop):
+            if limit_reached(args, pos, stop):
                 return stopped()
             if schedule.due():
                 last_path = save()
@@ -296,7 +242,12 @@ def _run(
         train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
         val_loss, val_acc, val_rate = evaluate(model, amp, normalize, val_x, val_y, args.batch_size)
         set_train_mode(model, stage)
-        common = {"step": pos.step, "epoch": pos.epoch + 1, "lr": _lr(optimizer), "stage": stage}
+        common = {
+            "step": pos.step,
+            "epoch": pos.epoch + 1,
+            "lr": current_lr(optimizer),
+            "stage": stage,
+        }
         metrics.log(
             split="train",
             loss=totals.mean_loss(),
@@ -321,30 +272,16 @@ def _run(
             stage = stage_of(args, pos.epoch)
             optimizer = enter_stage(model, stage, args)
             set_train_mode(model, stage)
-            print(f"stage: {stage} from epoch {pos.epoch + 1}, lr {_lr(optimizer):g}", flush=True)
+            print(
+                f"stage: {stage} from epoch {pos.epoch + 1}, lr {current_lr(optimizer):g}",
+                flush=True,
+            )
         last_path = save()
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
             return stopped()
 
     _print_done(last_val, last_path)
     return 0
-
-
-def _find_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
-    if not args.resume:
-        if latest_checkpoint(args.out) is not None:
-            raise UsageError(
-                f"--out {args.out} already holds checkpoints; pass --resume to "
-                "continue that run or choose a new --out"
-            )
-        return None
-    found = load_latest_checkpoint(args.out)
-    if found is None:
-        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
-        return None
-    check_resume_compatible(found[1]["args"], args, RESUME_KEYS)
-    return found
 
 
 def _restore(
@@ -426,16 +363,6 @@ def _draw_curves(out: Path) -> None:
     rows = [row for row in read_metrics(out) if row["split"] in ("train", "val", "train_step")]
     loss_curves(rows, out / "loss.png")
     loss_curves(rows, out / "accuracy.png", key="accuracy")
-
-
-def _lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def _limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
-    if args.max_steps is not None and pos.step >= args.max_steps:
-        stop.set("--max-steps")
-    return bool(stop)
 
 
 def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:

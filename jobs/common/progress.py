@@ -1,0 +1,108 @@
+"""What every workload's training loop keeps track of, in one place: running loss/accuracy sums,
+the position within the run, which checkpoint to resume from, and how an early stop (SIGTERM,
+--max-steps) is detected and reported."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.common.checkpoint import (
+    check_resume_compatible,
+    latest_checkpoint,
+    load_latest_checkpoint,
+)
+from jobs.common.errors import UsageError
+from jobs.common.signals import StopFlag
+
+
+@dataclass
+class Totals:
+    """Running loss/accuracy sums, kept as device tensors so the loop never syncs per step."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> Totals:
+        return cls(
+            torch.zeros((), dtype=torch.float64, device=device),
+            torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        self.loss_sum += loss.detach().double() * count
+        self.correct += correct
+        self.seen += count
+
+    def mean_loss(self) -> float:
+        return self.loss_sum.item() / max(self.seen, 1)
+
+    def accuracy(self) -> float:
+        return self.correct.item() / max(self.seen, 1)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "loss_sum": self.loss_sum.item(),
+            "correct": int(self.correct.item()),
+            "seen": self.seen,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any], device: torch.device) -> Totals:
+        totals = cls.zeros(device)
+        totals.loss_sum += plain["loss_sum"]
+        totals.correct += plain["correct"]
+        totals.seen = plain["seen"]
+        return totals
+
+
+@dataclass
+class Position:
+    """Where training stands: ``batch`` is the next batch index within ``epoch``."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+def find_checkpoint(
+    args: argparse.Namespace, resume_keys: Iterable[str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
+    if not args.resume:
+        if latest_checkpoint(args.out) is not None:
+            raise UsageError(
+                f"--out {args.out} already holds checkpoints; pass --resume to "
+                "continue that run or choose a new --out"
+            )
+        return None
+    found = load_latest_checkpoint(args.out)
+    if found is None:
+        print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
+        return None
+    check_resume_compatible(found[1]["args"], args, resume_keys)
+    return found
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bool:
+    if args.max_steps is not None and pos.step >= args.max_steps:
+        stop.set("--max-steps")
+    return bool(stop)
+
+
+def report_stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
+    where = f"epoch {pos.epoch + 1}, step {pos.step}"
+    saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
+    print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
+    return 0
