@@ -17,7 +17,9 @@ from jobs.common.checkpoint import (
     latest_checkpoint,
     load_latest_checkpoint,
 )
+from jobs.common.device import AmpSettings, amp_settings, select_device
 from jobs.common.errors import UsageError
+from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 
 
@@ -106,3 +108,35 @@ def report_stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
     saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
     print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
     return 0
+
+
+def start_run(args: argparse.Namespace) -> tuple[torch.device, AmpSettings]:
+    """Threads, seeds, device and mixed precision, set up the same way for every workload."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    amp = amp_settings(device, args.amp)
+    if args.amp and not amp.enabled:
+        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    return device, amp
+
+
+def classification_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: AmpSettings,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One cross-entropy step; returns the loss and the count of correct predictions as device
+    tensors (no sync), for Totals."""
+    with amp.autocast():
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, (logits.argmax(1) == y).sum()

@@ -18,10 +18,9 @@ from jobs.common.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from jobs.common.device import amp_settings, describe, select_device
+from jobs.common.device import describe
 from jobs.common.metrics import MetricsWriter
-from jobs.common.progress import Position, find_checkpoint, limit_reached, report_stopped
-from jobs.common.seeding import seed_everything
+from jobs.common.progress import Position, find_checkpoint, limit_reached, report_stopped, start_run
 from jobs.common.signals import StopFlag
 from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
 from jobs.dcgan.model import Discriminator, Generator
@@ -81,13 +80,7 @@ def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    amp = amp_settings(device, args.amp)
-    if args.amp and not amp.enabled:
-        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
     started = time.perf_counter()

@@ -19,18 +19,19 @@ from jobs.common.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from jobs.common.device import AmpSettings, amp_settings, describe, select_device
+from jobs.common.device import AmpSettings, describe
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     Position,
     Totals,
+    classification_step,
     current_lr,
     find_checkpoint,
     limit_reached,
     report_stopped,
+    start_run,
 )
-from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
 from jobs.mnist_cnn.model import MnistCnn
@@ -62,13 +63,7 @@ EVAL_BATCH = 1000
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    amp = amp_settings(device, args.amp)
-    if args.amp and not amp.enabled:
-        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:
@@ -154,7 +149,9 @@ def _run(
             inputs = train_x[batch]
             if args.augment:
                 inputs = augment(inputs, args.seed, pos.epoch, pos.batch)
-            loss, correct = _train_step(model, optimizer, scaler, amp, inputs, train_y[batch])
+            loss, correct = classification_step(
+                model, optimizer, scaler, amp, inputs, train_y[batch]
+            )
             if scheduler is not None:
                 scheduler.step()
             totals.add(loss, correct, len(batch))
@@ -241,24 +238,6 @@ def _restore(
     pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
     print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
     return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"], path
-
-
-def _train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    amp: AmpSettings,
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    with amp.autocast():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss, (logits.argmax(1) == y).sum()
 
 
 @torch.inference_mode()

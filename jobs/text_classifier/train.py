@@ -21,7 +21,7 @@ from jobs.common.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from jobs.common.device import AmpSettings, amp_settings, describe, select_device
+from jobs.common.device import AmpSettings, describe
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
@@ -32,8 +32,8 @@ from jobs.common.progress import (
     find_checkpoint,
     limit_reached,
     report_stopped,
+    start_run,
 )
-from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 from jobs.text_classifier.cli import DEFAULT_EMBED_DIM
 from jobs.text_classifier.data import (
@@ -103,13 +103,7 @@ class DeviceSplit:
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    amp = amp_settings(device, args.amp)
-    if args.amp and not amp.enabled:
-        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:

@@ -20,12 +20,19 @@ from jobs.common.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from jobs.common.device import AmpSettings, amp_settings, describe, select_device
+from jobs.common.device import AmpSettings, describe
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
-from jobs.common.progress import Position, Totals, current_lr, find_checkpoint, limit_reached
-from jobs.common.seeding import seed_everything
+from jobs.common.progress import (
+    Position,
+    Totals,
+    classification_step,
+    current_lr,
+    find_checkpoint,
+    limit_reached,
+    start_run,
+)
 from jobs.common.signals import StopFlag
 from jobs.transfer.data import (
     ImageSplits,
@@ -64,13 +71,7 @@ RESUME_KEYS = (
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    device = select_device(args.device)
-    amp = amp_settings(device, args.amp)
-    if args.amp and not amp.enabled:
-        print("note: --amp ignored: autocast is only used on cuda", flush=True)
+    device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
     with MetricsWriter(args.out) as metrics:
@@ -211,7 +212,7 @@ def _run(
             if args.augment:
                 x = augment(x).contiguous(memory_format=MEMORY_FORMAT)
             y = train_y.index_select(0, batch)
-            loss, correct = _train_step(model, optimizer, scaler, amp, x, y)
+            loss, correct = classification_step(model, optimizer, scaler, amp, x, y)
             count = batch.shape[0]
             totals.add(loss, correct, count)
             interval.add(loss, correct, count)
@@ -314,24 +315,6 @@ def _restore(
         (extra["last_val"]),
         path,
     )
-
-
-def _train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    amp: AmpSettings,
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    with amp.autocast():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss, (logits.argmax(1) == y).sum()
 
 
 @torch.inference_mode()
