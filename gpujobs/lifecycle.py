@@ -381,6 +381,8 @@ class _Drive:
             self._note(f"refused checkpoint file {name!r}: it would land outside {self.runs_dir}")
         if report.files_sent:
             self._note(f"pulled {report.files_sent} file(s) to {self.runs_dir}")
+        if report.pruned:
+            self._note(f"removed {len(report.pruned)} checkpoint(s) the node no longer keeps")
 
     def _stop(self, reason: str) -> None:
         self._note(f"stopping the workload ({reason}); it saves a checkpoint first")

@@ -115,3 +115,34 @@ def test_log_follower_resumes_at_its_offset_without_loss_or_repeat(tmp_path: Pat
     assert LogFollower(LocalTransport(), str(remote), local).poll() == b"two\nthree\n"
     assert local.read_bytes() == remote.read_bytes()
     assert tail_lines(local, 2) == "two\nthree"
+
+
+def test_pull_prunes_only_checkpoints_older_than_what_the_node_keeps(tmp_path: Path) -> None:
+    node, home = tmp_path / "ckpt", tmp_path / "runs"
+    node.mkdir()
+    home.mkdir()
+    for step in (1, 2, 3):
+        (home / f"ckpt-{step:08d}.pt").write_bytes(b"old")
+    (home / "metrics.jsonl").write_text("{}\n")
+    (home / "my-ckpt-1.pt").write_text("not the workloads' naming")
+    for step in (3, 4, 5):
+        (node / f"ckpt-{step:08d}.pt").write_bytes(b"new")
+    report = pull_dir(LocalTransport(), str(node), home)
+    assert report.pruned == ("ckpt-00000001.pt", "ckpt-00000002.pt")
+    assert sorted(p.name for p in home.iterdir()) == [
+        "ckpt-00000003.pt",
+        "ckpt-00000004.pt",
+        "ckpt-00000005.pt",
+        "metrics.jsonl",
+        "my-ckpt-1.pt",
+    ]
+
+
+def test_a_node_that_lost_its_checkpoints_prunes_nothing_at_home(tmp_path: Path) -> None:
+    node, home = tmp_path / "ckpt", tmp_path / "runs"
+    node.mkdir()
+    home.mkdir()
+    (home / "ckpt-00000009.pt").write_bytes(b"precious")
+    (node / "metrics.jsonl").write_text("{}\n")
+    assert pull_dir(LocalTransport(), str(node), home).pruned == ()
+    assert (home / "ckpt-00000009.pt").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,9 @@ from gpujobs.remote.transport import RemoteFile, Transport
 
 # (bytes done, bytes total) after each file.
 Progress = Callable[[int, int], None]
+
+# How the bundled workloads name checkpoints (jobs/common/checkpoint.py).
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 # mtimes survive copies to within filesystem resolution; compare at this tolerance.
 _MTIME_TOLERANCE_S = 0.01
@@ -30,6 +34,7 @@ class SyncReport:
     files_sent: int
     bytes_sent: int
     refused: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
 
 
 def push_dir(
@@ -86,13 +91,38 @@ def pull_dir(
         done += item.size
         if progress:
             progress(done, total)
+    pruned = prune_superseded_checkpoints(local_dir, [item.path for item in wanted])
     return SyncReport(
         files_total=len(wanted),
         bytes_total=sum(item.size for item in wanted),
         files_sent=len(changed),
         bytes_sent=done,
         refused=refused,
+        pruned=pruned,
     )
+
+
+def prune_superseded_checkpoints(local_dir: Path, remote_paths: list[str]) -> tuple[str, ...]:
+    """Remove home copies of checkpoints the node has already pruned (it keeps the newest
+    `checkpoints.keep`), so runs/<job id>/ does not grow for the whole run.
+
+    Only files named as the bundled workloads name them (ckpt-<step>.pt, top level) and only
+    those older than the oldest the node still has: a node that lost its files (preempted,
+    wiped) lists none, and then nothing at home is touched.
+    """
+    remote_steps = [
+        int(match.group(1)) for name in remote_paths if (match := CHECKPOINT_NAME.match(name))
+    ]
+    if not remote_steps:
+        return ()
+    oldest_kept = min(remote_steps)
+    pruned = []
+    for path in sorted(local_dir.iterdir()):
+        match = CHECKPOINT_NAME.match(path.name)
+        if match and int(match.group(1)) < oldest_kept and path.is_file():
+            path.unlink()
+            pruned.append(path.name)
+    return tuple(pruned)
 
 
 def _unsafe(item: RemoteFile) -> bool:
