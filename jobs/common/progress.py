@@ -8,14 +8,17 @@ import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from jobs.common.checkpoint import (
+    SaveSchedule,
+    capture_training_state,
     check_resume_compatible,
     latest_checkpoint,
     load_latest_checkpoint,
+    save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
 from jobs.common.errors import UsageError
@@ -140,3 +143,38 @@ def classification_step(
     scaler.step(optimizer)
     scaler.update()
     return loss, (logits.argmax(1) == y).sum()
+
+
+class PlainTotals(Protocol):
+    """Running sums that travel in a checkpoint (Totals, or a workload's own)."""
+
+    def to_plain(self) -> dict[str, Any]: ...
+
+
+def save_progress(
+    args: argparse.Namespace,
+    pos: Position,
+    totals: PlainTotals,
+    schedule: SaveSchedule,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    scaler: torch.amp.GradScaler,
+    schedulers: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Checkpoint the run where it stands (mid-epoch too: the batch and the partial sums travel
+    with it, so a resume is exact), keep the newest --keep, and restart the timed schedule."""
+    state = capture_training_state(
+        models=models,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        scaler=scaler,
+        epoch=pos.epoch,
+        step=pos.step,
+        args=args,
+        extra={"batch_in_epoch": pos.batch, "epoch_totals": totals.to_plain(), **(extra or {})},
+    )
+    path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
+    schedule.mark_saved()
+    return path

@@ -14,13 +14,18 @@ import torch
 
 from jobs.common.checkpoint import (
     SaveSchedule,
-    capture_training_state,
     restore_training_state,
-    save_checkpoint,
 )
 from jobs.common.device import describe
 from jobs.common.metrics import MetricsWriter
-from jobs.common.progress import Position, find_checkpoint, limit_reached, report_stopped, start_run
+from jobs.common.progress import (
+    Position,
+    find_checkpoint,
+    limit_reached,
+    report_stopped,
+    save_progress,
+    start_run,
+)
 from jobs.common.signals import StopFlag
 from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
 from jobs.dcgan.model import Discriminator, Generator
@@ -116,22 +121,16 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
 
     def save() -> Path:
         calibrate()
-        state = capture_training_state(
+        return save_progress(
+            args,
+            pos,
+            totals,
+            schedule,
             models=nets.models(),
             optimizers=nets.optimizers(),
             scaler=scaler,
-            epoch=pos.epoch,
-            step=pos.step,
-            args=args,
-            extra={
-                "batch_in_epoch": pos.batch,
-                "epoch_totals": totals.to_plain(),
-                "last_epoch": last_epoch,
-            },
+            extra={"last_epoch": last_epoch},
         )
-        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
-        schedule.mark_saved()
-        return path
 
     with MetricsWriter(args.out) as metrics:
         if checkpoint is None:

@@ -15,9 +15,7 @@ from torch import nn
 
 from jobs.common.checkpoint import (
     SaveSchedule,
-    capture_training_state,
     restore_training_state,
-    save_checkpoint,
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.metrics import MetricsWriter, read_metrics
@@ -30,6 +28,7 @@ from jobs.common.progress import (
     find_checkpoint,
     limit_reached,
     report_stopped,
+    save_progress,
     start_run,
 )
 from jobs.common.signals import StopFlag
@@ -114,23 +113,17 @@ def _run(
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
     def save() -> Path:
-        state = capture_training_state(
+        return save_progress(
+            args,
+            pos,
+            totals,
+            schedule,
             models={"model": model},
             optimizers={"optimizer": optimizer},
             schedulers=schedulers,
             scaler=scaler,
-            epoch=pos.epoch,
-            step=pos.step,
-            args=args,
-            extra={
-                "batch_in_epoch": pos.batch,
-                "epoch_totals": totals.to_plain(),
-                "last_val": last_val,
-            },
+            extra={"last_val": last_val},
         )
-        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
-        schedule.mark_saved()
-        return path
 
     if limit_reached(args, pos, stop):
         return report_stopped(stop, last_path, pos)

@@ -16,9 +16,7 @@ from torch import nn
 
 from jobs.common.checkpoint import (
     SaveSchedule,
-    capture_training_state,
     restore_training_state,
-    save_checkpoint,
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.errors import DataError
@@ -31,6 +29,7 @@ from jobs.common.progress import (
     current_lr,
     find_checkpoint,
     limit_reached,
+    save_progress,
     start_run,
 )
 from jobs.common.signals import StopFlag
@@ -164,17 +163,16 @@ def _run(
 
     def save() -> Path:
         nonlocal saved_step
-        state = capture_training_state(
+        path = save_progress(
+            args,
+            pos,
+            totals,
+            schedule,
             models={"model": model},
             optimizers={"optimizer": optimizer},
             scaler=scaler,
-            epoch=pos.epoch,
-            step=pos.step,
-            args=args,
             extra={
                 "stage": stage,
-                "batch_in_epoch": pos.batch,
-                "epoch_totals": totals.to_plain(),
                 "last_val": last_val,
                 # What predict needs to rebuild and label the model without the training args.
                 "arch": args.arch,
@@ -183,8 +181,6 @@ def _run(
                 "image_size": args.image_size,
             },
         )
-        path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
-        schedule.mark_saved()
         saved_step = pos.step
         return path
 
