@@ -33,8 +33,7 @@ def find_images(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     return sorted(
-        path for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
     )
 
 
@@ -124,7 +123,11 @@ def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8, padding: in
 
 
 def write_shapes_dataset(
-    root: Path, count: int, *, size: int = 64, classes: Sequence[str] = ("disc", "square"),
+    root: Path,
+    count: int,
+    *,
+    size: int = 64,
+    classes: Sequence[str] = ("disc", "square"),
     seed: int = 0,
 ) -> Path:
     """Generated pictures, `count` in all, balanced over `classes` (disc, square, triangle),
@@ -152,8 +155,9 @@ def _shape_picture(kind: str, size: int, rng: random.Random) -> Image.Image:
     elif kind == "square":
         draw.rectangle(box, fill=colour)
     elif kind == "triangle":
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)],
-                     fill=colour)
+        draw.polygon(
+            [(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour
+        )
     else:
         raise ValueError(f"unknown shape {kind!r}")
     return image

@@ -34,8 +34,10 @@ def line_chart(
     draw.rectangle((left, top, right, bottom), outline=(0, 0, 0))
 
     def to_pixel(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x_lo) / x_span * (right - left),
-                bottom - (y - y_lo) / y_span * (bottom - top))
+        return (
+            left + (x - x_lo) / x_span * (right - left),
+            bottom - (y - y_lo) / y_span * (bottom - top),
+        )
 
     for index, (name, values) in enumerate(points.items()):
         colour = _COLOURS[index % len(_COLOURS)]
