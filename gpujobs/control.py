@@ -235,14 +235,13 @@ class Controller:
         carry for this job (created just before a crash, so never recorded)."""
         from gpujobs.providers.base import Node
 
+        rows = self.store.nodes(record.id)
         nodes = {
             row.node_id: Node.model_validate_json(row.node_json)
-            for row in self.store.nodes(record.id)
+            for row in rows
             if row.terminated_at is None
         }
-        known_terminated = {
-            row.node_id for row in self.store.nodes(record.id) if row.terminated_at is not None
-        }
+        known_terminated = {row.node_id for row in rows if row.terminated_at is not None}
         for provider in self.providers.values():
             for node in provider.owned():
                 if node.job_id == record.id and node.node_id not in known_terminated:
@@ -252,7 +251,7 @@ class Controller:
     def _save_what_runs(self, record: JobRecord, nodes: list[Node]) -> None:
         """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
         home. Best effort: a node that cannot be reached must not block the teardown."""
-        from gpujobs.lifecycle import connect
+        from gpujobs.lifecycle import LifecycleConfig, connect
         from gpujobs.node_layout import NodeLayout
         from gpujobs.node_session import NodeSession
 
@@ -269,7 +268,7 @@ class Controller:
                 if session.pid is not None:
                     session.stop_gracefully(
                         self.clock,
-                        grace_s=(self.config.stop_grace_s if self.config else 60.0),
+                        grace_s=(self.config or LifecycleConfig()).stop_grace_s,
                         poll_s=0.2,
                         on_log=lambda _chunk: None,
                         forced=lambda: False,
