@@ -65,11 +65,27 @@ class Controller:
             self._providers = self._providers_factory()
         return self._providers
 
-    def lifecycle(self, sink: EventSink | None = None) -> Lifecycle:
+    def providers_for(self, spec: JobSpec | None) -> Mapping[str, Provider]:
+        """The providers, with those that take settings from a spec (ssh hosts) given it."""
+        if spec is None:
+            return self.providers
+        from gpujobs.providers.base import SpecConfigured
+
+        return {
+            name: provider.for_spec(spec) if isinstance(provider, SpecConfigured) else provider
+            for name, provider in self.providers.items()
+        }
+
+    def lifecycle(self, sink: EventSink | None = None, spec: JobSpec | None = None) -> Lifecycle:
         from gpujobs.lifecycle import Lifecycle
 
         return Lifecycle(
-            self.store, self.home, self.providers, clock=self.clock, sink=sink, config=self.config
+            self.store,
+            self.home,
+            self.providers_for(spec),
+            clock=self.clock,
+            sink=sink,
+            config=self.config,
         )
 
     # -- launch -----------------------------------------------------------------------------
@@ -77,7 +93,7 @@ class Controller:
         """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy."""
         from gpujobs.planner import require_placements
 
-        require_placements(spec, self.providers)
+        require_placements(spec, self.providers_for(spec))
 
     def submit(
         self, spec: JobSpec, spec_path: Path, runs_root: Path
@@ -107,7 +123,7 @@ class Controller:
         sink: EventSink | None = None,
     ) -> JobRecord:
         try:
-            return self.lifecycle(sink).drive(job_id, spec, cancel)
+            return self.lifecycle(sink, spec).drive(job_id, spec, cancel)
         finally:
             lock.release()
 
@@ -213,24 +229,37 @@ class Controller:
         return self.store.job(record.id), "the driver cancelled the job and tore it down"
 
     def _tear_down_orphan(self, record: JobRecord) -> tuple[JobRecord, str]:
-        nodes = self._live_nodes(record)
+        spec = self._stored_spec(record)
+        nodes = self._live_nodes(record, self.providers_for(spec))
         if not nodes and record.state.is_terminal:
             return record, "nothing to tear down"
-        lifecycle = self.lifecycle()
+        lifecycle = self.lifecycle(spec=spec)
         if not record.state.is_terminal:
-            self._save_what_runs(record, nodes)
+            self._save_what_runs(record, nodes, lifecycle)
             lifecycle.transition(record.id, JobState.TEARING_DOWN, "gpujobs down (driver lost)")
         error = lifecycle.tear_down(nodes)
         if error:
             self.store.note(record.id, f"teardown incomplete: {error}", now=self.clock.now())
             raise GpuJobsError(f"{record.id}: teardown incomplete: {error}; run down again")
+        lifecycle.forget_job_key(record.id)
         if not record.state.is_terminal:
             message = "torn down by `gpujobs down` after its driver was lost"
             self.store.set_outcome(record.id, exit_code=None, error=message)
             lifecycle.transition(record.id, JobState.CANCELLED, message)
         return self.store.job(record.id), f"tore down {len(nodes)} node(s)"
 
-    def _live_nodes(self, record: JobRecord) -> list[Node]:
+    def _stored_spec(self, record: JobRecord) -> JobSpec | None:
+        """The job's spec as stored (env redacted): enough to reach its hosts again."""
+        from pydantic import ValidationError
+
+        from gpujobs.spec import JobSpec
+
+        try:
+            return JobSpec.model_validate_json(record.spec_json)
+        except ValidationError:
+            return None  # stored by another version of gpujobs; the node rows still suffice
+
+    def _live_nodes(self, record: JobRecord, providers: Mapping[str, Provider]) -> list[Node]:
         """Nodes the store knows and has not seen terminated, plus any the providers still
         carry for this job (created just before a crash, so never recorded)."""
         from gpujobs.providers.base import Node
@@ -242,16 +271,15 @@ class Controller:
             if row.terminated_at is None
         }
         known_terminated = {row.node_id for row in rows if row.terminated_at is not None}
-        for provider in self.providers.values():
+        for provider in providers.values():
             for node in provider.owned():
                 if node.job_id == record.id and node.node_id not in known_terminated:
                     nodes.setdefault(node.node_id, node)
         return list(nodes.values())
 
-    def _save_what_runs(self, record: JobRecord, nodes: list[Node]) -> None:
+    def _save_what_runs(self, record: JobRecord, nodes: list[Node], lifecycle: Lifecycle) -> None:
         """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
         home. Best effort: a node that cannot be reached must not block the teardown."""
-        from gpujobs.lifecycle import LifecycleConfig, connect
         from gpujobs.node_layout import NodeLayout
         from gpujobs.node_session import NodeSession
 
@@ -259,7 +287,7 @@ class Controller:
         for node in nodes[:1]:  # rank 0 holds the checkpoints
             row = rows.get(node.node_id)
             session = NodeSession(
-                connect(node),
+                lifecycle.connect(node),
                 NodeLayout(node.workdir),
                 self.home.log_file(record.id),
                 pid=row.pid if row else None,
@@ -268,7 +296,7 @@ class Controller:
                 if session.pid is not None:
                     session.stop_gracefully(
                         self.clock,
-                        grace_s=(self.config or LifecycleConfig()).stop_grace_s,
+                        grace_s=lifecycle.config.stop_grace_s,
                         poll_s=0.2,
                         on_log=lambda _chunk: None,
                         forced=lambda: False,
@@ -281,3 +309,5 @@ class Controller:
                 )
             except GpuJobsError as exc:
                 self.store.note(record.id, f"down: could not save the checkpoints: {exc}")
+            finally:
+                session.transport.close()

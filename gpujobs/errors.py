@@ -71,6 +71,18 @@ class TransportTimeoutError(TransportError):
     pass
 
 
+class ConnectionLostError(TransportError):
+    """A node stopped answering and did not come back within the reconnect window."""
+
+
+class SshAuthError(TransportError):
+    """The node refused our key: a wrong user, key or host, not a transient fault."""
+
+
+class HostKeyChangedError(TransportError):
+    """The node shows a host key other than the one pinned on first contact."""
+
+
 class CommandFailedError(TransportError):
     """A command on a node exited non-zero; the message shows the command and its last lines."""
 

@@ -11,7 +11,9 @@ driver checks between steps and while it waits, so teardown itself cannot be int
 
 from __future__ import annotations
 
+import functools
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,8 +37,10 @@ from gpujobs.node_session import NodeSession
 from gpujobs.paths import HomeLayout
 from gpujobs.planner import require_placements
 from gpujobs.providers.base import Node, Provider
+from gpujobs.remote.connect import connect_node
+from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
-from gpujobs.remote.transport import LocalTransport, Transport
+from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import JobSpec
@@ -101,14 +105,21 @@ class LifecycleConfig:
     teardown_attempts: int = 3
 
 
-def connect(node: Node) -> Transport:
-    if node.transport == "local":
-        return LocalTransport()
-    raise ProvisioningError(f"node {node.node_id}: no transport for {node.transport!r} yet")
+def runtime_for(node: Node, spec: JobSpec) -> Runtime:
+    """The spec's runtime, or the provider's own choice for the node (`runtime: auto`)."""
+    kind = node.runtime if spec.runtime == "auto" else spec.runtime
+    remote_python = spec.ssh.python if spec.ssh else "python3"
+    if kind == "docker":
+        from gpujobs.runtime.docker import DockerRuntime
 
+        return DockerRuntime(node.job_id)
+    if kind == "venv":
+        from gpujobs.runtime.venv import VenvRuntime
 
-def runtime_for(node: Node) -> Runtime:
-    return HostRuntime()
+        if node.transport == "local":
+            return VenvRuntime(str(Path(node.workdir).parent.parent / "venvs"), sys.executable)
+        return VenvRuntime(node.cache_dir or f"{node.workdir}/venvs", remote_python)
+    return HostRuntime() if node.transport == "local" else HostRuntime(remote_python)
 
 
 class BudgetHoursReached(JobFailedError):
@@ -122,8 +133,8 @@ class Lifecycle:
         home: HomeLayout,
         providers: Mapping[str, Provider],
         *,
-        connect: Callable[[Node], Transport] = connect,
-        runtime_for: Callable[[Node], Runtime] = runtime_for,
+        connect: Callable[[Node], Transport] | None = None,
+        runtime_for: Callable[[Node, JobSpec], Runtime] = runtime_for,
         clock: Clock | None = None,
         sink: EventSink | None = None,
         config: LifecycleConfig | None = None,
@@ -131,7 +142,7 @@ class Lifecycle:
         self.store = store
         self.home = home
         self.providers = providers
-        self.connect = connect
+        self.connect = connect or functools.partial(connect_node, home=home)
         self.runtime_for = runtime_for
         self.clock = clock or SystemClock()
         self.sink = sink or NullSink()
@@ -175,6 +186,10 @@ class Lifecycle:
                 self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
         return "; ".join(errors) or None
 
+    def forget_job_key(self, job_id: str) -> None:
+        """Once every node of the job is gone, its key opens nothing: delete it."""
+        delete_job_key(self.home.job_key_dir(job_id))
+
 
 class _Drive:
     """One launch of one job. Holds what exists so far, so teardown knows what to undo."""
@@ -188,6 +203,7 @@ class _Drive:
         self.cancel = cancel
         self.nodes: list[Node] = []
         self.session: NodeSession | None = None
+        self.runtime: Runtime | None = None
         self.started_at: float | None = None
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
@@ -217,7 +233,11 @@ class _Drive:
             unexpected = exc
             self._collect_quietly()
         self.lc.transition(self.job_id, JobState.TEARING_DOWN)
+        if self.session is not None:
+            self.session.transport.close()
         teardown_error = self.lc.tear_down(self.nodes)
+        if not teardown_error:
+            self.lc.forget_job_key(self.job_id)
         if teardown_error:
             final = JobState.FAILED
             error = "; ".join(
@@ -239,6 +259,7 @@ class _Drive:
         placements = require_placements(self.spec, self.lc.providers).placements
         self._step(JobState.PROVISIONING)
         self.started_at = self.lc.clock.monotonic()
+        key = create_job_key(self.lc.home.job_key_dir(self.job_id), self.job_id)
         attempts: list[str] = []
         for offer in placements:
             self.cancel.raise_if_cancelled()
@@ -246,7 +267,7 @@ class _Drive:
             self.lc.store.set_placement(self.job_id, offer.label)
             self._note(f"provisioning {offer.label}")
             try:
-                nodes = provider.provision(self.job_id, offer, None, self.spec.nodes)
+                nodes = provider.provision(self.job_id, offer, key.public_line, self.spec.nodes)
                 self._record_nodes(nodes)
                 self._record_nodes(provider.wait_ready(nodes))
                 return
@@ -269,7 +290,9 @@ class _Drive:
         self.session.make_folders()
         if self.spec.workload is not None:
             self.session.push_code()
-        self.lc.runtime_for(node).prepare(self.session.transport, layout, self.spec)
+        self.runtime = self.lc.runtime_for(node, self.spec)
+        self._note(f"preparing the {self.runtime.name} runtime on {node.host}")
+        self.runtime.prepare(self.session.transport, layout, self.spec)
 
     def _sync(self) -> None:
         self._step(JobState.SYNCING)
@@ -283,15 +306,16 @@ class _Drive:
 
         report = session.push_dataset(Path(self.spec.dataset.source), progress)
         self._note(
-            f"dataset: {report.files_total} files, {report.bytes_total} bytes "
-            f"({report.files_sent} sent)"
+            f"dataset: {report.files_total} files, {report.bytes_total} bytes, "
+            f"{report.files_sent} sent ({report.method}), verified on the node"
         )
 
     def _run(self) -> int:
         self._step(JobState.RUNNING)
         session, node, config, clock = self._session(), self.nodes[0], self.lc.config, self.lc.clock
-        runtime = self.lc.runtime_for(node)
-        argv = runtime.argv(self.spec, session.layout)
+        if self.runtime is None:
+            raise ProvisioningError("no runtime (setup did not run)")
+        argv = self.runtime.argv(self.spec, session.layout)
         environment = job_environment(self.job_id, self.spec, session.layout)
         pid = session.start(argv, environment, max_seconds=self._seconds_left())
         self.lc.store.set_node_pid(self.job_id, node.node_id, pid)

@@ -41,6 +41,19 @@ class HomeLayout:
         """Node work directories of the local provider."""
         return self.root / "work"
 
+    @property
+    def keys(self) -> Path:
+        """Per-job SSH key pairs, one 0700 folder each."""
+        return self.root / "keys"
+
+    @property
+    def known_hosts(self) -> Path:
+        """Host keys pinned on first contact (OpenSSH format)."""
+        return self.root / "known_hosts"
+
+    def job_key_dir(self, job_id: str) -> Path:
+        return self.keys / job_id
+
     def log_file(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.log"
 
@@ -51,6 +64,6 @@ class HomeLayout:
         return self.locks / f"{job_id}.lock"
 
     def ensure(self) -> HomeLayout:
-        for folder in (self.root, self.logs, self.locks, self.work):
+        for folder in (self.root, self.logs, self.locks, self.work, self.keys):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self

@@ -71,7 +71,7 @@ def _misfit(spec: JobSpec, provider: Provider, offer: Offer) -> str | None:
     if offer.spot and not spec.spot:
         return "spot, and the spec does not allow spot"
     if offer.availability is Availability.NOT_AVAILABLE:
-        return "not available now"
+        return f"not available: {offer.unavailable_reason or 'the provider says so'}"
     quota = provider.quota(offer)
     needed = offer.gpus * spec.nodes
     if quota.free is not None and quota.free < needed:

@@ -25,7 +25,8 @@ from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
-ProviderName = Literal["local"]
+ProviderName = Literal["local", "ssh"]
+RuntimeName = Literal["auto", "host", "venv", "docker"]
 
 # Flags gpujobs itself passes to a bundled workload; a spec must not set them through `args`.
 RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", "keep"})
@@ -102,6 +103,54 @@ class Checkpoints(_Strict):
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
 
 
+# user@host:port, user@host, host; IPv6 in brackets: user@[::1]:2222.
+_SSH_HOST = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?$"
+)
+
+
+def parse_ssh_host(text: str) -> tuple[str | None, str, int]:
+    """'user@host:port' -> (user or None, host, port); ValueError says what is accepted."""
+    match = _SSH_HOST.match(text.strip())
+    port = int(match.group("port") or 22) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise ValueError(f"{text!r} is not user@host[:port] (e.g. alice@lab-gpu-3:22)")
+    return match.group("user"), match.group("host").strip("[]"), port
+
+
+class SshHosts(_Strict):
+    hosts: list[str] = Field(
+        min_length=1, description="machines you can already log in to, as user@host[:port]"
+    )
+    identity_file: str | None = Field(
+        None, description="private key to log in with; default: your ssh agent and ~/.ssh keys"
+    )
+    workdir: str = Field(
+        "~/.gpujobs", description="folder on each host for job folders and venvs (~ = home)"
+    )
+    python: str = Field("python3", description="the host's Python, used to make the venv")
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_syntax(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_ssh_host(item)
+        if len(set(value)) != len(value):
+            raise ValueError("a host is listed twice")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        if not (value.startswith("/") or value == "~" or value.startswith("~/")):
+            raise ValueError(f"{value!r}: give an absolute path or one under ~/")
+        if "\n" in value or "\0" in value:
+            raise ValueError("the path holds a control character")
+        return value.rstrip("/") or "/"
+
+
 class JobSpec(_Strict):
     """A training job: what runs, on what, where, for how much."""
 
@@ -112,6 +161,11 @@ class JobSpec(_Strict):
     )
     command: str | None = Field(None, description="your own shell command, instead of workload")
     image: str | None = Field(None, description="the Docker image for `command` (docker runtime)")
+    runtime: RuntimeName = Field(
+        "auto",
+        description="how the workload runs on a node: auto (the provider's choice: host here, "
+        "venv over ssh, docker on clouds), host, venv or docker",
+    )
     resources: Resources = Field(default_factory=Resources)
     nodes: int = Field(1, ge=1, le=64, description="number of nodes, 1 to 64")
     providers: list[ProviderName] = Field(
@@ -125,6 +179,7 @@ class JobSpec(_Strict):
     env: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="environment variables for the workload"
     )
+    ssh: SshHosts | None = Field(None, description="the machines of the ssh provider")
 
     @field_validator("workload")
     @classmethod
@@ -170,6 +225,10 @@ class JobSpec(_Strict):
             )
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `workload:`; put flags in `command:` itself")
+        if "ssh" in self.providers and self.ssh is None:
+            raise ValueError(
+                "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
+            )
         return self
 
     def workload_flags(self) -> list[str]:
@@ -219,7 +278,8 @@ def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_describe(exc, label, root)) from None
-    return _resolve_dataset(spec, label, root, base_dir)
+    spec = _resolve_dataset(spec, label, root, base_dir)
+    return _resolve_identity_file(spec, label, root, base_dir)
 
 
 def _compose(text: str, label: str) -> yaml.Node | None:
@@ -355,6 +415,26 @@ def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Pa
         )
     dataset = spec.dataset.model_copy(update={"source": str(source)})
     return spec.model_copy(update={"dataset": dataset})
+
+
+def _resolve_identity_file(
+    spec: JobSpec, label: str, root: yaml.Node | None, base: Path
+) -> JobSpec:
+    if spec.ssh is None or spec.ssh.identity_file is None:
+        return spec
+    path = Path(spec.ssh.identity_file).expanduser()
+    if not path.is_absolute():
+        path = (base / path).resolve()
+    if not path.is_file():
+        line = _line_of(root, ("ssh", "identity_file"))
+        where = f"{label}:{line}" if line else label
+        raise SpecError(
+            f"{where}: ssh.identity_file: {str(path)!r} is not a file; give the private key you "
+            "log in with (relative paths are read from the spec's folder), or leave it out to "
+            "use your ssh agent"
+        )
+    ssh = spec.ssh.model_copy(update={"identity_file": str(path)})
+    return spec.model_copy(update={"ssh": ssh})
 
 
 def json_schema() -> dict[str, Any]:

@@ -18,10 +18,11 @@ from gpujobs.errors import (
     QuotaExceededError,
     TransportError,
 )
-from gpujobs.lifecycle import CancelToken, LifecycleConfig, connect
+from gpujobs.lifecycle import CancelToken, LifecycleConfig
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.base import Offer, Provider
 from gpujobs.providers.local import LocalProvider
+from gpujobs.remote.connect import connect_node
 from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobState, Store
 from gpujobs.testing import FaultyTransport, RecordingProvider, ScriptedProvider
@@ -169,7 +170,7 @@ def test_dataset_is_synced_to_the_node(home, store, tmp_path) -> None:
     )
     assert final.state is JobState.SUCCEEDED
     assert bytes(sink.logs) == b"ba.bin\nsub\n"
-    assert any("dataset: 2 files, 5001 bytes (2 sent)" in note for note in sink.notes)
+    assert any("dataset: 2 files, 5001 bytes, 2 sent (files)" in note for note in sink.notes)
 
 
 @pytest.mark.parametrize("method", ["offers", "provision", "wait_ready"])
@@ -198,7 +199,7 @@ def test_a_transport_failure_in_any_step_still_tears_down(home, store, tmp_path,
     provider = RecordingProvider(LocalProvider(home.work))
     controller = controller_with(home, store, {"local": provider})
     lifecycle_connect = lambda node: FaultyTransport(  # noqa: E731
-        connect(node), fail_on={method: TransportError(f"{method} dropped")}
+        connect_node(node, home), fail_on={method: TransportError(f"{method} dropped")}
     )
     controller.lifecycle = _with_connect(controller.lifecycle, lifecycle_connect)
     final = launch(controller, command_spec(tmp_path), tmp_path)
@@ -210,8 +211,8 @@ def test_a_transport_failure_in_any_step_still_tears_down(home, store, tmp_path,
 
 
 def _with_connect(make_lifecycle, connect_to):
-    def patched(sink=None):
-        lifecycle = make_lifecycle(sink)
+    def patched(sink=None, spec=None):
+        lifecycle = make_lifecycle(sink, spec)
         lifecycle.connect = connect_to
         return lifecycle
 
@@ -313,7 +314,9 @@ def test_a_dataset_sync_failure_tears_down(home, store, tmp_path) -> None:
     controller = controller_with(home, store, {"local": provider})
     controller.lifecycle = _with_connect(
         controller.lifecycle,
-        lambda node: FaultyTransport(connect(node), fail_on={"put": TransportError("link down")}),
+        lambda node: FaultyTransport(
+            connect_node(node, home), fail_on={"put": TransportError("link down")}
+        ),
     )
     final = launch(controller, spec, tmp_path)
     assert final.state is JobState.FAILED and "link down" in final.error

@@ -7,6 +7,12 @@ from gpujobs.providers.base import Provider
 
 
 def default_providers(home: HomeLayout) -> dict[str, Provider]:
+    """Every provider, unconfigured where settings come from the spec (see SpecConfigured)."""
     from gpujobs.providers.local import LocalProvider
+    from gpujobs.providers.ssh import SshProvider
+    from gpujobs.remote.ssh import HostKeyPins
 
-    return {"local": LocalProvider(home.work)}
+    return {
+        "local": LocalProvider(home.work),
+        "ssh": SshProvider(None, HostKeyPins(home.known_hosts)),
+    }

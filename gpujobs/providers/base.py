@@ -20,7 +20,7 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
-from gpujobs.spec import Resources
+from gpujobs.spec import JobSpec, Resources
 
 __all__ = [
     "Availability",
@@ -72,6 +72,7 @@ class Offer(_Frozen):
     spot: bool = False
     availability: Availability = Availability.UNKNOWN
     max_nodes: int | None = Field(None, description="most nodes one job may use; None = any")
+    unavailable_reason: str = Field("", description="why availability is NOT_AVAILABLE")
 
     @property
     def label(self) -> str:
@@ -122,6 +123,14 @@ class Node(_Frozen):
     user: str | None = None
     workdir: str = Field(description="the job's folder on the node; everything lives under it")
     transport: str = Field("ssh", description="how to reach it: local or ssh")
+    identity_file: str | None = Field(
+        None,
+        description="the private key to log in with; None: the job's own key (clouds) "
+        "or the user's agent and ~/.ssh keys (uses_job_key false)",
+    )
+    uses_job_key: bool = Field(True, description="log in with the per-job key gpujobs made")
+    runtime: str = Field("docker", description="the provider's runtime: host, venv or docker")
+    cache_dir: str | None = Field(None, description="a folder on the node that outlives jobs")
     instance_type: str = ""
     region: str = ""
     price_per_hour: float = 0.0
@@ -161,3 +170,11 @@ class Provider(Protocol):
     def owned(self) -> list[Node]:
         """Every node that carries gpujobs' tag, live or forgotten (for gc and down)."""
         ...
+
+
+@runtime_checkable
+class SpecConfigured(Protocol):
+    """A provider whose settings come from the job spec as well (the ssh provider's hosts).
+    Optional: providers configured by the environment alone do not implement it."""
+
+    def for_spec(self, spec: JobSpec) -> Provider: ...

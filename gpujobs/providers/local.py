@@ -87,6 +87,7 @@ class LocalProvider:
                 host="localhost",
                 workdir=str(workdir),
                 transport="local",
+                runtime="host",
                 instance_type=offer.instance_type,
                 region=offer.region,
                 price_per_hour=offer.price_per_hour,
@@ -119,6 +120,7 @@ class LocalProvider:
                 host="localhost",
                 workdir=str(path),
                 transport="local",
+                runtime="host",
                 instance_type="this-machine",
                 region="local",
             )

@@ -1,30 +1,59 @@
 """Datasets up, checkpoints down, through any Transport, sending only what changed.
 
-A file is unchanged when its size and mtime match (put/get keep mtimes), the same rule rsync uses
-by default. Pulled names are checked before anything is written: a checkpoint folder on a node is
-not trusted to stay inside `runs/<job id>/`.
+A file is unchanged when its size and its mtime in whole seconds match (put/get and rsync -a keep
+mtimes; SFTP carries whole seconds only), the rule rsync uses by default. Uploads go through rsync
+when the transport offers it and both ends have it (fast, and an interrupted file resumes from
+its partial copy), else file by file through the transport (SFTP over SSH). Either way the result
+is verified: every file on the node, with its size. Pulled names are checked before anything is
+written: a checkpoint folder on a node is not trusted to stay inside `runs/<job id>/`.
+
+Sources are local folders; an s3:// or gs:// source would plug in as another `_local_manifest`
++ copy pair (the node pulling from the bucket itself), behind the same push_dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
-from collections.abc import Callable
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol
 
 from gpujobs.errors import TransportError
-from gpujobs.remote.transport import RemoteFile, Transport
+from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
 
 # (bytes done, bytes total) after each file.
 Progress = Callable[[int, int], None]
+SyncMethod = Literal["auto", "rsync", "files"]
+
+# rsync --info=progress2 --no-human-readable: "   1048576  12%  ..." (bytes so far this run).
+_RSYNC_PROGRESS = re.compile(rb"^\s*(\d+)\s+\d+%")
 
 # How the bundled workloads name checkpoints (jobs/common/checkpoint.py).
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
-# mtimes survive copies to within filesystem resolution; compare at this tolerance.
-_MTIME_TOLERANCE_S = 0.01
+# rsync exit codes that mean the link failed (socket I/O, protocol stream, timeouts, ssh),
+# worth a retry; anything else is a real error.
+_RSYNC_LINK_FAILURES = frozenset({10, 11, 12, 14, 20, 30, 35, 255})
+# Retries of a sync that moves no byte before giving up: a link that is down for good.
+_STALLED_ATTEMPTS = 6
+
+
+class RsyncCapable(Protocol):
+    def rsync_shell(self) -> tuple[str, str]:
+        """(`rsync -e` command, remote prefix such as 'host:')."""
+        ...
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
+    ) -> CommandResult: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +64,7 @@ class SyncReport:
     bytes_sent: int
     refused: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
+    method: str = "files"  # how it went: rsync, files (one by one), or none (nothing changed)
 
 
 def push_dir(
@@ -44,10 +74,12 @@ def push_dir(
     *,
     progress: Progress | None = None,
     skip: Callable[[str], bool] | None = None,
+    method: SyncMethod = "auto",
 ) -> SyncReport:
     """Mirror a local folder onto the node (additions and changes; nothing is deleted).
 
-    `skip(relative_path)` leaves out files the node does not need.
+    `skip(relative_path)` leaves out files the node does not need. `method` "auto" takes rsync
+    where both ends have it, else copies file by file; "rsync" and "files" force one.
     """
     local_files = [
         item for item in _local_manifest(local_dir) if skip is None or not skip(item.path)
@@ -55,19 +87,111 @@ def push_dir(
     remote = {item.path: item for item in transport.list_files(remote_dir)}
     changed = [item for item in local_files if not _same(item, remote.get(item.path))]
     total = sum(item.size for item in changed)
-    done = 0
-    for item in changed:
-        transport.put(local_dir / item.path, posixpath.join(remote_dir, item.path))
-        done += item.size
-        if progress:
-            progress(done, total)
+    used = "none"
+    if changed:
+        rsync = _rsync_route(transport, method)
+        if rsync is not None:
+            used = "rsync"
+            _rsync_push(rsync, local_dir, remote_dir, changed, progress)
+        else:
+            used = "files"
+            done = 0
+            for item in changed:
+                transport.put(local_dir / item.path, posixpath.join(remote_dir, item.path))
+                done += item.size
+                if progress:
+                    progress(done, total)
     _verify(transport, remote_dir, local_files)
     return SyncReport(
         files_total=len(local_files),
         bytes_total=sum(item.size for item in local_files),
         files_sent=len(changed),
-        bytes_sent=done,
+        bytes_sent=total,
+        method=used,
     )
+
+
+def _rsync_route(transport: Transport, method: SyncMethod) -> RsyncCapable | None:
+    if method == "files":
+        return None
+    capable = callable(getattr(transport, "rsync_shell", None))
+    local = shutil.which("rsync") is not None
+    remote = capable and transport.run(["sh", "-c", "command -v rsync"], check=False).ok
+    if capable and local and remote:
+        return transport  # type: ignore[return-value]
+    if method == "rsync":
+        missing = (
+            "this transport" if not capable else "rsync here" if not local else "rsync on the node"
+        )
+        raise TransportError(f"sync method rsync asked for, but {missing} is missing")
+    return None
+
+
+def _rsync_push(
+    transport: RsyncCapable,
+    local_dir: Path,
+    remote_dir: str,
+    files: list[RemoteFile],
+    progress: Progress | None,
+) -> None:
+    """rsync exactly `files`, resuming across dropped links: partial files are kept in a
+    hidden folder and continued, whole files already there are skipped by rsync's own check."""
+    rsh, prefix = transport.rsync_shell()
+    total = sum(item.size for item in files)
+    listing = b"".join(item.path.encode() + b"\0" for item in files)
+    command = [
+        "rsync", "--archive", "--from0", "--files-from=-",
+        "--partial", "--partial-dir=.gpujobs-partial",
+        "--info=progress2", "--no-human-readable", "--outbuf=L",
+        "--timeout=60", "-e", rsh,
+        f"{local_dir}/", f"{prefix}{remote_dir}/",
+    ]  # fmt: skip
+    stalled = 0
+    delay = 0.2
+    while True:
+        moved, code, errors = _run_rsync(command, listing, total, progress)
+        if code == 0:
+            return
+        if code not in _RSYNC_LINK_FAILURES:
+            raise TransportError(f"rsync exited with {code}: {errors.strip()[-300:]}")
+        stalled = 0 if moved else stalled + 1
+        if stalled >= _STALLED_ATTEMPTS:
+            raise TransportError(
+                f"dataset sync made no progress in {stalled} tries (rsync {code}: "
+                f"{errors.strip()[-200:]}); launch again to resume it"
+            )
+        time.sleep(delay)
+        delay = 0.2 if moved else min(delay * 2, 10.0)
+
+
+def _run_rsync(
+    command: list[str], listing: bytes, total: int, progress: Progress | None
+) -> tuple[bool, int, str]:
+    """One rsync run: (moved any bytes, exit code, stderr)."""
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
+        )
+        assert child.stdin is not None and child.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.write(listing)
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        moved = False
+        pending = b""
+        while chunk := child.stdout.read1(1 << 14):
+            pending += chunk
+            *lines, pending = re.split(rb"[\r\n]", pending)
+            for line in lines:
+                match = _RSYNC_PROGRESS.match(line)
+                if match:
+                    sent = int(match.group(1))
+                    moved = moved or sent > 0
+                    if progress:
+                        progress(min(sent, total), total)
+        code = child.wait()
+        errors.seek(0)
+        return moved, code, errors.read().decode("utf-8", errors="replace")
 
 
 def pull_dir(
@@ -131,11 +255,7 @@ def _unsafe(item: RemoteFile) -> bool:
 
 
 def _same(mine: RemoteFile, theirs: RemoteFile | None) -> bool:
-    return (
-        theirs is not None
-        and mine.size == theirs.size
-        and abs(mine.mtime - theirs.mtime) <= _MTIME_TOLERANCE_S
-    )
+    return theirs is not None and mine.size == theirs.size and int(mine.mtime) == int(theirs.mtime)
 
 
 def _local_file(root: Path, relative: str) -> RemoteFile | None:

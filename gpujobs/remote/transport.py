@@ -23,8 +23,17 @@ from gpujobs.errors import CommandFailedError, TransportError, TransportTimeoutE
 _TAIL_LINES = 20
 
 # `sh -c DETACH script cwd`: start `sh script` in a new session (its pid is its process group),
-# detached from our stdio, and print its pid. Shared by every transport.
-DETACH = 'cd "$1" && setsid sh "$0" < /dev/null > /dev/null 2>&1 & echo $!'
+# detached from our stdio, and print its pid. Shared by every transport. Idempotent: the marker
+# folder `.started` lets only the first call start the script; a repeat (a retry after a dropped
+# connection whose first try did get through) prints the same pid and starts nothing.
+DETACH = (
+    'cd "$1" || exit 1; '
+    "if mkdir .started 2>/dev/null; then "
+    'setsid sh "$0" < /dev/null > /dev/null 2>&1 & '
+    "echo $! > .started/pid.tmp && mv .started/pid.tmp .started/pid; fi; "
+    "n=0; while [ ! -s .started/pid ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done; "
+    "cat .started/pid"
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,301 @@
+"""The ssh provider: machines the user can already log in to (lab and university computers),
+with no root, no Docker and no account anywhere.
+
+Its offers are what each host has, asked over SSH (GPUs from nvidia-smi when present, else its
+CPUs). A "node" is a job folder under the host's `ssh.workdir` (default ~/.gpujobs/work/<job>);
+the workload runs in a venv kept in `ssh.workdir`/venvs. Teardown stops the job's processes and
+removes its folder: it never touches anything else on the machine, and never the machine itself.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+
+from gpujobs.errors import TransportError
+from gpujobs.providers.base import (
+    Availability,
+    Credentials,
+    Node,
+    NotTerminatedError,
+    Offer,
+    Provider,
+    ProvisioningError,
+    Quota,
+)
+from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
+from gpujobs.spec import JobSpec, Resources, SshHosts, parse_ssh_host
+
+REGION = "ssh"
+# What a host has: CPUs, memory (kB), free disk under the work root (kB), then one GPU a line.
+_PROBE = r"""
+root=$1
+case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
+umask 077; mkdir -p "$root/work" "$root/venvs" || exit 4
+echo "root=$(cd "$root" && pwd -P)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
+echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null || echo 0)"
+echo "disk_kb=$(df -Pk "$root" | awk 'NR == 2 {print $4}')"
+if command -v nvidia-smi > /dev/null 2>&1; then
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu=/'
+fi
+"""
+# Stop the job's process group (TERM: the workload checkpoints; KILL after the grace), then
+# remove its folder. The pid is trusted only while its cwd is the job folder (no pid reuse).
+_STOP_AND_REMOVE = r"""
+w=$1; grace=$2
+case $w in
+  */work/*) ;;
+  *) echo "refusing to remove $w: not a gpujobs job folder" >&2; exit 3 ;;
+esac
+[ -d "$w" ] || exit 0
+pid=$(cat "$w/pid" 2>/dev/null)
+case $pid in ''|*[!0-9]*) pid= ;; esac
+if [ -n "$pid" ] && [ -d /proc ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$w" ]; then
+  pid=
+fi
+if [ -n "$pid" ] && kill -0 -- "-$pid" 2>/dev/null; then
+  kill -TERM -- "-$pid" 2>/dev/null
+  n=0
+  while kill -0 -- "-$pid" 2>/dev/null && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n + 1)); done
+  kill -KILL -- "-$pid" 2>/dev/null
+  n=0
+  while kill -0 -- "-$pid" 2>/dev/null && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+  if kill -0 -- "-$pid" 2>/dev/null; then echo "process group $pid survived SIGKILL" >&2; exit 5; fi
+fi
+rm -rf -- "$w"
+[ ! -e "$w" ]
+"""
+_LIST_JOBS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
+
+
+class SshProvider:
+    name = "ssh"
+
+    def __init__(
+        self,
+        hosts: SshHosts | None,
+        pins: HostKeyPins,
+        *,
+        settings: SshSettings | None = None,
+        probe_window_s: float = 10.0,
+        stop_grace_s: float = 10.0,
+    ) -> None:
+        self.hosts = hosts
+        self.pins = pins
+        self.settings = settings or SshSettings()
+        # Planning asks every host; one that is down must not hold the launch for minutes.
+        self.probe_settings = SshSettings(
+            connect_timeout_s=min(self.settings.connect_timeout_s, probe_window_s),
+            reconnect_window_s=probe_window_s,
+        )
+        self.stop_grace_s = stop_grace_s
+
+    def for_spec(self, spec: JobSpec) -> Provider:
+        return SshProvider(
+            spec.ssh or self.hosts,
+            self.pins,
+            settings=self.settings,
+            probe_window_s=self.probe_settings.reconnect_window_s,
+            stop_grace_s=self.stop_grace_s,
+        )
+
+    # -- planning -------------------------------------------------------------------------------
+    def check(self) -> Credentials:
+        if self.hosts is None:
+            return Credentials(
+                provider=self.name,
+                ok=False,
+                missing="add `ssh: {hosts: [user@host:port]}` to the spec",
+            )
+        key = self.hosts.identity_file or "your ssh agent and ~/.ssh keys"
+        return Credentials(
+            provider=self.name, ok=True, found=f"{len(self.hosts.hosts)} host(s), {key}"
+        )
+
+    def offers(self, resources: Resources) -> list[Offer]:
+        if self.hosts is None:
+            return []
+        with ThreadPoolExecutor(max_workers=min(8, len(self.hosts.hosts))) as pool:
+            return list(pool.map(self._offer, self.hosts.hosts))
+
+    def quota(self, offer: Offer) -> Quota:
+        return Quota(
+            provider=self.name, region=REGION, code="none", name="your own machine", unit="node"
+        )
+
+    # -- a job's nodes ----------------------------------------------------------------------------
+    def provision(
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+    ) -> list[Node]:
+        # The user's own login is used, not the job key: gpujobs does not edit authorized_keys
+        # on a machine it does not own.
+        if nodes != 1:
+            raise ProvisioningError(
+                f"the ssh provider runs one node per host so far; the spec asks for {nodes}"
+            )
+        target = self._target(offer.instance_type)
+        transport = self._transport(target, self.settings)
+        try:
+            facts = self._probe(transport)
+        except TransportError as exc:
+            raise ProvisioningError(f"{target.label}: {exc}") from exc
+        finally:
+            transport.close()
+        root = facts["root"][0]
+        return [
+            Node(
+                provider=self.name,
+                job_id=job_id,
+                node_id=f"{job_id}-0",
+                host=target.host,
+                port=target.port,
+                user=target.user,
+                workdir=posixpath.join(root, "work", job_id),
+                transport="ssh",
+                identity_file=target.identity_file,
+                uses_job_key=False,
+                runtime="venv",
+                cache_dir=posixpath.join(root, "venvs"),
+                instance_type=offer.instance_type,
+                region=REGION,
+                price_per_hour=offer.price_per_hour,
+            )
+        ]
+
+    def wait_ready(self, nodes: list[Node]) -> list[Node]:
+        return nodes  # it answered while provisioning; the job folder is made at setup
+
+    def terminate(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            target = SshTarget(node.host, node.port, node.user or "", node.identity_file)
+            transport = self._transport(target, self.settings)
+            try:
+                result = transport.run(
+                    [
+                        "sh",
+                        "-c",
+                        _STOP_AND_REMOVE,
+                        "sh",
+                        node.workdir,
+                        str(int(self.stop_grace_s * 10)),
+                    ],
+                    timeout=self.stop_grace_s + 30,
+                    check=False,
+                )
+            except TransportError as exc:
+                raise NotTerminatedError(
+                    f"{target.label}: could not stop job {node.job_id} ({exc}); its folder "
+                    f"{node.workdir} may remain: run `gpujobs down {node.job_id}` again"
+                ) from exc
+            finally:
+                transport.close()
+            if not result.ok:
+                raise NotTerminatedError(
+                    f"{target.label}: stopping job {node.job_id} failed: {result.tail(3)}"
+                )
+
+    def owned(self) -> list[Node]:
+        """Job folders on the spec's hosts (for `down` and gc); none without a spec."""
+        if self.hosts is None:
+            return []
+        found: list[Node] = []
+        for text in self.hosts.hosts:
+            target = self._target(text)
+            transport = self._transport(target, self.probe_settings)
+            try:
+                root = self._probe(transport)["root"][0]
+                listing = transport.run(["sh", "-c", _LIST_JOBS, "sh", root], check=False)
+            except TransportError:
+                continue  # unreachable: nothing can be listed (or removed) there now
+            finally:
+                transport.close()
+            for job_id in listing.stdout.split():
+                found.append(
+                    Node(
+                        provider=self.name,
+                        job_id=job_id,
+                        node_id=f"{job_id}-0",
+                        host=target.host,
+                        port=target.port,
+                        user=target.user,
+                        workdir=posixpath.join(root, "work", job_id),
+                        identity_file=target.identity_file,
+                        uses_job_key=False,
+                        runtime="venv",
+                        instance_type=target.label,
+                        region=REGION,
+                    )
+                )
+        return found
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _offer(self, text: str) -> Offer:
+        target = self._target(text)
+        transport = self._transport(target, self.probe_settings)
+        try:
+            facts = self._probe(transport)
+        except TransportError as exc:
+            return Offer(
+                provider=self.name,
+                instance_type=target.label,
+                region=REGION,
+                cpus=0,
+                memory_gb=0,
+                availability=Availability.NOT_AVAILABLE,
+                unavailable_reason=str(exc),
+            )
+        finally:
+            transport.close()
+        gpus = [_short_gpu_name(name) for name in facts.get("gpu", [])]
+        return Offer(
+            provider=self.name,
+            instance_type=target.label,
+            region=REGION,
+            gpu=gpus[0] if gpus else None,
+            gpus=len(gpus),
+            cpus=int(facts["cpus"][0] or 1),
+            memory_gb=round(int(facts["mem_kb"][0] or 0) / 1e6, 1),
+            disk_gb=round(int(facts["disk_kb"][0] or 0) / 1e6, 1),
+            price_per_hour=0.0,
+            availability=Availability.AVAILABLE,
+            max_nodes=1,
+        )
+
+    def _probe(self, transport: SSHTransport) -> dict[str, list[str]]:
+        assert self.hosts is not None or transport is not None
+        workdir = self.hosts.workdir if self.hosts else "~/.gpujobs"
+        result = transport.run(["sh", "-c", _PROBE, "sh", workdir], timeout=60, check=False)
+        if not result.ok:
+            raise TransportError(
+                f"cannot prepare {workdir} on {transport.target.label}: {result.tail(2)}"
+            )
+        facts: dict[str, list[str]] = {}
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition("=")
+            facts.setdefault(key.strip(), []).append(value.strip())
+        if not facts.get("root"):
+            raise TransportError(f"{transport.target.label}: the host probe printed nothing")
+        for key in ("cpus", "mem_kb", "disk_kb"):
+            facts.setdefault(key, ["0"])
+        return facts
+
+    def _target(self, text: str) -> SshTarget:
+        user, host, port = parse_ssh_host(text)
+        identity = self.hosts.identity_file if self.hosts else None
+        return SshTarget(host, port, user or _local_user(), identity)
+
+    def _transport(self, target: SshTarget, settings: SshSettings) -> SSHTransport:
+        return SSHTransport(target, self.pins, settings)
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _short_gpu_name(full: str) -> str:
+    from gpujobs.providers.local import _short_gpu_name as shorten
+
+    return shorten(full)

@@ -1,0 +1,31 @@
+"""From a Node to the Transport that reaches it. paramiko is imported only for SSH nodes, so a
+local job never pays for it."""
+
+from __future__ import annotations
+
+from gpujobs.errors import ProvisioningError
+from gpujobs.paths import HomeLayout
+from gpujobs.providers.base import Node
+from gpujobs.remote.transport import LocalTransport, Transport
+
+
+def connect_node(
+    node: Node, home: HomeLayout, *, reconnect_window_s: float | None = None
+) -> Transport:
+    if node.transport == "local":
+        return LocalTransport()
+    if node.transport == "ssh":
+        from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
+
+        identity = node.identity_file
+        if identity is None and node.uses_job_key:
+            identity = str(home.job_key_dir(node.job_id) / "id_ed25519")
+        settings = SshSettings()
+        if reconnect_window_s is not None:
+            settings = SshSettings(reconnect_window_s=reconnect_window_s)
+        return SSHTransport(
+            SshTarget(node.host, node.port, node.user or "", identity),
+            HostKeyPins(home.known_hosts),
+            settings,
+        )
+    raise ProvisioningError(f"node {node.node_id}: no transport for {node.transport!r}")

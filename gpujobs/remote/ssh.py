@@ -1,0 +1,537 @@
+"""The SSH transport: every remote node, through paramiko, with the Transport contract of
+transport.py (run, start, read, put, get, list_files).
+
+- Host keys are pinned: recorded in gpujobs' own known_hosts on first contact (or taken from the
+  user's ~/.ssh/known_hosts when it knows the host), verified on every later connection; a
+  changed key is refused, never accepted.
+- The connection sends keepalives, and every operation reconnects with backoff (tenacity, with
+  jitter and a ceiling) when the link drops, then retries. Operations are idempotent by design:
+  reads by offset, uploads by temp name + rename, `start` guarded on the node (see DETACH).
+- Commands go to `sh -s` on the node's stdin, so the user's login shell (csh, fish, ...) never
+  parses them; every word is quoted with shlex.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import posixpath
+import select
+import shlex
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import paramiko
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from gpujobs.errors import (
+    CommandFailedError,
+    ConnectionLostError,
+    HostKeyChangedError,
+    SshAuthError,
+    TransportError,
+    TransportTimeoutError,
+)
+from gpujobs.remote.transport import DETACH, CommandResult, RemoteFile
+
+T = TypeVar("T")
+
+# paramiko logs a dropped socket at ERROR from its own thread; the reconnect handles it, so
+# keep it off the user's terminal (`--debug` configures logging and shows it).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+_CHUNK = 1 << 16
+# GNU find prints each file as path, size, mtime, type, NUL-separated (names may hold newlines).
+_LIST_SCRIPT = (
+    '[ -d "$1" ] || exit 0; '
+    "exec find \"$1\" -mindepth 1 \\( -type f -o -type l \\) -printf '%P\\0%s\\0%T@\\0%y\\0'"
+)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    port: int = 22
+    user: str = ""
+    identity_file: str | None = None  # None: the ssh agent and ~/.ssh's default keys
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How OpenSSH and paramiko name the host in known_hosts."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    connect_timeout_s: float = 15.0
+    keepalive_s: float = 15.0
+    # How long a dropped node is retried before the operation fails. Long by default: a laptop
+    # that sleeps or changes networks should find its job still there.
+    reconnect_window_s: float = 300.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+
+class HostKeyPins:
+    """gpujobs' known_hosts file (OpenSSH format, so ssh and rsync read it too), consulted
+    together with the user's own."""
+
+    def __init__(self, path: Path, *, user_file: Path | None = None) -> None:
+        self.path = path
+        self.user_file = user_file if user_file is not None else Path.home() / ".ssh/known_hosts"
+
+    def install(self, client: paramiko.SSHClient) -> None:
+        if self.user_file.is_file():
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                client.load_system_host_keys(str(self.user_file))
+        if self.path.is_file():
+            client.load_host_keys(str(self.path))
+        client.set_missing_host_key_policy(_RecordOnFirstContact(self))
+
+    def record(self, name: str, key: paramiko.PKey) -> None:
+        """Append a host's key; under a lock, as several drivers may meet new hosts at once."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="ascii") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            current = paramiko.HostKeys()
+            with contextlib.suppress(OSError):
+                current.load(str(self.path))
+            pinned = current.lookup(name) or {}
+            if key.get_name() in pinned:
+                return  # another driver recorded it first
+            handle.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+
+    def ensure_recorded(self, name: str, key: paramiko.PKey) -> None:
+        """Keep a key verified from the user's file in ours too, so rsync's ssh sees it."""
+        current = paramiko.HostKeys()
+        with contextlib.suppress(OSError):
+            current.load(str(self.path))
+        if (current.lookup(name) or {}).get(key.get_name()) != key:
+            self.record(name, key)
+
+
+class _RecordOnFirstContact(paramiko.MissingHostKeyPolicy):
+    def __init__(self, pins: HostKeyPins) -> None:
+        self.pins = pins
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        self.pins.record(hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class SSHTransport:
+    """One node over SSH. Not thread-safe: give each thread its own."""
+
+    def __init__(
+        self, target: SshTarget, pins: HostKeyPins, settings: SshSettings | None = None
+    ) -> None:
+        self.target = target
+        self.pins = pins
+        self.settings = settings or SshSettings()
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._made_dirs: set[str] = set()
+        self._rsync_config: Path | None = None
+        self.connections = 0  # successful logins; more than one means it reconnected
+
+    # -- the Transport contract -----------------------------------------------------------
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
+    ) -> CommandResult:
+        command = shlex.join(argv)
+        result = self._retrying(lambda: self._exec(command, timeout))
+        if check and not result.ok:
+            raise CommandFailedError(command, result.exit_code, result.tail(5))
+        return result
+
+    def start(self, script: str, *, cwd: str) -> int:
+        # DETACH is idempotent on the node (a marker folder), so a retry after a drop cannot
+        # start the job twice: it answers the pid of the copy that did start.
+        result = self.run(["sh", "-c", DETACH, script, cwd], timeout=60)
+        try:
+            return int(result.stdout.strip())
+        except ValueError:
+            raise TransportError(f"starting {script} printed no pid: {result.tail(3)}") from None
+
+    def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        def attempt() -> bytes:
+            try:
+                with self._sftp_client().open(path, "rb") as handle:
+                    handle.seek(offset)
+                    return handle.read(limit)
+            except FileNotFoundError:
+                return b""
+
+        return self._retrying(attempt)
+
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        try:
+            local_stat = local.stat()
+        except FileNotFoundError:
+            raise TransportError(f"{local}: no such file") from None
+        permissions = mode if mode is not None else stat.S_IMODE(local_stat.st_mode)
+        parent, name = posixpath.split(remote)
+        # A fixed temp name: a retry after a drop overwrites the half-written copy.
+        temp = posixpath.join(parent, f".{name}.gpujobs-part")
+
+        def attempt() -> None:
+            sftp = self._sftp_client()
+            self._make_dirs(sftp, parent)
+            with local.open("rb") as source, sftp.open(temp, "wb") as target:
+                target.chmod(permissions)  # before any byte: the env file holds secrets
+                target.set_pipelined(True)
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+            sftp.utime(temp, (local_stat.st_atime, local_stat.st_mtime))
+            sftp.posix_rename(temp, remote)
+
+        self._retrying(attempt)
+
+    def get(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+
+        def attempt() -> None:
+            sftp = self._sftp_client()
+            handle, temp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
+            try:
+                with os.fdopen(handle, "wb") as target:
+                    remote_stat = sftp.stat(remote)
+                    sftp.getfo(remote, target)
+                os.utime(temp, (remote_stat.st_atime or 0, remote_stat.st_mtime or 0))
+                os.replace(temp, local)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+
+        try:
+            self._retrying(attempt)
+        except FileNotFoundError:
+            raise TransportError(f"{self.target.label}:{remote}: no such file") from None
+
+    def list_files(self, remote_dir: str) -> list[RemoteFile]:
+        result = self.run(["sh", "-c", _LIST_SCRIPT, "sh", remote_dir], timeout=300, check=False)
+        if not result.ok:
+            # No GNU find (BSD, busybox): walk over SFTP instead, slower but everywhere.
+            return self._retrying(lambda: self._walk(remote_dir))
+        fields = result.stdout.split("\0")
+        found = [
+            RemoteFile(path=path, size=int(size), mtime=float(mtime), is_symlink=kind == "l")
+            for path, size, mtime, kind in zip(
+                fields[0::4], fields[1::4], fields[2::4], fields[3::4], strict=False
+            )
+            if path
+        ]
+        return sorted(found, key=lambda item: item.path)
+
+    def close(self) -> None:
+        self._disconnect()
+        if self._rsync_config is not None:
+            self._rsync_config.unlink(missing_ok=True)
+            self._rsync_config = None
+
+    # -- rsync over the same credentials and pinned host key --------------------------------
+    def rsync_shell(self) -> tuple[str, str]:
+        """(`rsync -e` value, remote prefix) reaching this node with the key and the pinned
+        host keys this transport uses; the host key must have been seen (connect first)."""
+        self._connected()
+        if self._rsync_config is None:
+            self._rsync_config = self._write_ssh_config()
+        return f"ssh -F {_rsync_word(str(self._rsync_config))}", "gpujobs-node:"
+
+    def _write_ssh_config(self) -> Path:
+        target = self.target
+        lines = [
+            "Host gpujobs-node",
+            f"  HostName {target.host}",
+            f"  Port {target.port}",
+            f"  User {_config_word(target.user)}",
+            f"  UserKnownHostsFile {_config_word(str(self.pins.path))}",
+            "  GlobalKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking yes",
+            "  UpdateHostKeys no",
+            "  CheckHostIP no",
+            "  BatchMode yes",
+            f"  ConnectTimeout {int(self.settings.connect_timeout_s)}",
+            f"  ServerAliveInterval {int(self.settings.keepalive_s)}",
+            "  ServerAliveCountMax 3",
+            "  LogLevel ERROR",
+        ]
+        if target.identity_file:
+            lines += [
+                f"  IdentityFile {_config_word(target.identity_file)}",
+                "  IdentitiesOnly yes",
+            ]
+        handle, path = tempfile.mkstemp(prefix="gpujobs-ssh-", suffix=".conf")
+        with os.fdopen(handle, "w") as config:
+            config.write("\n".join(lines) + "\n")
+        return Path(path)
+
+    # -- connection ---------------------------------------------------------------------------
+    def _connected(self) -> paramiko.SSHClient:
+        client = self._client
+        if client is not None:
+            transport = client.get_transport()
+            if transport is not None and transport.is_active():
+                return client
+            self._disconnect()
+        return self._connect()
+
+    def _connect(self) -> paramiko.SSHClient:
+        target, settings = self.target, self.settings
+        client = paramiko.SSHClient()
+        self.pins.install(client)
+        try:
+            sock = socket.create_connection(
+                (target.host, target.port), timeout=settings.connect_timeout_s
+            )
+            # Without it, Nagle and delayed ACKs add 40 ms to every request/response exchange.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.connect(
+                target.host,
+                port=target.port,
+                sock=sock,
+                username=target.user or None,
+                key_filename=target.identity_file,
+                allow_agent=target.identity_file is None,
+                look_for_keys=target.identity_file is None,
+                timeout=settings.connect_timeout_s,
+                banner_timeout=settings.connect_timeout_s,
+                auth_timeout=settings.connect_timeout_s,
+                channel_timeout=settings.connect_timeout_s,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyChangedError(self._changed_key_message(exc)) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            key = target.identity_file or "the ssh agent and ~/.ssh keys"
+            raise SshAuthError(
+                f"{target.label} refused the login ({exc.__class__.__name__}) with {key}: "
+                "check the user, the key (ssh.identity_file) and that its public half is in "
+                "the host's ~/.ssh/authorized_keys"
+            ) from None
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(int(settings.keepalive_s))
+        key = transport.get_remote_server_key()
+        self.pins.ensure_recorded(target.known_hosts_name, key)
+        self._client = client
+        self.connections += 1
+        return client
+
+    def _changed_key_message(self, exc: paramiko.BadHostKeyException) -> str:
+        return (
+            f"host key of {self.target.known_hosts_name} changed: pinned "
+            f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, now "
+            f"{exc.key.get_name()} {exc.key.fingerprint}; refusing to connect. If the machine "
+            f"was reinstalled, delete its line from {self.pins.path} (or ~/.ssh/known_hosts); "
+            "otherwise someone may be intercepting the connection"
+        )
+
+    def _disconnect(self) -> None:
+        sftp, client = self._sftp, self._client
+        self._sftp = self._client = None
+        self._made_dirs.clear()
+        for closable in (sftp, client):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        client = self._connected()
+        if self._sftp is None:
+            self._sftp = client.open_sftp()
+            channel = self._sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(self.settings.connect_timeout_s * 4)
+        return self._sftp
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        settings = self.settings
+
+        def lost(exc: BaseException) -> bool:
+            if isinstance(exc, (SshAuthError, HostKeyChangedError, TransportTimeoutError)):
+                return False
+            if isinstance(exc, (EOFError, paramiko.SSHException, ConnectionError, TimeoutError)):
+                return True
+            if isinstance(exc, OSError):
+                # An SFTP status (no such file, permission) arrives as OSError on a live link.
+                return exc.errno not in (errno.ENOENT, errno.EACCES) or not self._alive()
+            return False
+
+        def drop(state: RetryCallState) -> None:
+            self._disconnect()
+
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(lost),
+                wait=wait_exponential_jitter(
+                    initial=settings.backoff_initial_s, max=settings.backoff_max_s
+                ),
+                stop=stop_after_delay(settings.reconnect_window_s),
+                before_sleep=drop,
+                reraise=True,
+            ):
+                with attempt:
+                    return operation()
+        except (TransportError, FileNotFoundError):
+            raise
+        except (EOFError, paramiko.SSHException, OSError) as exc:
+            self._disconnect()
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EACCES):
+                raise TransportError(f"{self.target.label}: {exc.strerror or exc}") from None
+            raise ConnectionLostError(
+                f"lost {self.target.label} and could not reconnect within "
+                f"{settings.reconnect_window_s:g}s ({exc.__class__.__name__}: {exc})"
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return transport is not None and transport.is_active()
+
+    # -- one command ----------------------------------------------------------------------
+    def _exec(self, command: str, timeout: float) -> CommandResult:
+        client = self._connected()
+        transport = client.get_transport()
+        assert transport is not None
+        channel = transport.open_session(timeout=self.settings.connect_timeout_s)
+        try:
+            channel.exec_command("sh -s")
+            # < /dev/null: the command must not read the rest of its own script as input.
+            channel.sendall(f"{command} < /dev/null\n".encode())
+            channel.shutdown_write()
+            return self._collect(channel, command, timeout)
+        finally:
+            channel.close()
+
+    def _collect(self, channel: paramiko.Channel, command: str, timeout: float) -> CommandResult:
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = False
+            if channel.recv_ready():
+                out += channel.recv(_CHUNK)
+                busy = True
+            if channel.recv_stderr_ready():
+                err += channel.recv_stderr(_CHUNK)
+                busy = True
+            if busy:
+                continue
+            if channel.exit_status_ready():
+                # Drain what arrived between the checks above and the exit status.
+                while channel.recv_ready():
+                    out += channel.recv(_CHUNK)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(_CHUNK)
+                break
+            if channel.closed or not self._alive():
+                raise EOFError("connection dropped while the command ran")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportTimeoutError(
+                    f"`{command}` did not finish in {timeout:g}s on {self.target.label}"
+                )
+            select.select([channel], [], [], min(left, 0.05))
+        return CommandResult(
+            command,
+            channel.recv_exit_status(),
+            out.decode("utf-8", errors="replace"),
+            err.decode("utf-8", errors="replace"),
+        )
+
+    # -- SFTP helpers ---------------------------------------------------------------------------
+    def _make_dirs(self, sftp: paramiko.SFTPClient, folder: str) -> None:
+        if not folder or folder in self._made_dirs:
+            return
+        missing: list[str] = []
+        current = folder
+        while current and current not in ("/", "."):
+            try:
+                sftp.stat(current)
+                break
+            except FileNotFoundError:
+                missing.append(current)
+                current = posixpath.dirname(current)
+        for path in reversed(missing):
+            with contextlib.suppress(OSError):
+                sftp.mkdir(path)
+        self._made_dirs.add(folder)
+
+    def _walk(self, remote_dir: str) -> list[RemoteFile]:
+        sftp = self._sftp_client()
+        found: list[RemoteFile] = []
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            try:
+                entries = sftp.listdir_attr(posixpath.join(remote_dir, relative) or ".")
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                path = posixpath.join(relative, entry.filename)
+                mode = entry.st_mode or 0
+                if stat.S_ISDIR(mode):
+                    pending.append(path)
+                elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                    found.append(
+                        RemoteFile(
+                            path=path,
+                            size=entry.st_size or 0,
+                            mtime=float(entry.st_mtime or 0),
+                            is_symlink=stat.S_ISLNK(mode),
+                        )
+                    )
+        return sorted(found, key=lambda item: item.path)
+
+
+def _config_word(value: str) -> str:
+    """A value in an ssh_config file: double-quoted when it holds spaces."""
+    if '"' in value or "\n" in value:
+        raise TransportError(f"{value!r}: a path with quotes cannot be given to ssh")
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+def _rsync_word(value: str) -> str:
+    """One word of rsync's -e command: rsync splits on spaces and honours quotes, not \\."""
+    if not any(ch.isspace() or ch in "'\"" for ch in value):
+        return value
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise TransportError(f"{value!r}: a path with both quote kinds cannot be given to rsync")
+
+
+def socket_reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether something accepts TCP at host:port (a cheap check before an SSH handshake)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
