@@ -148,8 +148,17 @@ class CuttingProxy:
     """A TCP forwarder from 127.0.0.1:<port> to a target that can drop every connection at
     once (`cut()`), the way a flaky Wi-Fi or a sleeping laptop drops an SSH session."""
 
-    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        target_host: str = "127.0.0.1",
+        rate_bytes_per_s: float | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        # A slow link, so that a transfer is still under way when the next cut comes.
+        self.rate_bytes_per_s = rate_bytes_per_s
+        self.bytes_forwarded = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._selector = selectors.DefaultSelector()
@@ -237,6 +246,9 @@ class CuttingProxy:
                 peer.setblocking(True)
                 peer.sendall(data)
                 peer.setblocking(False)
+                self.bytes_forwarded += len(data)
+                if self.rate_bytes_per_s:
+                    time.sleep(len(data) / self.rate_bytes_per_s)
                 return
         except OSError:
             pass

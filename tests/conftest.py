@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gpujobs.paths import HomeLayout
+from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.state import Store
+from gpujobs.testing_ssh import LoopbackSshd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,8 +23,32 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GPUJOBS_HOME", str(tmp_path / "home"))
+    # A home of its own: nothing is read from (or pinned into) the real ~/.ssh.
+    user_home = tmp_path / "user-home"
+    user_home.mkdir()
+    monkeypatch.setenv("HOME", str(user_home))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSshd]:
+    """A real OpenSSH sshd on 127.0.0.1, shared by the session (its host key never changes;
+    tests that change one start their own)."""
+    with LoopbackSshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def pins(tmp_path: Path) -> HostKeyPins:
+    return HostKeyPins(tmp_path / "known_hosts")
+
+
+def ssh_transport(
+    server: LoopbackSshd, pins: HostKeyPins, *, port: int | None = None, window_s: float = 30
+) -> SSHTransport:
+    target = SshTarget(server.host, port or server.port, server.user, str(server.client_key))
+    return SSHTransport(target, pins, SshSettings(reconnect_window_s=window_s))
 
 
 @pytest.fixture

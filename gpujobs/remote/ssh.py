@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import posixpath
+import random
 import select
 import shlex
 import socket
@@ -35,8 +36,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from gpujobs.errors import (
@@ -155,6 +154,7 @@ class SSHTransport:
         self._made_dirs: set[str] = set()
         self._rsync_config: Path | None = None
         self.connections = 0  # successful logins; more than one means it reconnected
+        self._progress_at = 0.0  # when a transfer last moved bytes (extends the retry window)
 
     # -- the Transport contract -----------------------------------------------------------
     def run(
@@ -193,17 +193,29 @@ class SSHTransport:
             raise TransportError(f"{local}: no such file") from None
         permissions = mode if mode is not None else stat.S_IMODE(local_stat.st_mode)
         parent, name = posixpath.split(remote)
-        # A fixed temp name: a retry after a drop overwrites the half-written copy.
         temp = posixpath.join(parent, f".{name}.gpujobs-part")
+        first_try = True
 
         def attempt() -> None:
+            nonlocal first_try
             sftp = self._sftp_client()
             self._make_dirs(sftp, parent)
-            with local.open("rb") as source, sftp.open(temp, "wb") as target:
-                target.chmod(permissions)  # before any byte: the env file holds secrets
+            # A retry continues the half-sent copy from its size (SFTP writes land in order, so
+            # it is a prefix). The first try always starts afresh: a leftover from an earlier
+            # call may belong to another version of the file.
+            done = 0 if first_try else _remote_size(sftp, temp)
+            first_try = False
+            if done > local_stat.st_size:
+                done = 0
+            with local.open("rb") as source, sftp.open(temp, "r+b" if done else "wb") as target:
+                if not done:
+                    target.chmod(permissions)  # before any byte: the env file holds secrets
                 target.set_pipelined(True)
+                source.seek(done)
+                target.seek(done)
                 while chunk := source.read(1 << 20):
                     target.write(chunk)
+                    self._progress_at = time.monotonic()
             sftp.utime(temp, (local_stat.st_atime, local_stat.st_mtime))
             sftp.posix_rename(temp, remote)
 
@@ -211,24 +223,35 @@ class SSHTransport:
 
     def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
+        temp = local.parent / f".{local.name}.gpujobs-part"
+        first_try = True
 
         def attempt() -> None:
+            nonlocal first_try
             sftp = self._sftp_client()
-            handle, temp = tempfile.mkstemp(prefix=f".{local.name}.", dir=local.parent)
-            try:
-                with os.fdopen(handle, "wb") as target:
-                    remote_stat = sftp.stat(remote)
-                    sftp.getfo(remote, target)
-                os.utime(temp, (remote_stat.st_atime or 0, remote_stat.st_mtime or 0))
-                os.replace(temp, local)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            remote_stat = sftp.stat(remote)
+            size = remote_stat.st_size or 0
+            done = 0 if first_try or not temp.exists() else temp.stat().st_size
+            first_try = False
+            if done > size:
+                done = 0
+            with sftp.open(remote, "rb") as source, temp.open("ab" if done else "wb") as target:
+                source.seek(done)
+                source.prefetch(size)
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+                    self._progress_at = time.monotonic()
+            os.utime(temp, (remote_stat.st_atime or 0, remote_stat.st_mtime or 0))
+            os.replace(temp, local)
 
         try:
             self._retrying(attempt)
         except FileNotFoundError:
+            temp.unlink(missing_ok=True)
             raise TransportError(f"{self.target.label}:{remote}: no such file") from None
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
         result = self.run(["sh", "-c", _LIST_SCRIPT, "sh", remote_dir], timeout=300, check=False)
@@ -387,13 +410,33 @@ class SSHTransport:
         def drop(state: RetryCallState) -> None:
             self._disconnect()
 
+        started = time.monotonic()
+        failures_without_progress = 0
+        progress_seen = self._progress_at
+
+        def backoff(state: RetryCallState) -> float:
+            # Exponential with jitter (drivers cut off together do not return together), and
+            # back to the start whenever bytes moved since the last try.
+            nonlocal failures_without_progress, progress_seen
+            if self._progress_at > progress_seen:
+                progress_seen, failures_without_progress = self._progress_at, 0
+            failures_without_progress += 1
+            delay = settings.backoff_initial_s * 2 ** (failures_without_progress - 1)
+            return min(delay, settings.backoff_max_s) + random.uniform(
+                0, settings.backoff_initial_s
+            )
+
+        def stalled(state: RetryCallState) -> bool:
+            # The window counts from the last byte moved, so a long transfer over a link that
+            # drops every few minutes still completes, while a dead link gives up in time.
+            since = max(started, self._progress_at)
+            return time.monotonic() - since > settings.reconnect_window_s
+
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(lost),
-                wait=wait_exponential_jitter(
-                    initial=settings.backoff_initial_s, max=settings.backoff_max_s
-                ),
-                stop=stop_after_delay(settings.reconnect_window_s),
+                wait=backoff,
+                stop=stalled,
                 before_sleep=drop,
                 reraise=True,
             ):
@@ -458,9 +501,13 @@ class SSHTransport:
                     f"`{command}` did not finish in {timeout:g}s on {self.target.label}"
                 )
             select.select([channel], [], [], min(left, 0.05))
+        status = channel.recv_exit_status()
+        if status == -1 and not self._alive():
+            # No exit status because the link died, not because the command did.
+            raise EOFError("connection dropped before the command's exit status arrived")
         return CommandResult(
             command,
-            channel.recv_exit_status(),
+            status,
             out.decode("utf-8", errors="replace"),
             err.decode("utf-8", errors="replace"),
         )
@@ -508,6 +555,13 @@ class SSHTransport:
                         )
                     )
         return sorted(found, key=lambda item: item.path)
+
+
+def _remote_size(sftp: paramiko.SFTPClient, path: str) -> int:
+    try:
+        return sftp.stat(path).st_size or 0
+    except FileNotFoundError:
+        return 0
 
 
 def _config_word(value: str) -> str:

@@ -41,9 +41,10 @@ CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 # rsync exit codes that mean the link failed (socket I/O, protocol stream, timeouts, ssh),
 # worth a retry; anything else is a real error.
-_RSYNC_LINK_FAILURES = frozenset({10, 11, 12, 14, 20, 30, 35, 255})
-# Retries of a sync that moves no byte before giving up: a link that is down for good.
-_STALLED_ATTEMPTS = 6
+_RSYNC_LINK_FAILURES = frozenset({10, 12, 14, 30, 35, 255})
+# How long rsync is retried without moving a byte before the link counts as down for good
+# (rsync reports progress about once a second while it moves data).
+_STALL_WINDOW_S = 120.0
 
 
 class RsyncCapable(Protocol):
@@ -136,17 +137,18 @@ def _rsync_push(
 ) -> None:
     """rsync exactly `files`, resuming across dropped links: partial files are kept in a
     hidden folder and continued, whole files already there are skipped by rsync's own check."""
+    transport.run(["mkdir", "-p", remote_dir])  # rsync makes only the last folder level
     rsh, prefix = transport.rsync_shell()
     total = sum(item.size for item in files)
     listing = b"".join(item.path.encode() + b"\0" for item in files)
     command = [
         "rsync", "--archive", "--from0", "--files-from=-",
         "--partial", "--partial-dir=.gpujobs-partial",
-        "--info=progress2", "--no-human-readable", "--outbuf=L",
+        "--info=progress2", "--no-human-readable", "--outbuf=N",
         "--timeout=60", "-e", rsh,
         f"{local_dir}/", f"{prefix}{remote_dir}/",
     ]  # fmt: skip
-    stalled = 0
+    last_progress = time.monotonic()
     delay = 0.2
     while True:
         moved, code, errors = _run_rsync(command, listing, total, progress)
@@ -154,14 +156,17 @@ def _rsync_push(
             return
         if code not in _RSYNC_LINK_FAILURES:
             raise TransportError(f"rsync exited with {code}: {errors.strip()[-300:]}")
-        stalled = 0 if moved else stalled + 1
-        if stalled >= _STALLED_ATTEMPTS:
+        now = time.monotonic()
+        if moved:
+            last_progress, delay = now, 0.2
+        elif now - last_progress > _STALL_WINDOW_S:
             raise TransportError(
-                f"dataset sync made no progress in {stalled} tries (rsync {code}: "
+                f"dataset sync made no progress for {_STALL_WINDOW_S:g}s (rsync {code}: "
                 f"{errors.strip()[-200:]}); launch again to resume it"
             )
+        else:
+            delay = min(delay * 2, 2.0)  # cheap to try: a link that returns is used soon
         time.sleep(delay)
-        delay = 0.2 if moved else min(delay * 2, 10.0)
 
 
 def _run_rsync(
