@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -179,7 +180,9 @@ class JobSpec(_Strict):
     env: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="environment variables for the workload"
     )
-    ssh: SshHosts | None = Field(None, description="the machines of the ssh provider")
+    ssh: SshHosts | None = Field(
+        None, validate_default=True, description="the machines of the ssh provider"
+    )
 
     @field_validator("workload")
     @classmethod
@@ -191,6 +194,15 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"unknown workload {value!r}; bundled: {', '.join(known)} "
                 "(or give `command:` to run your own)"
+            )
+        return value
+
+    @field_validator("ssh")
+    @classmethod
+    def _ssh_when_listed(cls, value: SshHosts | None, info: ValidationInfo) -> SshHosts | None:
+        if value is None and "ssh" in (info.data.get("providers") or ()):
+            raise ValueError(
+                "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
             )
         return value
 
@@ -225,10 +237,6 @@ class JobSpec(_Strict):
             )
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `workload:`; put flags in `command:` itself")
-        if "ssh" in self.providers and self.ssh is None:
-            raise ValueError(
-                "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
-            )
         return self
 
     def workload_flags(self) -> list[str]:

@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     monkeypatch.setenv("GPUJOBS_HOME", str(tmp_path / "home"))
-    # A home of its own: nothing is read from (or pinned into) the real ~/.ssh.
-    user_home = tmp_path / "user-home"
-    user_home.mkdir()
-    monkeypatch.setenv("HOME", str(user_home))
+    # A home of its own (outside tmp_path, which tests expect empty): nothing is read from, or
+    # pinned into, the real ~/.ssh.
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("user-home")))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -281,7 +281,7 @@ def test_auth_errors_stop_at_once(home, store, tmp_path) -> None:
 def test_no_placement_is_bad_input_with_every_reason(home, store, tmp_path) -> None:
     spec = command_spec(tmp_path, extra="resources: {gpu: H100, gpus: 8}\n")
     controller = controller_with(home, store, {"local": LocalProvider(home.work)})
-    with pytest.raises(NoPlacementError, match=r"local/local/this-machine: has .*H100"):
+    with pytest.raises(NoPlacementError, match=r"local/this-machine: has .*H100"):
         controller.preflight(spec)
     assert store.count_jobs() == 0
 

@@ -207,7 +207,7 @@ def test_an_unreachable_host_gives_up_after_the_window(pins: HostKeyPins) -> Non
     target = SshTarget("127.0.0.1", free_port(), "nobody", None)
     transport = SSHTransport(target, pins, SshSettings(connect_timeout_s=1, reconnect_window_s=1.5))
     started = time.monotonic()
-    with pytest.raises(ConnectionLostError, match=r"could not reconnect within 1\.5s"):
+    with pytest.raises(ConnectionLostError, match=r"cannot reach .* within 1\.5s"):
         transport.run(["true"])
     assert time.monotonic() - started < 8
 

@@ -78,6 +78,8 @@ class Offer(_Frozen):
     def label(self) -> str:
         where = self.zone or self.region
         kind = "spot " if self.spot else ""
+        if where == self.provider:  # local and ssh: no regions to tell apart
+            return f"{self.provider}/{kind}{self.instance_type}"
         return f"{self.provider}/{where}/{kind}{self.instance_type}"
 
     def misfit(self, resources: Resources) -> str | None:

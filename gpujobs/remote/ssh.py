@@ -448,9 +448,13 @@ class SSHTransport:
             self._disconnect()
             if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EACCES):
                 raise TransportError(f"{self.target.label}: {exc.strerror or exc}") from None
+            what = (
+                f"lost {self.target.label} and could not reconnect"
+                if self.connections
+                else f"cannot reach {self.target.label}"
+            )
             raise ConnectionLostError(
-                f"lost {self.target.label} and could not reconnect within "
-                f"{settings.reconnect_window_s:g}s ({exc.__class__.__name__}: {exc})"
+                f"{what} within {settings.reconnect_window_s:g}s ({_reason(exc)})"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -555,6 +559,12 @@ class SSHTransport:
                         )
                     )
         return sorted(found, key=lambda item: item.path)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
 def _remote_size(sftp: paramiko.SFTPClient, path: str) -> int:
