@@ -84,7 +84,7 @@ class NodeSession:
         Returns its exit code, or None if it did not finish in time (teardown then kills it).
         """
         if self.pid is not None:
-            self.transport.run(["kill", "-TERM", "--", f"-{self.pid}"], check=False)
+            self.transport.run(["kill", "-TERM", f"-{self.pid}"], check=False)
         deadline = clock.monotonic() + grace_s
         while True:
             if chunk := self.follow():

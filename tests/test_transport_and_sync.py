@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from gpujobs.errors import CommandFailedError, TransportError
+from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.logs import LogFollower, tail_lines
 from gpujobs.remote.sync import pull_dir, push_dir
 from gpujobs.remote.transport import LocalTransport, RemoteFile
+from gpujobs.runtime.launcher import launch_script
 
 
 def test_run_quotes_nothing_into_a_shell_and_reports_failures(tmp_path: Path) -> None:
@@ -146,3 +149,23 @@ def test_a_node_that_lost_its_checkpoints_prunes_nothing_at_home(tmp_path: Path)
     (node / "metrics.jsonl").write_text("{}\n")
     assert pull_dir(LocalTransport(), str(node), home).pruned == ()
     assert (home / "ckpt-00000009.pt").exists()
+
+
+def test_the_node_watchdog_stops_the_job_at_max_hours_without_the_client(tmp_path: Path) -> None:
+    """budget.max_hours holds on the node itself: the launch script TERMs the job's process
+    group when the time is up (the workload checkpoints), with no driver watching."""
+    layout = NodeLayout(str(tmp_path / "job"))
+    Path(layout.workdir).mkdir()
+    Path(layout.env_file).write_text("")
+    workload = "trap 'echo saved > on-term.txt; exit 0' TERM; sleep 60 & wait"
+    Path(layout.launch_script).write_text(
+        launch_script(["sh", "-c", workload], layout, max_seconds=1)
+    )
+    started = time.monotonic()
+    LocalTransport().start(layout.launch_script, cwd=layout.workdir)
+    while not Path(layout.exit_code).exists() and time.monotonic() - started < 20:
+        time.sleep(0.05)
+    assert Path(layout.exit_code).read_text().strip() == "0"
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "job" / "on-term.txt").read_text() == "saved\n"
+    assert "budget.max_hours reached" in Path(layout.log).read_text()

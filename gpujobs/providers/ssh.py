@@ -54,14 +54,14 @@ case $pid in ''|*[!0-9]*) pid= ;; esac
 if [ -n "$pid" ] && [ -d /proc ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$w" ]; then
   pid=
 fi
-if [ -n "$pid" ] && kill -0 -- "-$pid" 2>/dev/null; then
-  kill -TERM -- "-$pid" 2>/dev/null
+if [ -n "$pid" ] && kill -0 "-$pid" 2>/dev/null; then
+  kill -TERM "-$pid" 2>/dev/null
   n=0
-  while kill -0 -- "-$pid" 2>/dev/null && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n + 1)); done
-  kill -KILL -- "-$pid" 2>/dev/null
+  while kill -0 "-$pid" 2>/dev/null && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n + 1)); done
+  kill -KILL "-$pid" 2>/dev/null
   n=0
-  while kill -0 -- "-$pid" 2>/dev/null && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-  if kill -0 -- "-$pid" 2>/dev/null; then echo "process group $pid survived SIGKILL" >&2; exit 5; fi
+  while kill -0 "-$pid" 2>/dev/null && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+  if kill -0 "-$pid" 2>/dev/null; then echo "process group $pid survived SIGKILL" >&2; exit 5; fi
 fi
 rm -rf -- "$w"
 [ ! -e "$w" ]
@@ -137,12 +137,14 @@ class SshProvider:
         target = self._target(offer.instance_type)
         transport = self._transport(target, self.settings)
         try:
-            facts = self._probe(transport)
+            root = self._probe(transport)["root"][0]
+            workdir = posixpath.join(root, "work", job_id)
+            # Made now, so that from here on the job's node exists (owned() finds it).
+            transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", workdir])
         except TransportError as exc:
             raise ProvisioningError(f"{target.label}: {exc}") from exc
         finally:
             transport.close()
-        root = facts["root"][0]
         return [
             Node(
                 provider=self.name,
@@ -151,7 +153,7 @@ class SshProvider:
                 host=target.host,
                 port=target.port,
                 user=target.user,
-                workdir=posixpath.join(root, "work", job_id),
+                workdir=workdir,
                 transport="ssh",
                 identity_file=target.identity_file,
                 uses_job_key=False,

@@ -33,8 +33,8 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         watchdog = (
             f"( sleep {max(int(max_seconds), 1)}\n"
             f'  echo "gpujobs: budget.max_hours reached, stopping the job" >> {q(layout.log)}\n'
-            "  ( trap '' TERM; sleep 60; kill -KILL -- -$$ 2>/dev/null ) &\n"
-            "  kill -TERM -- -$$ 2>/dev/null ) &\n"
+            "  ( trap '' TERM; sleep 60; kill -KILL -$$ 2>/dev/null ) &\n"
+            "  kill -TERM -$$ 2>/dev/null ) &\n"
             "watchdog=$!\n"
         )
         stop_watchdog = 'kill "$watchdog" 2>/dev/null\n'
