@@ -227,3 +227,17 @@ def test_a_job_key_is_private_and_logs_in(tmp_path: Path, pins: HostKeyPins) -> 
         transport.close()
     delete_job_key(key.private_path.parent)
     assert not key.private_path.parent.exists()
+
+
+def test_a_folder_removed_behind_the_transports_back_is_made_again(
+    sshd: LoopbackSshd, pins: HostKeyPins, tmp_path: Path
+) -> None:
+    transport = ssh_transport(sshd, pins)
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    target = tmp_path / "node" / "sub" / "f.txt"
+    transport.put(source, str(target))
+    transport.run(["rm", "-rf", str(tmp_path / "node")])
+    transport.put(source, str(target))
+    assert target.read_text() == "x"
+    transport.close()

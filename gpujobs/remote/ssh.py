@@ -207,7 +207,7 @@ class SSHTransport:
             first_try = False
             if done > local_stat.st_size:
                 done = 0
-            with local.open("rb") as source, sftp.open(temp, "r+b" if done else "wb") as target:
+            with local.open("rb") as source, self._open_remote(sftp, temp, done) as target:
                 if not done:
                     target.chmod(permissions)  # before any byte: the env file holds secrets
                 target.set_pipelined(True)
@@ -517,6 +517,16 @@ class SSHTransport:
         )
 
     # -- SFTP helpers ---------------------------------------------------------------------------
+    def _open_remote(self, sftp: paramiko.SFTPClient, path: str, offset: int) -> paramiko.SFTPFile:
+        try:
+            return sftp.open(path, "r+b" if offset else "wb")
+        except FileNotFoundError:
+            # The folder was made earlier in this session and removed since: make it again.
+            parent = posixpath.dirname(path)
+            self._made_dirs.discard(parent)
+            self._make_dirs(sftp, parent)
+            return sftp.open(path, "r+b" if offset else "wb")
+
     def _make_dirs(self, sftp: paramiko.SFTPClient, folder: str) -> None:
         if not folder or folder in self._made_dirs:
             return

@@ -90,7 +90,7 @@ def push_dir(
     total = sum(item.size for item in changed)
     used = "none"
     if changed:
-        rsync = _rsync_route(transport, method)
+        rsync = _rsync_route(transport, remote_dir, method)
         if rsync is not None:
             used = "rsync"
             _rsync_push(rsync, local_dir, remote_dir, changed, progress)
@@ -112,12 +112,20 @@ def push_dir(
     )
 
 
-def _rsync_route(transport: Transport, method: SyncMethod) -> RsyncCapable | None:
+def _rsync_route(transport: Transport, remote_dir: str, method: SyncMethod) -> RsyncCapable | None:
     if method == "files":
         return None
     capable = callable(getattr(transport, "rsync_shell", None))
     local = shutil.which("rsync") is not None
-    remote = capable and transport.run(["sh", "-c", "command -v rsync"], check=False).ok
+    # One command for both (each costs a session on the node): make the target folder, as rsync
+    # makes only its last level, and ask for rsync.
+    remote = (
+        capable
+        and local
+        and transport.run(
+            ["sh", "-c", 'mkdir -p "$1" && command -v rsync', "sh", remote_dir], check=False
+        ).ok
+    )
     if capable and local and remote:
         return transport  # type: ignore[return-value]
     if method == "rsync":
@@ -137,7 +145,6 @@ def _rsync_push(
 ) -> None:
     """rsync exactly `files`, resuming across dropped links: partial files are kept in a
     hidden folder and continued, whole files already there are skipped by rsync's own check."""
-    transport.run(["mkdir", "-p", remote_dir])  # rsync makes only the last folder level
     rsh, prefix = transport.rsync_shell()
     total = sum(item.size for item in files)
     listing = b"".join(item.path.encode() + b"\0" for item in files)
