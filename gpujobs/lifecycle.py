@@ -327,6 +327,8 @@ class _Drive:
             code = session.exit_code()
             if code is not None:
                 self._forward_log()
+                if session.stopped_by_node() == "max_hours":
+                    raise self._hours_reached()
                 return code
             if self.cancel.cancelled:
                 self._stop(self.cancel.reason or "cancelled")
@@ -334,10 +336,7 @@ class _Drive:
             left = self._seconds_left()
             if left is not None and left <= 0:
                 self._stop("budget.max_hours reached")
-                raise BudgetHoursReached(
-                    f"stopped at budget.max_hours ({self.spec.budget.max_hours:g} h); "
-                    "the last checkpoint is home"
-                )
+                raise self._hours_reached()
             now = clock.monotonic()
             if now >= next_liveness:
                 next_liveness = now + config.liveness_every_s
@@ -416,6 +415,12 @@ class _Drive:
             poll_s=self.lc.config.poll_interval_s,
             on_log=self.lc.sink.log,
             forced=lambda: self.cancel.forced,
+        )
+
+    def _hours_reached(self) -> BudgetHoursReached:
+        return BudgetHoursReached(
+            f"stopped at budget.max_hours ({self.spec.budget.max_hours:g} h); "
+            "the last checkpoint is home"
         )
 
     def _seconds_left(self) -> float | None:

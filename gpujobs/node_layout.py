@@ -43,6 +43,17 @@ class NodeLayout:
         return self._join("pid")
 
     @property
+    def started_pid(self) -> str:
+        """Written by the transport's detached start before it returns (see DETACH): the same
+        pid, there even before the launch script has run its first line."""
+        return self._join(".started/pid")
+
+    @property
+    def stop_reason(self) -> str:
+        """Written by the node's own watchdog when it stopped the job (budget.max_hours)."""
+        return self._join("stop_reason")
+
+    @property
     def env_file(self) -> str:
         return self._join("job.env")
 

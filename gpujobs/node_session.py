@@ -64,6 +64,10 @@ class NodeSession:
         except ValueError:
             return None
 
+    def stopped_by_node(self) -> str | None:
+        """Why the node's own watchdog stopped the job (e.g. "max_hours"), if it did."""
+        return self.transport.read(self.layout.stop_reason, 0, 64).decode().strip() or None
+
     def alive(self) -> bool:
         if self.pid is None:
             return False
@@ -84,7 +88,9 @@ class NodeSession:
         Returns its exit code, or None if it did not finish in time (teardown then kills it).
         """
         if self.pid is not None:
-            self.transport.run(["kill", "-TERM", f"-{self.pid}"], check=False)
+            # The shell's own kill: `kill -TERM -PID` means the group there, while procps'
+            # /usr/bin/kill wants `--` before it and dash's builtin refuses `--`.
+            self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)
         deadline = clock.monotonic() + grace_s
         while True:
             if chunk := self.follow():

@@ -139,9 +139,11 @@ class FaultyTransport:
         self._maybe_fail("read")
         return self.inner.read(path, offset, limit)
 
-    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+    def put(
+        self, local: Path, remote: str, *, mode: int | None = None, atomic: bool = True
+    ) -> None:
         self._maybe_fail("put")
-        self.inner.put(local, remote, mode=mode)
+        self.inner.put(local, remote, mode=mode, atomic=atomic)
 
     def get(self, remote: str, local: Path) -> None:
         self._maybe_fail("get")

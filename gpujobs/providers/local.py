@@ -156,9 +156,15 @@ def _job_pid(workdir: Path) -> int | None:
 
     The cwd check guards against a recycled pid: we never signal a process that is not ours.
     """
-    try:
-        pid = int((Path(NodeLayout(str(workdir)).pid)).read_text().strip())
-    except (OSError, ValueError):
+    layout = NodeLayout(str(workdir))
+    pid = None
+    for candidate in (layout.pid, layout.started_pid):
+        try:
+            pid = int(Path(candidate).read_text().strip())
+            break
+        except (OSError, ValueError):
+            continue
+    if pid is None:
         return None
     if not _group_alive(pid):
         return None

@@ -49,7 +49,7 @@ case $w in
   *) echo "refusing to remove $w: not a gpujobs job folder" >&2; exit 3 ;;
 esac
 [ -d "$w" ] || exit 0
-pid=$(cat "$w/pid" 2>/dev/null)
+pid=$(cat "$w/pid" 2>/dev/null || cat "$w/.started/pid" 2>/dev/null)
 case $pid in ''|*[!0-9]*) pid= ;; esac
 if [ -n "$pid" ] && [ -d /proc ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$w" ]; then
   pid=

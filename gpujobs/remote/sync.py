@@ -35,6 +35,8 @@ SyncMethod = Literal["auto", "rsync", "files"]
 
 # rsync --info=progress2 --no-human-readable: "   1048576  12%  ..." (bytes so far this run).
 _RSYNC_PROGRESS = re.compile(rb"^\s*(\d+)\s+\d+%")
+# rsync --itemize-changes: ">f+++++++++ path" for each file it sends.
+_RSYNC_SENT_FILE = re.compile(rb"^[<>]f\S* (.*)$")
 
 # How the bundled workloads name checkpoints (jobs/common/checkpoint.py).
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
@@ -85,29 +87,31 @@ def push_dir(
     local_files = [
         item for item in _local_manifest(local_dir) if skip is None or not skip(item.path)
     ]
-    remote = {item.path: item for item in transport.list_files(remote_dir)}
-    changed = [item for item in local_files if not _same(item, remote.get(item.path))]
-    total = sum(item.size for item in changed)
-    used = "none"
-    if changed:
-        rsync = _rsync_route(transport, remote_dir, method)
-        if rsync is not None:
-            used = "rsync"
-            _rsync_push(rsync, local_dir, remote_dir, changed, progress)
-        else:
-            used = "files"
-            done = 0
-            for item in changed:
-                transport.put(local_dir / item.path, posixpath.join(remote_dir, item.path))
-                done += item.size
-                if progress:
-                    progress(done, total)
+    rsync = _rsync_route(transport, remote_dir, method)
+    if rsync is not None:
+        # rsync makes its own size+mtime check (the same rule), so no listing of ours first:
+        # one node command fewer, and it reports what it sent.
+        used = "rsync"
+        sent = _rsync_push(rsync, local_dir, remote_dir, local_files, progress)
+        changed = [item for item in local_files if item.path in sent]
+    else:
+        remote = {item.path: item for item in transport.list_files(remote_dir)}
+        changed = [item for item in local_files if not _same(item, remote.get(item.path))]
+        used = "files" if changed else "none"
+        total, done = sum(item.size for item in changed), 0
+        for item in changed:
+            transport.put(
+                local_dir / item.path, posixpath.join(remote_dir, item.path), atomic=False
+            )
+            done += item.size
+            if progress:
+                progress(done, total)
     _verify(transport, remote_dir, local_files)
     return SyncReport(
         files_total=len(local_files),
         bytes_total=sum(item.size for item in local_files),
         files_sent=len(changed),
-        bytes_sent=total,
+        bytes_sent=sum(item.size for item in changed),
         method=used,
     )
 
@@ -142,25 +146,29 @@ def _rsync_push(
     remote_dir: str,
     files: list[RemoteFile],
     progress: Progress | None,
-) -> None:
-    """rsync exactly `files`, resuming across dropped links: partial files are kept in a
-    hidden folder and continued, whole files already there are skipped by rsync's own check."""
+) -> set[str]:
+    """rsync `files`, resuming across dropped links: partial files are kept in a hidden folder
+    and continued, whole files already there are skipped by rsync's own check. Returns the
+    names it sent."""
     rsh, prefix = transport.rsync_shell()
     total = sum(item.size for item in files)
     listing = b"".join(item.path.encode() + b"\0" for item in files)
     command = [
         "rsync", "--archive", "--from0", "--files-from=-",
         "--partial", "--partial-dir=.gpujobs-partial",
-        "--info=progress2", "--no-human-readable", "--outbuf=N",
+        "--info=progress2", "--no-human-readable", "--outbuf=N", "--itemize-changes",
         "--timeout=60", "-e", rsh,
         f"{local_dir}/", f"{prefix}{remote_dir}/",
     ]  # fmt: skip
     last_progress = time.monotonic()
     delay = 0.2
+    sent: set[str] = set()
     while True:
-        moved, code, errors = _run_rsync(command, listing, total, progress)
+        moved, code, errors = _run_rsync(command, listing, total, progress, sent)
         if code == 0:
-            return
+            if progress:
+                progress(total, total)
+            return sent
         if code not in _RSYNC_LINK_FAILURES:
             raise TransportError(f"rsync exited with {code}: {errors.strip()[-300:]}")
         now = time.monotonic()
@@ -177,9 +185,13 @@ def _rsync_push(
 
 
 def _run_rsync(
-    command: list[str], listing: bytes, total: int, progress: Progress | None
+    command: list[str],
+    listing: bytes,
+    total: int,
+    progress: Progress | None,
+    sent_files: set[str],
 ) -> tuple[bool, int, str]:
-    """One rsync run: (moved any bytes, exit code, stderr)."""
+    """One rsync run: (moved any bytes, exit code, stderr); adds what it sent to sent_files."""
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
@@ -195,6 +207,9 @@ def _run_rsync(
             pending += chunk
             *lines, pending = re.split(rb"[\r\n]", pending)
             for line in lines:
+                if itemized := _RSYNC_SENT_FILE.match(line):
+                    sent_files.add(itemized.group(1).decode("utf-8", errors="surrogateescape"))
+                    continue
                 match = _RSYNC_PROGRESS.match(line)
                 if match:
                     sent = int(match.group(1))

@@ -33,7 +33,11 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         watchdog = (
             f"( sleep {max(int(max_seconds), 1)}\n"
             f'  echo "gpujobs: budget.max_hours reached, stopping the job" >> {q(layout.log)}\n'
-            "  ( trap '' TERM; sleep 60; kill -KILL -$$ 2>/dev/null ) &\n"
+            f"  echo max_hours > {q(layout.stop_reason)}\n"
+            # The KILL helper ends as soon as the script does, so it never outlives the job.
+            "  ( trap '' TERM; n=0\n"
+            '    while [ "$n" -lt 60 ] && kill -0 $$ 2>/dev/null; do sleep 1; n=$((n + 1)); done\n'
+            '    [ "$n" -ge 60 ] && kill -KILL -$$ 2>/dev/null ) &\n'
             "  kill -TERM -$$ 2>/dev/null ) &\n"
             "watchdog=$!\n"
         )
