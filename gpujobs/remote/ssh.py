@@ -153,6 +153,7 @@ class SSHTransport:
         self._sftp: paramiko.SFTPClient | None = None
         self._made_dirs: set[str] = set()
         self._rsync_config: Path | None = None
+        self._has_rsync: bool | None = None
         self.connections = 0  # successful logins; more than one means it reconnected
         self._progress_at = 0.0  # when a transfer last moved bytes (extends the retry window)
 
@@ -282,6 +283,14 @@ class SSHTransport:
             self._rsync_config = None
 
     # -- rsync over the same credentials and pinned host key --------------------------------
+    def rsync_ready(self, remote_dir: str) -> bool:
+        """Whether the node has rsync (asked once per transport: each command costs a login
+        shell on the node), with remote_dir made over SFTP, which costs no shell."""
+        self._retrying(lambda: self._make_dirs(self._sftp_client(), remote_dir))
+        if self._has_rsync is None:
+            self._has_rsync = self.run(["sh", "-c", "command -v rsync"], check=False).ok
+        return self._has_rsync
+
     def rsync_shell(self) -> tuple[str, str]:
         """(`rsync -e` value, remote prefix) reaching this node with the key and the pinned
         host keys this transport uses; the host key must have been seen (connect first)."""

@@ -50,6 +50,10 @@ _STALL_WINDOW_S = 120.0
 
 
 class RsyncCapable(Protocol):
+    def rsync_ready(self, remote_dir: str) -> bool:
+        """Whether the node has rsync, with remote_dir made (rsync makes only its last level)."""
+        ...
+
     def rsync_shell(self) -> tuple[str, str]:
         """(`rsync -e` command, remote prefix such as 'host:')."""
         ...
@@ -121,15 +125,7 @@ def _rsync_route(transport: Transport, remote_dir: str, method: SyncMethod) -> R
         return None
     capable = callable(getattr(transport, "rsync_shell", None))
     local = shutil.which("rsync") is not None
-    # One command for both (each costs a session on the node): make the target folder, as rsync
-    # makes only its last level, and ask for rsync.
-    remote = (
-        capable
-        and local
-        and transport.run(
-            ["sh", "-c", 'mkdir -p "$1" && command -v rsync', "sh", remote_dir], check=False
-        ).ok
-    )
+    remote = capable and local and transport.rsync_ready(remote_dir)  # type: ignore[attr-defined]
     if capable and local and remote:
         return transport  # type: ignore[return-value]
     if method == "rsync":
