@@ -411,15 +411,11 @@ def _expected(loc: tuple[int | str, ...]) -> str | None:
 def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
     if spec.dataset is None:
         return spec
-    source = Path(spec.dataset.source).expanduser()
-    if not source.is_absolute():
-        source = (base / source).resolve()
+    source = _local_path(spec.dataset.source, base)
     if not source.is_dir():
-        line = _line_of(root, ("dataset", "source"))
-        where = f"{label}:{line}" if line else label
         raise SpecError(
-            f"{where}: dataset.source: {str(source)!r} is not a directory; "
-            "give a local folder (relative paths are read from the spec's folder)"
+            f"{_where(label, root, ('dataset', 'source'))}: dataset.source: {str(source)!r} is "
+            "not a directory; give a local folder (relative paths are read from the spec's folder)"
         )
     dataset = spec.dataset.model_copy(update={"source": str(source)})
     return spec.model_copy(update={"dataset": dataset})
@@ -430,19 +426,26 @@ def _resolve_identity_file(
 ) -> JobSpec:
     if spec.ssh is None or spec.ssh.identity_file is None:
         return spec
-    path = Path(spec.ssh.identity_file).expanduser()
-    if not path.is_absolute():
-        path = (base / path).resolve()
+    path = _local_path(spec.ssh.identity_file, base)
     if not path.is_file():
-        line = _line_of(root, ("ssh", "identity_file"))
-        where = f"{label}:{line}" if line else label
         raise SpecError(
-            f"{where}: ssh.identity_file: {str(path)!r} is not a file; give the private key you "
-            "log in with (relative paths are read from the spec's folder), or leave it out to "
-            "use your ssh agent"
+            f"{_where(label, root, ('ssh', 'identity_file'))}: ssh.identity_file: {str(path)!r} "
+            "is not a file; give the private key you log in with (relative paths are read from "
+            "the spec's folder), or leave it out to use your ssh agent"
         )
     ssh = spec.ssh.model_copy(update={"identity_file": str(path)})
     return spec.model_copy(update={"ssh": ssh})
+
+
+def _local_path(value: str, base: Path) -> Path:
+    """A path on this machine as a spec gives it: ~ expanded, relative to the spec's folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _where(label: str, root: yaml.Node | None, loc: tuple[str, ...]) -> str:
+    line = _line_of(root, loc)
+    return f"{label}:{line}" if line else label
 
 
 def json_schema() -> dict[str, Any]:

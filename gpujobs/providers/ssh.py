@@ -138,32 +138,14 @@ class SshProvider:
         transport = self._transport(target, self.settings)
         try:
             root = self._probe(transport)["root"][0]
-            workdir = posixpath.join(root, "work", job_id)
             # Made now, so that from here on the job's node exists (owned() finds it).
+            workdir = posixpath.join(root, "work", job_id)
             transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", workdir])
         except TransportError as exc:
             raise ProvisioningError(f"{target.label}: {exc}") from exc
         finally:
             transport.close()
-        return [
-            Node(
-                provider=self.name,
-                job_id=job_id,
-                node_id=f"{job_id}-0",
-                host=target.host,
-                port=target.port,
-                user=target.user,
-                workdir=workdir,
-                transport="ssh",
-                identity_file=target.identity_file,
-                uses_job_key=False,
-                runtime="venv",
-                cache_dir=posixpath.join(root, "venvs"),
-                instance_type=offer.instance_type,
-                region=REGION,
-                price_per_hour=offer.price_per_hour,
-            )
-        ]
+        return [self._node(target, job_id, root, price_per_hour=offer.price_per_hour)]
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
         return nodes  # it answered while provisioning; the job folder is made at setup
@@ -212,26 +194,32 @@ class SshProvider:
                 continue  # unreachable: nothing can be listed (or removed) there now
             finally:
                 transport.close()
-            for job_id in listing.stdout.split():
-                found.append(
-                    Node(
-                        provider=self.name,
-                        job_id=job_id,
-                        node_id=f"{job_id}-0",
-                        host=target.host,
-                        port=target.port,
-                        user=target.user,
-                        workdir=posixpath.join(root, "work", job_id),
-                        identity_file=target.identity_file,
-                        uses_job_key=False,
-                        runtime="venv",
-                        instance_type=target.label,
-                        region=REGION,
-                    )
-                )
+            found += [self._node(target, job_id, root) for job_id in listing.stdout.split()]
         return found
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _node(
+        self, target: SshTarget, job_id: str, root: str, *, price_per_hour: float = 0.0
+    ) -> Node:
+        """A job's node: its folder under the host's work root, reached with the user's login."""
+        return Node(
+            provider=self.name,
+            job_id=job_id,
+            node_id=f"{job_id}-0",
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            workdir=posixpath.join(root, "work", job_id),
+            transport="ssh",
+            identity_file=target.identity_file,
+            uses_job_key=False,
+            runtime="venv",
+            cache_dir=posixpath.join(root, "venvs"),
+            instance_type=target.label,
+            region=REGION,
+            price_per_hour=price_per_hour,
+        )
+
     def _offer(self, text: str) -> Offer:
         target = self._target(text)
         transport = self._transport(target, self.probe_settings)
