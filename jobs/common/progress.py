@@ -5,6 +5,7 @@ the position within the run, which checkpoint to resume from, and how an early s
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
 from jobs.common.errors import UsageError
+from jobs.common.metrics import MetricsWriter
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 
@@ -66,6 +68,42 @@ class Totals:
         totals.correct += plain["correct"]
         totals.seen = plain["seen"]
         return totals
+
+
+class StepLog:
+    """The `train_step` line every `--log-every` steps: loss, accuracy, lr and throughput since
+    the previous line. The loop adds each batch to `interval`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.interval = Totals.zeros(device)
+        self.started = time.perf_counter()
+
+    def maybe_log(
+        self,
+        args: argparse.Namespace,
+        pos: Position,
+        metrics: MetricsWriter,
+        optimizer: torch.optim.Optimizer,
+        **extra: Any,
+    ) -> None:
+        if not args.log_every or pos.step % args.log_every:
+            return
+        # Read the sums first: the .item() waits for queued GPU work, so the clock below
+        # covers the steps' real time, not just their launch.
+        loss, accuracy = self.interval.mean_loss(), self.interval.accuracy()
+        now = time.perf_counter()
+        metrics.log(
+            step=pos.step,
+            epoch=pos.epoch + 1,
+            split="train_step",
+            loss=loss,
+            accuracy=accuracy,
+            lr=current_lr(optimizer),
+            samples_per_s=self.interval.seen / max(now - self.started, 1e-9),
+            **extra,
+        )
+        self.interval, self.started = Totals.zeros(self.device), time.perf_counter()
 
 
 @dataclass

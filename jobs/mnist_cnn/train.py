@@ -22,6 +22,7 @@ from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     Position,
+    StepLog,
     Totals,
     classification_step,
     current_lr,
@@ -133,8 +134,8 @@ def _run(
             order = weighted_order(weights, args.seed, pos.epoch).to(device)
         else:
             order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
-        interval = Totals.zeros(device)
-        epoch_start = interval_start = time.perf_counter()
+        step_log = StepLog(device)
+        epoch_start = step_log.started
         run_seen = 0
         model.train()
         while pos.batch < steps_per_epoch:
@@ -148,22 +149,11 @@ def _run(
             if scheduler is not None:
                 scheduler.step()
             totals.add(loss, correct, len(batch))
-            interval.add(loss, correct, len(batch))
+            step_log.interval.add(loss, correct, len(batch))
             run_seen += len(batch)
             pos.batch += 1
             pos.step += 1
-            if args.log_every and pos.step % args.log_every == 0:
-                now = time.perf_counter()
-                metrics.log(
-                    step=pos.step,
-                    epoch=pos.epoch + 1,
-                    split="train_step",
-                    loss=interval.mean_loss(),
-                    accuracy=interval.accuracy(),
-                    lr=current_lr(optimizer),
-                    samples_per_s=interval.seen / max(now - interval_start, 1e-9),
-                )
-                interval, interval_start = Totals.zeros(device), now
+            step_log.maybe_log(args, pos, metrics, optimizer)
             if limit_reached(args, pos, stop):
                 return report_stopped(stop, save(), pos)
             if schedule.due():

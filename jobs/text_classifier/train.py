@@ -25,6 +25,7 @@ from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     Position,
+    StepLog,
     Totals,
     current_lr,
     find_checkpoint,
@@ -215,8 +216,8 @@ def _run(
     while pos.epoch < args.epochs:
         order = epoch_order(len(train_split), args.seed, pos.epoch)
         order_device = order.to(device)
-        interval = Totals.zeros(device)
-        epoch_start = interval_start = time.perf_counter()
+        step_log = StepLog(device)
+        epoch_start = step_log.started
         run_seen = 0
         model.train()
         while pos.batch < steps_per_epoch:
@@ -225,22 +226,11 @@ def _run(
             loss, correct = _train_step(model, params, optimizer, scaler, amp, batch, args.clip)
             count = len(batch.lengths)
             totals.add(loss, correct, count)
-            interval.add(loss, correct, count)
+            step_log.interval.add(loss, correct, count)
             run_seen += count
             pos.batch += 1
             pos.step += 1
-            if args.log_every and pos.step % args.log_every == 0:
-                now = time.perf_counter()
-                metrics.log(
-                    step=pos.step,
-                    epoch=pos.epoch + 1,
-                    split="train_step",
-                    loss=interval.mean_loss(),
-                    accuracy=interval.accuracy(),
-                    lr=current_lr(optimizer),
-                    samples_per_s=interval.seen / max(now - interval_start, 1e-9),
-                )
-                interval, interval_start = Totals.zeros(device), now
+            step_log.maybe_log(args, pos, metrics, optimizer)
             if limit_reached(args, pos, stop):
                 path = save()
                 _plot(args.out)

@@ -24,6 +24,7 @@ from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     Position,
+    StepLog,
     Totals,
     classification_step,
     current_lr,
@@ -198,8 +199,8 @@ def _run(
 
     while pos.epoch < args.epochs:
         order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
-        interval = Totals.zeros(device)
-        epoch_start = interval_start = time.perf_counter()
+        step_log = StepLog(device)
+        epoch_start = step_log.started
         run_seen = 0
         while pos.batch < steps_per_epoch:
             batch = order[pos.batch * args.batch_size : (pos.batch + 1) * args.batch_size]
@@ -211,26 +212,11 @@ def _run(
             loss, correct = classification_step(model, optimizer, scaler, amp, x, y)
             count = batch.shape[0]
             totals.add(loss, correct, count)
-            interval.add(loss, correct, count)
+            step_log.interval.add(loss, correct, count)
             run_seen += count
             pos.batch += 1
             pos.step += 1
-            if args.log_every and pos.step % args.log_every == 0:
-                # Read the sums first: the .item() waits for queued GPU work, so the clock
-                # below covers the steps' real time, not just their launch.
-                loss_value, accuracy = interval.mean_loss(), interval.accuracy()
-                now = time.perf_counter()
-                metrics.log(
-                    step=pos.step,
-                    epoch=pos.epoch + 1,
-                    split="train_step",
-                    loss=loss_value,
-                    accuracy=accuracy,
-                    lr=current_lr(optimizer),
-                    samples_per_s=interval.seen / max(now - interval_start, 1e-9),
-                    stage=stage,
-                )
-                interval, interval_start = Totals.zeros(device), time.perf_counter()
+            step_log.maybe_log(args, pos, metrics, optimizer, stage=stage)
             if limit_reached(args, pos, stop):
                 return stopped()
             if schedule.due():
