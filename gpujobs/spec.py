@@ -26,7 +26,7 @@ from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
-ProviderName = Literal["local", "ssh"]
+ProviderName = Literal["local", "ssh", "aws", "gcp", "paperspace"]
 RuntimeName = Literal["auto", "host", "venv", "docker"]
 
 # Flags gpujobs itself passes to a bundled workload; a spec must not set them through `args`.

@@ -35,6 +35,8 @@ __all__ = [
     "ProvisioningError",
     "Quota",
     "QuotaExceededError",
+    "SpecConfigured",
+    "SupportsQuotaReport",
 ]
 
 TAG_KEY = "gpujobs-job"
@@ -107,6 +109,9 @@ class Quota(_Frozen):
     limit: float | None = Field(None, description="None: no limit applies")
     in_use: float = 0.0
     request_at: str = Field("", description="where to ask for more")
+    per_node: float = Field(
+        0.0, description="how much of this quota one node of the offer uses, in `unit`"
+    )
 
     @property
     def free(self) -> float | None:
@@ -133,6 +138,11 @@ class Node(_Frozen):
     uses_job_key: bool = Field(True, description="log in with the per-job key gpujobs made")
     runtime: str = Field("docker", description="the provider's runtime: host, venv or docker")
     cache_dir: str | None = Field(None, description="a folder on the node that outlives jobs")
+    ready_file: str | None = Field(
+        None,
+        description="a file the node's bootstrap writes when done (clouds); the lifecycle "
+        "waits for it, and for `<ready_file>.failed`, before setting up",
+    )
     instance_type: str = ""
     region: str = ""
     price_per_hour: float = 0.0
@@ -172,6 +182,13 @@ class Provider(Protocol):
     def owned(self) -> list[Node]:
         """Every node that carries gpujobs' tag, live or forgotten (for gc and down)."""
         ...
+
+
+@runtime_checkable
+class SupportsQuotaReport(Protocol):
+    """A provider that can list its GPU quotas for `gpujobs quota` (every region it serves)."""
+
+    def quotas(self, gpu: str | None = None) -> list[Quota]: ...
 
 
 @runtime_checkable

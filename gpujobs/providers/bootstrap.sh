@@ -1,0 +1,67 @@
+#!/bin/bash
+# gpujobs node bootstrap, run once as root by cloud-init or the startup script.
+# Values are shell-quoted by gpujobs when it renders this file.
+set -uo pipefail
+JOB_ID=$JOB_ID
+SSH_USER=$SSH_USER
+ROOT=$ROOT
+READY_FILE=$READY_FILE
+SHUTDOWN_MINUTES="$SHUTDOWN_MINUTES"
+SSH_PUBLIC_KEY=$SSH_PUBLIC_KEY
+LOG="$$ROOT/bootstrap.log"
+
+mkdir -p "$$ROOT"
+exec >>"$$LOG" 2>&1
+echo "gpujobs bootstrap for job $$JOB_ID: $$(date -u +%FT%TZ)"
+
+# 1. The budget guard comes first, so that whatever fails below, the node still ends by itself
+#    at budget.max_hours even if the client is gone. The provider makes a shutdown terminate
+#    (AWS: instance-initiated shutdown behaviour; GCP: the instance stops, its GPU unbilled).
+if [ -n "$$SHUTDOWN_MINUTES" ]; then
+    shutdown -h "+$$SHUTDOWN_MINUTES" "gpujobs: budget.max_hours reached for $$JOB_ID" ||
+        systemd-run --on-active="$${SHUTDOWN_MINUTES}m" /sbin/poweroff
+fi
+
+fail() {
+    echo "bootstrap failed: $$1"
+    echo "$$1" >"$$READY_FILE.failed"
+    exit 1
+}
+
+# 2. The login user's key, for clouds that do not install it themselves.
+if [ -n "$$SSH_PUBLIC_KEY" ]; then
+    home=$$(getent passwd "$$SSH_USER" | cut -d: -f6)
+    [ -n "$$home" ] || fail "no user $$SSH_USER on this image"
+    install -d -m 0700 -o "$$SSH_USER" -g "$$SSH_USER" "$$home/.ssh"
+    printf '%s\n' "$$SSH_PUBLIC_KEY" >>"$$home/.ssh/authorized_keys"
+    chown "$$SSH_USER:$$SSH_USER" "$$home/.ssh/authorized_keys"
+    chmod 0600 "$$home/.ssh/authorized_keys"
+fi
+
+# 3. The job's folders, owned by the login user.
+install -d -m 0700 -o "$$SSH_USER" -g "$$SSH_USER" "$$ROOT/work" "$$ROOT/cache" ||
+    fail "cannot make $$ROOT/work"
+
+# 4. Docker with the NVIDIA runtime. GPU images ship both; a plain image gets them here.
+if ! command -v docker >/dev/null 2>&1; then
+    curl -fsSL https://get.docker.com | sh || fail "installing docker failed"
+fi
+if command -v nvidia-smi >/dev/null 2>&1 &&
+    ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia; then
+    if ! command -v nvidia-ctk >/dev/null 2>&1; then
+        distribution=$$(. /etc/os-release; echo "$$ID$$VERSION_ID")
+        curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey |
+            gpg --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg &&
+            curl -fsSL "https://nvidia.github.io/libnvidia-container/$$distribution/libnvidia-container.list" |
+            sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#' \
+                >/etc/apt/sources.list.d/nvidia-container-toolkit.list &&
+            apt-get update -q && apt-get install -y -q nvidia-container-toolkit ||
+            fail "installing the NVIDIA container toolkit failed"
+    fi
+    nvidia-ctk runtime configure --runtime=docker && systemctl restart docker ||
+        fail "configuring docker's NVIDIA runtime failed"
+fi
+usermod -aG docker "$$SSH_USER" || fail "cannot add $$SSH_USER to the docker group"
+
+date -u +%FT%TZ >"$$READY_FILE"
+echo "bootstrap done"
