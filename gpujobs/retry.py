@@ -1,7 +1,8 @@
 """The one retry policy for provider calls: exponential backoff with jitter and a ceiling.
 
-Transient faults (throttling, 5xx, timeouts) are retried here, at the provider's boundary; every
-other error passes through at once. Waits go through a Clock, so tests with a FakeClock do not sleep.
+Transient faults (throttling, 5xx, timeouts) are retried here, at the provider's boundary;
+every other error passes through at once. Waits go through a Clock, so tests with a FakeClock
+do not sleep.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def call_with_retry(
     sleep = (clock or SystemClock()).sleep
     for attempt in Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=FIRST_WAIT_S, max=MAX_WAIT_S),
+        wait=wait_exponential_jitter(multiplier=FIRST_WAIT_S, max=MAX_WAIT_S),
         retry=retry_if_exception(is_transient),
         sleep=sleep,
         reraise=True,

@@ -19,6 +19,11 @@ from gpujobs.testing_ssh import LoopbackSshd
 
 REPO = Path(__file__).resolve().parents[1]
 
+# moto reads its AMI list when first imported: give it AWS's Deep Learning GPU AMIs, so the AWS
+# provider's image lookup runs its real filter. And boto3 never asks an instance metadata server.
+os.environ.setdefault("MOTO_AMIS_PATH", str(REPO / "tests" / "data" / "moto_amis.json"))
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 
 @pytest.fixture(autouse=True)
 def isolated(

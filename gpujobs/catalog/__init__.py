@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -62,7 +62,7 @@ class Catalog:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_catalog(provider: str) -> Catalog:
     """The catalog of one provider (read once per process)."""
     if provider not in CATALOG_PROVIDERS:

@@ -1,0 +1,534 @@
+"""The AWS provider: EC2 GPU instances through boto3's standard credential chain and profiles.
+
+Everything a job creates carries the tag `gpujobs-job=<id>`: one key pair (the job's public key),
+one security group admitting TCP 22 from the caller's /32 only, and its instances (IMDSv2
+required; an instance-initiated shutdown terminates, so the budget timer in the bootstrap ends the
+bill even when the client is gone). Spot goes through instance market options. The image is the
+newest AWS Deep Learning Base GPU AMI, found by lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from gpujobs.clock import Clock, SystemClock
+from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
+from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients, error_code
+from gpujobs.providers.aws.quota import AwsQuotas, quota_code, request_url
+from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota
+from gpujobs.providers.cloud import (
+    Bootstrap,
+    CallerAddress,
+    CloudNodeSettings,
+    caller_cidr,
+    lookup_caller_address,
+)
+from gpujobs.spec import JobSpec, Resources
+
+if TYPE_CHECKING:
+    import boto3
+
+    from gpujobs.catalog import Catalog
+
+RANK_TAG = "gpujobs-rank"
+IMAGE_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+_GONE_STATES = frozenset({"terminated", "shutting-down"})
+
+
+def default_session() -> boto3.Session:
+    import boto3
+
+    return boto3.Session()  # AWS_PROFILE, env keys, ~/.aws, SSO: boto3's own chain
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsTimings:
+    wait_ready_s: float = 600.0
+    terminate_s: float = 600.0
+    poll_s: float = 5.0
+
+
+class AwsProvider:
+    name = "aws"
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        session_factory: Callable[[], boto3.Session] = default_session,
+        caller_address: CallerAddress = lookup_caller_address,
+        clock: Clock | None = None,
+        settings: CloudNodeSettings | None = None,
+        timings: AwsTimings | None = None,
+        max_hours: float | None = None,
+        disk_gb: float = 100.0,
+    ) -> None:
+        self._catalog = catalog
+        self.session_factory = session_factory
+        self.caller_address = caller_address
+        self.clock = clock or SystemClock()
+        self.settings = settings or CloudNodeSettings()
+        self.timings = timings or AwsTimings()
+        self.max_hours = max_hours
+        self.disk_gb = disk_gb
+        self.clients = AwsClients(session_factory, self.clock)
+        self.quotas_cache = AwsQuotas(self.clients, self._vcpus)
+        self._images: dict[str, tuple[str, str]] = {}
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            from gpujobs.catalog import load_catalog
+
+            self._catalog = load_catalog("aws")
+        return self._catalog
+
+    def _vcpus(self, instance_type: str) -> int | None:
+        for offer in self.catalog.offers:
+            if offer.instance_type == instance_type:
+                return offer.cpus
+        return None
+
+    def for_spec(self, spec: JobSpec) -> AwsProvider:
+        configured = AwsProvider(
+            catalog=self._catalog,
+            session_factory=self.session_factory,
+            caller_address=self.caller_address,
+            clock=self.clock,
+            settings=self.settings,
+            timings=self.timings,
+            max_hours=spec.budget.max_hours,
+            disk_gb=spec.resources.disk_gb or 100.0,
+        )
+        configured.clients = self.clients  # one session and one set of clients per process
+        configured.quotas_cache = self.quotas_cache
+        return configured
+
+    # -- what can be had ----------------------------------------------------------------------
+    def check(self) -> Credentials:
+        """The credential boto3's chain finds, without calling AWS."""
+        try:
+            session = self.clients.session
+            credentials = session.get_credentials()
+        except Exception as exc:  # a broken profile or config file
+            return Credentials(provider=self.name, ok=False, missing=f"{exc}; {CREDENTIALS_HELP}")
+        if credentials is None:
+            return Credentials(provider=self.name, ok=False, missing=CREDENTIALS_HELP)
+        profile = session.profile_name or os.environ.get("AWS_PROFILE") or "default"
+        method = getattr(credentials, "method", "") or "credentials"
+        return Credentials(provider=self.name, ok=True, found=f"{method} (profile {profile})")
+
+    def offers(self, resources: Resources) -> list[Offer]:
+        return self.catalog.matching(resources)
+
+    def quota(self, offer: Offer) -> Quota:
+        return self.quotas_cache.quota(offer.region, offer.instance_type, offer.spot, offer.cpus)
+
+    def quotas(self, gpu: str | None = None) -> list[Quota]:
+        regions = self.catalog.regions()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            per_region = list(pool.map(self.quotas_cache.report, regions))
+        return [quota for region in per_region for quota in region]
+
+    # -- provisioning -------------------------------------------------------------------------
+    def provision(
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+    ) -> list[Node]:
+        region = offer.region
+        created_here: list[str] = []
+        try:
+            key_name = self._key_pair(region, job_id, ssh_public_key)
+            group_id = self._security_group(region, job_id)
+            made = [
+                self._instance(region, job_id, rank, offer, key_name, group_id, created_here)
+                for rank in range(nodes)
+            ]
+        except ProviderError:
+            self._clean_up(region, job_id, created_here)
+            raise
+        return [self._node(job_id, offer, instance) for instance in made]
+
+    def wait_ready(self, nodes: list[Node]) -> list[Node]:
+        deadline = self.clock.monotonic() + self.timings.wait_ready_s
+        while True:
+            ready, waiting = [], []
+            for node in nodes:
+                instance = self._describe(node.region, node.node_id)
+                state = instance["State"]["Name"] if instance else "terminated"
+                if state in _GONE_STATES or state in ("stopping", "stopped"):
+                    reason = (instance or {}).get("StateReason", {}).get("Message", state)
+                    raise NoCapacityError(
+                        f"aws {node.instance_type} in {node.region} ended while starting: {reason}"
+                    )
+                address = (instance or {}).get("PublicIpAddress")
+                if state == "running" and address:
+                    ready.append(node.model_copy(update={"host": address}))
+                else:
+                    waiting.append(node.node_id)
+            if not waiting:
+                return ready
+            if self.clock.monotonic() >= deadline:
+                raise ProvisioningError(
+                    f"aws instances {', '.join(waiting)} were not running with a public address "
+                    f"after {self.timings.wait_ready_s:g} s"
+                )
+            self.clock.sleep(self.timings.poll_s)
+
+    def terminate(self, nodes: list[Node]) -> None:
+        by_region: dict[tuple[str, str], list[str]] = {}
+        for node in nodes:
+            by_region.setdefault((node.region, node.job_id), []).append(node.node_id)
+        for (region, job_id), ids in by_region.items():
+            self._clean_up(region, job_id, ids)
+
+    def owned(self) -> list[Node]:
+        regions = self.catalog.regions()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(self._owned_in, regions))
+        return [node for region in found for node in region]
+
+    # -- the pieces ---------------------------------------------------------------------------
+    def _tags(self, job_id: str, resource: str, **extra: str) -> list[dict[str, Any]]:
+        tags = [{"Key": TAG_KEY, "Value": job_id}, {"Key": "Name", "Value": f"gpujobs-{job_id}"}]
+        tags += [{"Key": key, "Value": value} for key, value in extra.items()]
+        return [{"ResourceType": resource, "Tags": tags}]
+
+    def _key_pair(self, region: str, job_id: str, public_key: str | None) -> str | None:
+        if public_key is None:
+            return None
+        name = f"gpujobs-{job_id}"
+        try:
+            self.clients.call(
+                "ec2",
+                region,
+                "import_key_pair",
+                f"importing the job's key pair in {region}",
+                KeyName=name,
+                PublicKeyMaterial=public_key.encode(),
+                TagSpecifications=self._tags(job_id, "key-pair"),
+            )
+        except ProviderError as exc:
+            if "InvalidKeyPair.Duplicate" not in str(exc):  # made by an earlier try: reuse
+                raise
+        return name
+
+    def _default_vpc(self, region: str) -> str:
+        vpcs = self.clients.call(
+            "ec2",
+            region,
+            "describe_vpcs",
+            f"finding the default VPC in {region}",
+            Filters=[{"Name": "isDefault", "Values": ["true"]}],
+        )["Vpcs"]
+        if not vpcs:
+            raise ProvisioningError(
+                f"aws region {region} has no default VPC: create one with "
+                f"`aws ec2 create-default-vpc --region {region}`, or leave the region out"
+            )
+        return str(vpcs[0]["VpcId"])
+
+    def _security_group(self, region: str, job_id: str) -> str:
+        name = f"gpujobs-{job_id}"
+        existing = self.clients.call(
+            "ec2",
+            region,
+            "describe_security_groups",
+            f"finding security group {name}",
+            Filters=[{"Name": "group-name", "Values": [name]}],
+        )["SecurityGroups"]
+        if existing:
+            group_id = str(existing[0]["GroupId"])
+        else:
+            group_id = str(
+                self.clients.call(
+                    "ec2",
+                    region,
+                    "create_security_group",
+                    f"creating security group {name}",
+                    GroupName=name,
+                    VpcId=self._default_vpc(region),
+                    Description=f"gpujobs job {job_id}: SSH from the launching machine only",
+                    TagSpecifications=self._tags(job_id, "security-group"),
+                )["GroupId"]
+            )
+        cidr = caller_cidr(self.caller_address)
+        try:
+            self.clients.call(
+                "ec2",
+                region,
+                "authorize_security_group_ingress",
+                f"opening SSH to {cidr} on {name}",
+                GroupId=group_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": 22,
+                        "ToPort": 22,
+                        "IpRanges": [{"CidrIp": cidr, "Description": "gpujobs launcher"}],
+                    }
+                ],
+            )
+        except ProviderError as exc:
+            if "InvalidPermission.Duplicate" not in str(exc):
+                raise
+        return group_id
+
+    def _image(self, region: str) -> tuple[str, str]:
+        """(image id, root device name) of the newest Deep Learning Base GPU AMI in the region."""
+        if region not in self._images:
+            images = self.clients.call(
+                "ec2",
+                region,
+                "describe_images",
+                f"finding a GPU image in {region}",
+                Owners=["amazon"],
+                Filters=[
+                    {"Name": "name", "Values": [IMAGE_NAME]},
+                    {"Name": "state", "Values": ["available"]},
+                    {"Name": "architecture", "Values": ["x86_64"]},
+                ],
+            )["Images"]
+            if not images:
+                raise ProvisioningError(
+                    f"aws has no image named {IMAGE_NAME!r} in {region}; leave the region out"
+                )
+            # Release names end in their date, which also breaks ties between creation dates.
+            newest = max(images, key=lambda image: (image.get("CreationDate", ""), image["Name"]))
+            self._images[region] = (newest["ImageId"], newest.get("RootDeviceName", "/dev/sda1"))
+        return self._images[region]
+
+    def _instance(
+        self,
+        region: str,
+        job_id: str,
+        rank: int,
+        offer: Offer,
+        key_name: str | None,
+        group_id: str,
+        created_here: list[str],
+    ) -> dict[str, Any]:
+        existing = self._job_instances(region, job_id, rank=rank)
+        if existing:
+            return existing[0]  # provisioning the same job again is the same node
+        image_id, root_device = self._image(region)
+        params: dict[str, Any] = {
+            "ImageId": image_id,
+            "InstanceType": offer.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": f"gpujobs-{job_id}-{rank}"[:64],
+            "SecurityGroupIds": [group_id],
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "UserData": Bootstrap(job_id, self.settings, self.max_hours).render(),
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": root_device,
+                    "Ebs": {
+                        "VolumeSize": int(self.disk_gb),
+                        "VolumeType": "gp3",
+                        "DeleteOnTermination": True,
+                    },
+                }
+            ],
+            "TagSpecifications": self._tags(job_id, "instance", **{RANK_TAG: str(rank)})
+            + self._tags(job_id, "volume"),
+        }
+        if key_name:
+            params["KeyName"] = key_name
+        if offer.zone:
+            params["Placement"] = {"AvailabilityZone": offer.zone}
+        if offer.spot:
+            params["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
+        code = quota_code(offer.instance_type, offer.spot)
+        instance = self.clients.call(
+            "ec2",
+            region,
+            "run_instances",
+            f"{'spot ' if offer.spot else ''}{offer.instance_type} in {region}",
+            quota_url=request_url(region, code.code) if code else "",
+            **params,
+        )["Instances"][0]
+        created_here.append(instance["InstanceId"])
+        return dict(instance)
+
+    def _node(self, job_id: str, offer: Offer, instance: dict[str, Any]) -> Node:
+        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+        return Node(
+            provider=self.name,
+            job_id=job_id,
+            node_id=instance["InstanceId"],
+            rank=int(tags.get(RANK_TAG, "0")),
+            host=instance.get("PublicIpAddress") or "",
+            port=22,
+            user=self.settings.ssh_user,
+            workdir=self.settings.workdir(job_id),
+            transport="ssh",
+            uses_job_key=True,
+            runtime="docker",
+            cache_dir=self.settings.cache_dir,
+            ready_file=self.settings.ready_file,
+            instance_type=offer.instance_type,
+            region=offer.region,
+            price_per_hour=offer.price_per_hour,
+            spot=offer.spot,
+        )
+
+    def _describe(self, region: str, instance_id: str) -> dict[str, Any] | None:
+        try:
+            reservations = self.clients.call(
+                "ec2",
+                region,
+                "describe_instances",
+                f"describing {instance_id}",
+                InstanceIds=[instance_id],
+            )["Reservations"]
+        except ProviderError as exc:
+            if "InvalidInstanceID.NotFound" in str(exc):
+                return None
+            raise
+        instances = [i for r in reservations for i in r.get("Instances", [])]
+        return dict(instances[0]) if instances else None
+
+    def _job_instances(
+        self, region: str, job_id: str, *, rank: int | None = None, live_only: bool = True
+    ) -> list[dict[str, Any]]:
+        filters = [{"Name": f"tag:{TAG_KEY}", "Values": [job_id]}]
+        if rank is not None:
+            filters.append({"Name": f"tag:{RANK_TAG}", "Values": [str(rank)]})
+        if live_only:
+            filters.append({"Name": "instance-state-name", "Values": _LIVE_STATES})
+        reservations = self.clients.pages(
+            "ec2",
+            region,
+            "describe_instances",
+            "Reservations",
+            f"listing job {job_id}'s instances",
+            Filters=filters,
+        )
+        return [dict(i) for r in reservations for i in r.get("Instances", [])]
+
+    def _clean_up(self, region: str, job_id: str, instance_ids: list[str]) -> None:
+        """Terminate the job's instances (those given and any other carrying its tag), wait until
+        AWS says terminated, then delete its security group and key pair. Idempotent."""
+        live = {i["InstanceId"] for i in self._job_instances(region, job_id)}
+        targets = sorted(live.union(instance_ids))
+        if targets:
+            try:
+                self.clients.call(
+                    "ec2",
+                    region,
+                    "terminate_instances",
+                    f"terminating {', '.join(targets)}",
+                    InstanceIds=targets,
+                )
+            except ProviderError as exc:
+                if "InvalidInstanceID.NotFound" not in str(exc):
+                    raise
+            self._wait_terminated(region, targets)
+        self._delete_security_group(region, job_id)
+        try:
+            self.clients.call(
+                "ec2",
+                region,
+                "delete_key_pair",
+                f"deleting key pair gpujobs-{job_id}",
+                KeyName=f"gpujobs-{job_id}",
+            )
+        except ProviderError as exc:
+            if "InvalidKeyPair.NotFound" not in str(exc):
+                raise
+
+    def _wait_terminated(self, region: str, instance_ids: list[str]) -> None:
+        deadline = self.clock.monotonic() + self.timings.terminate_s
+        while True:
+            states = {}
+            for instance_id in instance_ids:
+                instance = self._describe(region, instance_id)
+                states[instance_id] = instance["State"]["Name"] if instance else "terminated"
+            left = [i for i, state in states.items() if state != "terminated"]
+            if not left:
+                return
+            if self.clock.monotonic() >= deadline:
+                raise NotTerminatedError(
+                    f"aws instances {', '.join(left)} in {region} are not terminated after "
+                    f"{self.timings.terminate_s:g} s; check the EC2 console"
+                )
+            self.clock.sleep(self.timings.poll_s)
+
+    def _delete_security_group(self, region: str, job_id: str) -> None:
+        name = f"gpujobs-{job_id}"
+        groups = self.clients.call(
+            "ec2",
+            region,
+            "describe_security_groups",
+            f"finding security group {name}",
+            Filters=[{"Name": "group-name", "Values": [name]}],
+        )["SecurityGroups"]
+        deadline = self.clock.monotonic() + self.timings.terminate_s
+        for group in groups:
+            while True:
+                try:
+                    self.clients.call(
+                        "ec2",
+                        region,
+                        "delete_security_group",
+                        f"deleting {name}",
+                        GroupId=group["GroupId"],
+                    )
+                    break
+                except ProviderError as exc:
+                    text = str(exc)
+                    if "InvalidGroup.NotFound" in text:
+                        break
+                    # A terminated instance's network interface lets go of the group a little
+                    # after the instance is gone.
+                    if "DependencyViolation" not in text or self.clock.monotonic() >= deadline:
+                        raise NotTerminatedError(
+                            f"aws security group {group['GroupId']} ({name}) in {region} could "
+                            f"not be deleted: {exc}"
+                        ) from None
+                    self.clock.sleep(self.timings.poll_s)
+
+    def _owned_in(self, region: str) -> list[Node]:
+        reservations = self.clients.pages(
+            "ec2",
+            region,
+            "describe_instances",
+            "Reservations",
+            f"listing gpujobs instances in {region}",
+            Filters=[
+                {"Name": "tag-key", "Values": [TAG_KEY]},
+                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            ],
+        )
+        nodes = []
+        for reservation in reservations:
+            for instance in reservation.get("Instances", []):
+                tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+                spot = instance.get("InstanceLifecycle") == "spot"
+                price = self.catalog.price(instance["InstanceType"], region, spot=spot) or 0.0
+                offer = Offer.model_construct(
+                    provider=self.name,
+                    instance_type=instance["InstanceType"],
+                    region=region,
+                    price_per_hour=price,
+                    spot=spot,
+                )
+                nodes.append(self._node(tags.get(TAG_KEY, ""), offer, instance))
+        return nodes
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return error_code(exc).endswith("NotFound")
