@@ -205,6 +205,92 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             _info(f"{record.id}: {record.state.value}: {what}")
 
     @app.command()
+    def gpus(
+        gpu: Annotated[Optional[str], typer.Option(help="Only this GPU, e.g. T4.")] = None,  # noqa: UP045
+        provider: Annotated[
+            Optional[list[str]],  # noqa: UP045
+            typer.Option("--provider", "-p", help="Only this provider (repeatable)."),
+        ] = None,
+        region: Annotated[Optional[str], typer.Option(help="Only this region.")] = None,  # noqa: UP045
+        as_json: Annotated[bool, typer.Option("--json", help="Every offer, as JSON.")] = False,
+    ) -> None:
+        """List the GPU machines of the clouds' catalogs, cheapest first (no account needed)."""
+        with errors_to_exit():
+            from gpujobs import render_clouds
+            from gpujobs.catalog import catalog_offers
+
+            offers, catalogs = catalog_offers(providers=provider, gpu=gpu, region=region)
+            if as_json:
+                _print_json(
+                    {
+                        "offers": [offer.model_dump(mode="json") for offer in offers],
+                        "catalogs": [info.__dict__ for info in catalogs],
+                    }
+                )
+                return
+            rows = render_clouds.gpu_rows(offers)
+            _console(stdout=True).print(render_clouds.gpus_table(rows, catalogs))
+
+    @app.command()
+    def plan(
+        spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="The job spec (YAML).")],
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        show_all: Annotated[
+            bool, typer.Option("--all", "-a", help="Every placement and every dropped offer.")
+        ] = False,
+    ) -> None:
+        """Show where a spec would run: placements in the order a launch tries them, and why
+        every other offer was dropped (resources, region, spot, budget, quota). Starts nothing."""
+        with errors_to_exit():
+            from gpujobs import render_clouds
+            from gpujobs.spec import load_spec
+
+            spec = load_spec(spec_file)
+            result = controller_factory().plan(spec)
+            hours = spec.budget.max_hours
+            if as_json:
+                _print_json(render_clouds.plan_json(result, hours))
+                return
+            console = _console(stdout=True)
+            for table in render_clouds.plan_tables(result, hours, limit=None if show_all else 10):
+                console.print(table)
+            if not result.placements:
+                raise typer.Exit(2)
+
+    @app.command()
+    def check(
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """Which providers have credentials, and what is missing for the others. Calls no API."""
+        with errors_to_exit():
+            from gpujobs import render_clouds
+
+            found = controller_factory().check()
+            if as_json:
+                _print_json([item.model_dump(mode="json") for item in found])
+                return
+            _console(stdout=True).print(render_clouds.check_table(found))
+
+    @app.command()
+    def quota(
+        provider: Annotated[
+            Optional[str], typer.Option("--provider", "-p", help="Only this provider.")  # noqa: UP045
+        ] = None,
+        gpu: Annotated[Optional[str], typer.Option(help="Only quotas for this GPU.")] = None,  # noqa: UP045
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """GPU quotas per provider and region: limit, in use and free in the provider's own
+        unit, the quota code, and where to request more."""
+        with errors_to_exit():
+            from gpujobs import render_clouds
+
+            report = controller_factory().quota(provider, gpu)
+            if as_json:
+                _print_json(render_clouds.quota_json(report))
+                return
+            _console(stdout=True).print(render_clouds.quota_table(report))
+
+    @app.command()
     def schema() -> None:
         """Print the JSON Schema of job specs (for editor autocompletion)."""
         from gpujobs.spec import json_schema

@@ -25,7 +25,9 @@ from gpujobs.state import JobRecord, JobState, Store
 
 if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need them
     from gpujobs.lifecycle import CancelToken, EventSink, Lifecycle, LifecycleConfig
-    from gpujobs.providers.base import Node, Provider
+    from gpujobs.planner import Plan
+    from gpujobs.providers.base import Credentials, Node, Provider
+    from gpujobs.quota import QuotaReport
     from gpujobs.spec import JobSpec
 
 # How many finished jobs `status` shows beside the active ones, unless asked for all.
@@ -87,6 +89,24 @@ class Controller:
             sink=sink,
             config=self.config,
         )
+
+    # -- the clouds' read commands -----------------------------------------------------------
+    def plan(self, spec: JobSpec) -> Plan:
+        from gpujobs.planner import plan
+
+        return plan(spec, self.providers_for(spec))
+
+    def check(self) -> list[Credentials]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        providers = list(self.providers.values())
+        with ThreadPoolExecutor(max_workers=max(len(providers), 1)) as pool:
+            return list(pool.map(lambda provider: provider.check(), providers))
+
+    def quota(self, provider: str | None, gpu: str | None) -> QuotaReport:
+        from gpujobs.quota import quota_report
+
+        return quota_report(self.providers, provider=provider, gpu=gpu)
 
     # -- launch -----------------------------------------------------------------------------
     def preflight(self, spec: JobSpec) -> None:
@@ -241,7 +261,7 @@ class Controller:
         if error:
             self.store.note(record.id, f"teardown incomplete: {error}", now=self.clock.now())
             raise GpuJobsError(f"{record.id}: teardown incomplete: {error}; run down again")
-        lifecycle.forget_job_key(record.id)
+        lifecycle.forget_job_key(record.id, nodes)
         if not record.state.is_terminal:
             message = "torn down by `gpujobs down` after its driver was lost"
             self.store.set_outcome(record.id, exit_code=None, error=message)

@@ -103,6 +103,8 @@ class LifecycleConfig:
     stop_grace_s: float = 60.0  # how long a stopping workload gets to write its checkpoint
     liveness_every_s: float = 5.0
     teardown_attempts: int = 3
+    bootstrap_timeout_s: float = 900.0  # a cloud node installing Docker and the NVIDIA runtime
+    bootstrap_poll_s: float = 5.0
 
 
 def runtime_for(node: Node, spec: JobSpec) -> Runtime:
@@ -186,9 +188,16 @@ class Lifecycle:
                 self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
         return "; ".join(errors) or None
 
-    def forget_job_key(self, job_id: str) -> None:
-        """Once every node of the job is gone, its key opens nothing: delete it."""
+    def forget_job_key(self, job_id: str, nodes: list[Node] | None = None) -> None:
+        """Once every node of the job is gone, its key opens nothing: delete it. The host keys
+        pinned for cloud nodes go too, as their addresses will serve other machines."""
         delete_job_key(self.home.job_key_dir(job_id))
+        from gpujobs.remote.ssh import HostKeyPins
+
+        pins = HostKeyPins(self.home.known_hosts)
+        for node in nodes or []:
+            if node.uses_job_key and node.transport == "ssh" and node.host:
+                pins.forget(node.host, node.port)
 
 
 class _Drive:
@@ -237,7 +246,7 @@ class _Drive:
             self.session.transport.close()
         teardown_error = self.lc.tear_down(self.nodes)
         if not teardown_error:
-            self.lc.forget_job_key(self.job_id)
+            self.lc.forget_job_key(self.job_id, self.nodes)
         if teardown_error:
             final = JobState.FAILED
             error = "; ".join(
@@ -256,7 +265,7 @@ class _Drive:
     # -- steps ------------------------------------------------------------------------------
     def _plan_and_provision(self) -> None:
         self._step(JobState.PLANNING)
-        placements = require_placements(self.spec, self.lc.providers).placements
+        placements = require_placements(self.spec, self.lc.providers).offers
         self._step(JobState.PROVISIONING)
         self.started_at = self.lc.clock.monotonic()
         key = create_job_key(self.lc.home.job_key_dir(self.job_id), self.job_id)
@@ -265,20 +274,25 @@ class _Drive:
             self.cancel.raise_if_cancelled()
             provider = self.lc.providers[offer.provider]
             self.lc.store.set_placement(self.job_id, offer.label)
-            self._note(f"provisioning {offer.label}")
+            self._note(f"provisioning {offer.label} (${offer.price_per_hour:.3f}/h)")
             try:
                 nodes = provider.provision(self.job_id, offer, key.public_line, self.spec.nodes)
                 self._record_nodes(nodes)
                 self._record_nodes(provider.wait_ready(nodes))
                 return
             except (NoCapacityError, QuotaExceededError) as exc:
+                # Only these move on (DESIGN): refused credentials or a broken request would
+                # fail the same way everywhere. The provider removed what its failed call made;
+                # nodes it returned are ours to remove before the next placement.
                 attempts.append(f"{offer.label}: {exc}")
                 self._note(f"{offer.label}: {exc}; trying the next placement")
                 error = self.lc.tear_down(self.nodes)
                 if error:
                     raise ProvisioningError(f"cleaning up {offer.label} failed: {error}") from exc
                 self.nodes = []
-        raise ProvisioningError("every placement failed: " + "; ".join(attempts))
+        raise ProvisioningError(
+            f"every placement failed ({len(attempts)} tried): " + "; ".join(attempts)
+        )
 
     def _set_up(self) -> None:
         self._step(JobState.SETTING_UP)
@@ -287,12 +301,38 @@ class _Drive:
         self.session = NodeSession(
             self.lc.connect(node), layout, self.lc.home.log_file(self.job_id)
         )
+        self._wait_for_bootstrap(self.session.transport, node)
         self.session.make_folders()
         if self.spec.workload is not None:
             self.session.push_code()
         self.runtime = self.lc.runtime_for(node, self.spec)
         self._note(f"preparing the {self.runtime.name} runtime on {node.host}")
         self.runtime.prepare(self.session.transport, layout, self.spec)
+
+    def _wait_for_bootstrap(self, transport: Transport, node: Node) -> None:
+        """A cloud node installs Docker and its NVIDIA runtime at boot; set up after that."""
+        if not node.ready_file:
+            return
+        config, clock = self.lc.config, self.lc.clock
+        deadline = clock.monotonic() + config.bootstrap_timeout_s
+        probe = 'if [ -e "$1" ]; then echo ready; elif [ -e "$1.failed" ]; then cat "$1.failed"; fi'
+        self._note(f"waiting for {node.host}'s bootstrap (Docker, NVIDIA runtime)")
+        while True:
+            self.cancel.raise_if_cancelled()
+            answer = transport.run(["sh", "-c", probe, "sh", node.ready_file], check=False)
+            said = answer.stdout.strip()
+            if said == "ready":
+                return
+            if said:
+                raise ProvisioningError(
+                    f"the node's bootstrap failed: {said} (its log: "
+                    f"{node.ready_file.rsplit('/', 1)[0]}/bootstrap.log on {node.host})"
+                )
+            if clock.monotonic() >= deadline:
+                raise ProvisioningError(
+                    f"the node's bootstrap did not finish in {config.bootstrap_timeout_s:g} s"
+                )
+            clock.sleep(config.bootstrap_poll_s)
 
     def _sync(self) -> None:
         self._step(JobState.SYNCING)

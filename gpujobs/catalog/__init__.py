@@ -24,7 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from gpujobs.errors import GpuJobsError
+from gpujobs.errors import BadInputError, GpuJobsError
 from gpujobs.providers.base import Availability, Offer
 from gpujobs.spec import Resources
 
@@ -102,3 +102,38 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
                         )
                     )
     return Catalog(info, tuple(offers))
+
+
+def catalog_offers(
+    *,
+    providers: list[str] | None = None,
+    gpu: str | None = None,
+    region: str | None = None,
+    spot: bool | None = None,
+) -> tuple[list[Offer], list[CatalogInfo]]:
+    """`gpujobs gpus`: every catalog offer that matches, and the catalogs they came from."""
+    names = providers or list(CATALOG_PROVIDERS)
+    for name in names:
+        if name not in CATALOG_PROVIDERS:
+            raise BadInputError(
+                f"--provider {name}: no catalog; catalogs: {', '.join(CATALOG_PROVIDERS)}"
+            )
+    catalogs = [load_catalog(name) for name in names]
+    wanted = gpu.strip().upper() if gpu else None
+    if wanted and not any(o.gpu == wanted for c in catalogs for o in c.offers):
+        known = ", ".join(known_gpus(names))
+        raise BadInputError(f"--gpu {gpu}: no such GPU in the catalog; known: {known}")
+    offers = [
+        offer
+        for catalog in catalogs
+        for offer in catalog.offers
+        if (wanted is None or offer.gpu == wanted)
+        and (region is None or offer.region == region)
+        and (spot is None or offer.spot == spot)
+    ]
+    return offers, [catalog.info for catalog in catalogs]
+
+
+def known_gpus(providers: list[str] | None = None) -> list[str]:
+    names = providers or list(CATALOG_PROVIDERS)
+    return sorted({o.gpu for name in names for o in load_catalog(name).offers if o.gpu})

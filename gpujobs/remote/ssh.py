@@ -120,6 +120,21 @@ class HostKeyPins:
                 return  # another driver recorded it first
             handle.write(f"{name} {key.get_name()} {key.get_base64()}\n")
 
+    def forget(self, host: str, port: int) -> None:
+        """Drop a host's pinned keys: a cloud node's address goes to someone else's machine once
+        the node is gone, and that machine's key must not read as a changed one."""
+        if not self.path.is_file():
+            return
+        name = host if port == 22 else f"[{host}]:{port}"
+        with self.path.open("r+", encoding="ascii") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            lines = handle.readlines()
+            kept = [line for line in lines if name not in line.split(" ", 1)[0].split(",")]
+            if len(kept) != len(lines):
+                handle.seek(0)
+                handle.writelines(kept)
+                handle.truncate()
+
     def ensure_recorded(self, name: str, key: paramiko.PKey) -> None:
         """Keep a key verified from the user's file in ours too, so rsync's ssh sees it."""
         current = paramiko.HostKeys()

@@ -1,0 +1,198 @@
+"""Tables and --json shapes of the cloud read commands: gpus, plan, check, quota.
+
+Money and quota tables share one style: right-aligned figures, the provider's own unit named,
+and a caption saying where the figures come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from gpujobs.catalog import CatalogInfo
+from gpujobs.planner import Plan
+from gpujobs.providers.base import Credentials, Offer
+from gpujobs.quota import QuotaReport
+
+
+def _table(*columns: str, right: Sequence[str] = ()) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+    return table
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.3f}" if value < 10 else f"${value:,.2f}"
+
+
+def _figure(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g}"
+
+
+# -- gpus -------------------------------------------------------------------------------------
+def gpu_rows(offers: Sequence[Offer]) -> list[dict[str, Any]]:
+    """One row per provider and instance type: its cheapest region, on demand and spot."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for offer in offers:
+        key = (offer.provider, offer.instance_type, offer.gpus)
+        row = rows.setdefault(
+            key,
+            {
+                "provider": offer.provider,
+                "instance_type": offer.instance_type,
+                "gpu": offer.gpu,
+                "gpus": offer.gpus,
+                "cpus": offer.cpus,
+                "memory_gb": offer.memory_gb,
+                "on_demand_per_hour": None,
+                "on_demand_region": None,
+                "spot_per_hour": None,
+                "spot_region": None,
+                "regions": set(),
+            },
+        )
+        row["regions"].add(offer.region)
+        field = "spot" if offer.spot else "on_demand"
+        best = row[f"{field}_per_hour"]
+        if best is None or offer.price_per_hour < best:
+            row[f"{field}_per_hour"] = offer.price_per_hour
+            row[f"{field}_region"] = offer.zone or offer.region
+    listed = [{**row, "regions": sorted(row["regions"])} for row in rows.values()]
+    listed.sort(
+        key=lambda r: (
+            r["on_demand_per_hour"] if r["on_demand_per_hour"] is not None else float("inf"),
+            r["provider"],
+            r["instance_type"],
+        )
+    )
+    return listed
+
+
+def gpus_table(rows: list[dict[str, Any]], catalogs: Sequence[CatalogInfo]) -> Table:
+    table = _table(
+        "PROVIDER", "TYPE", "GPU", "VCPU", "MEM GB", "$/H", "SPOT $/H", "CHEAPEST IN",
+        right=("VCPU", "MEM GB", "$/H", "SPOT $/H"),
+    )  # fmt: skip
+    for row in rows:
+        table.add_row(
+            row["provider"],
+            row["instance_type"],
+            f"{row['gpus']}x {row['gpu']}",
+            str(row["cpus"]),
+            f"{row['memory_gb']:g}",
+            _usd(row["on_demand_per_hour"]),
+            _usd(row["spot_per_hour"]),
+            row["on_demand_region"] or row["spot_region"] or "-",
+        )
+    table.caption = "$ per hour per instance, in its cheapest region. " + "; ".join(
+        f"{info.provider} prices as of {info.as_of} ({_first_clause(info.source)})"
+        for info in catalogs
+    )
+    return table
+
+
+def _first_clause(text: str) -> str:
+    """The start of a catalog's source note (the whole note is in --json)."""
+    for stop in (" (", ", ", ". "):
+        text = text.split(stop, 1)[0]
+    return text[:60]
+
+
+# -- plan -------------------------------------------------------------------------------------
+def plan_json(plan: Plan, max_hours: float | None) -> dict[str, Any]:
+    return {
+        "placements": [
+            {
+                "rank": rank,
+                "label": placement.offer.label,
+                **placement.offer.model_dump(mode="json"),
+                "nodes": placement.nodes,
+                "job_price_per_hour": placement.price_per_hour,
+                "worst_case_usd": placement.worst_case_usd(max_hours),
+                "quota": placement.quota.model_dump(mode="json") if placement.quota else None,
+                "quota_note": placement.quota_note,
+            }
+            for rank, placement in enumerate(plan.placements, start=1)
+        ],
+        "rejected": [{"what": item.what, "reason": item.reason} for item in plan.rejected],
+    }
+
+
+def plan_tables(plan: Plan, max_hours: float | None, *, limit: int | None) -> list[Table]:
+    shown = plan.placements if limit is None else plan.placements[:limit]
+    placements = _table(
+        "#", "PLACEMENT", "GPU", "$/H (JOB)", "WORST CASE", "QUOTA FREE", "NEEDED", "UNIT",
+        right=("#", "$/H (JOB)", "WORST CASE", "QUOTA FREE", "NEEDED"),
+    )  # fmt: skip
+    for rank, placement in enumerate(shown, start=1):
+        offer, quota = placement.offer, placement.quota
+        placements.add_row(
+            str(rank),
+            offer.label,
+            f"{offer.gpus}x {offer.gpu}" if offer.gpu else "-",
+            _usd(placement.price_per_hour),
+            _usd(placement.worst_case_usd(max_hours)),
+            _figure(quota.free) if quota else "unknown",
+            f"{quota.per_node * placement.nodes:g}" if quota else "-",
+            quota.unit if quota else escape(placement.quota_note),
+        )
+    hidden = len(plan.placements) - len(shown)
+    placements.caption = f"{len(plan.placements)} placement(s), tried in this order" + (
+        f"; {hidden} more with --all" if hidden > 0 else ""
+    )
+    rejected_rows = plan.rejected if limit is None else plan.rejected[: limit * 2]
+    rejected = _table("DROPPED", "WHY")
+    for item in rejected_rows:
+        rejected.add_row(escape(item.what), escape(item.reason))
+    more = len(plan.rejected) - len(rejected_rows)
+    rejected.caption = f"{len(plan.rejected)} offer(s) dropped" + (
+        f"; {more} more with --all" if more > 0 else ""
+    )
+    return [placements, rejected] if plan.rejected else [placements]
+
+
+# -- check ------------------------------------------------------------------------------------
+def check_table(found: Sequence[Credentials]) -> Table:
+    table = _table("PROVIDER", "READY", "CREDENTIALS")
+    for item in found:
+        table.add_row(
+            item.provider,
+            "[green]yes[/]" if item.ok else "[red]no[/]",
+            escape(item.found if item.ok else item.missing),
+        )
+    return table
+
+
+# -- quota ------------------------------------------------------------------------------------
+def quota_json(report: QuotaReport) -> dict[str, Any]:
+    return {
+        "quotas": [{**q.model_dump(mode="json"), "free": q.free} for q in report.quotas],
+        "problems": report.problems,
+    }
+
+
+def quota_table(report: QuotaReport) -> Table:
+    table = _table(
+        "PROVIDER", "REGION", "QUOTA", "CODE", "LIMIT", "IN USE", "FREE", "UNIT", "REQUEST AT",
+        right=("LIMIT", "IN USE", "FREE"),
+    )  # fmt: skip
+    for quota in report.quotas:
+        free = quota.free
+        style = "red" if free == 0 else ""
+        table.add_row(
+            quota.provider,
+            quota.region,
+            escape(quota.name),
+            quota.code,
+            _figure(quota.limit),
+            f"{quota.in_use:g}",
+            f"[{style}]{_figure(free)}[/]" if style else _figure(free),
+            quota.unit,
+            quota.request_at or "-",
+        )
+    table.caption = "; ".join(f"{name}: {why}" for name, why in report.problems.items()) or None
+    return table
