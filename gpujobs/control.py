@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need
     from gpujobs.planner import Plan
     from gpujobs.providers.base import Credentials, Node, Provider
     from gpujobs.quota import QuotaReport
+    from gpujobs.remote.transport import Transport
     from gpujobs.spec import JobSpec
 
 # How many finished jobs `status` shows beside the active ones, unless asked for all.
@@ -53,8 +54,10 @@ class Controller:
         *,
         clock: Clock | None = None,
         config: LifecycleConfig | None = None,
+        connect: Callable[[Node], Transport] | None = None,
     ) -> None:
         self.home = home
+        self.connect = connect  # None: connect_node (tests point nodes at a loopback sshd)
         self.store = store
         self._providers_factory = providers
         self._providers: Mapping[str, Provider] | None = None
@@ -85,6 +88,7 @@ class Controller:
             self.store,
             self.home,
             self.providers_for(spec),
+            connect=self.connect,
             clock=self.clock,
             sink=sink,
             config=self.config,
