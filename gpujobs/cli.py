@@ -255,6 +255,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             for table in render_clouds.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
             if not result.placements:
+                _error(f"no placement fits {spec_file}: every offer above was dropped")
                 raise typer.Exit(2)
 
     @app.command()

@@ -295,8 +295,19 @@ class Controller:
             if row.terminated_at is None
         }
         known_terminated = {row.node_id for row in rows if row.terminated_at is not None}
-        for provider in providers.values():
-            for node in provider.owned():
+        spec = self._stored_spec(record)
+        for name in spec.providers if spec else providers:
+            provider = providers.get(name)
+            # Only the job's own providers, and only where there are credentials to ask with.
+            if provider is None or not provider.check().ok:
+                continue
+            try:
+                owned = provider.owned()
+            except GpuJobsError as exc:
+                self.store.note(record.id, f"{name}: could not list its nodes: {exc}",
+                                now=self.clock.now())  # fmt: skip
+                continue
+            for node in owned:
                 if node.job_id == record.id and node.node_id not in known_terminated:
                     nodes.setdefault(node.node_id, node)
         return list(nodes.values())

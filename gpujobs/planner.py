@@ -123,7 +123,7 @@ def _misfit(spec: JobSpec, offer: Offer) -> str | None:
     if offer.max_nodes is not None and spec.nodes > offer.max_nodes:
         return f"runs at most {offer.max_nodes} node(s), the spec asks for {spec.nodes}"
     if spec.regions and offer.region not in spec.regions:
-        return f"region {offer.region} is not in the spec's regions"
+        return "not in the spec's regions"
     if offer.spot and not spec.spot:
         return "spot, and the spec does not allow spot (set `spot: true`)"
     if offer.availability is Availability.NOT_AVAILABLE:

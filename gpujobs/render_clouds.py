@@ -6,6 +6,7 @@ and a caption saying where the figures come from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,15 +14,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpujobs.catalog import CatalogInfo
-from gpujobs.planner import Plan
+from gpujobs.planner import Plan, Rejection
 from gpujobs.providers.base import Credentials, Offer
 from gpujobs.quota import QuotaReport
+
+_WRAPPED = frozenset({"WHY", "CREDENTIALS", "REQUEST AT"})  # prose: wraps; figures never do
 
 
 def _table(*columns: str, right: Sequence[str] = ()) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+        table.add_column(
+            column,
+            justify="right" if column in right else "left",
+            no_wrap=column not in _WRAPPED,
+            overflow="fold",
+        )
     return table
 
 
@@ -138,21 +146,40 @@ def plan_tables(plan: Plan, max_hours: float | None, *, limit: int | None) -> li
             _usd(placement.worst_case_usd(max_hours)),
             _figure(quota.free) if quota else "unknown",
             f"{quota.per_node * placement.nodes:g}" if quota else "-",
-            quota.unit if quota else escape(placement.quota_note),
+            quota.unit if quota else "-",
         )
     hidden = len(plan.placements) - len(shown)
     placements.caption = f"{len(plan.placements)} placement(s), tried in this order" + (
         f"; {hidden} more with --all" if hidden > 0 else ""
     )
-    rejected_rows = plan.rejected if limit is None else plan.rejected[: limit * 2]
     rejected = _table("DROPPED", "WHY")
-    for item in rejected_rows:
-        rejected.add_row(escape(item.what), escape(item.reason))
-    more = len(plan.rejected) - len(rejected_rows)
-    rejected.caption = f"{len(plan.rejected)} offer(s) dropped" + (
-        f"; {more} more with --all" if more > 0 else ""
+    groups = (
+        _grouped(plan.rejected)
+        if limit is not None
+        else [(item.what, item.reason) for item in plan.rejected]
     )
+    for what, reason in groups:
+        rejected.add_row(escape(what), escape(reason))
+    rejected.caption = f"{len(plan.rejected)} offer(s) dropped" + (
+        "; every one with --all" if limit is not None and len(groups) < len(plan.rejected) else ""
+    )
+    if not plan.placements:
+        return [rejected]
     return [placements, rejected] if plan.rejected else [placements]
+
+
+def _grouped(rejected: Sequence[Rejection]) -> list[tuple[str, str]]:
+    """Offers dropped for the same kind of reason (figures aside), as one row: the first
+    offer, its reason, and how many more."""
+    groups: dict[tuple[str, str], list[Rejection]] = {}
+    for item in rejected:
+        provider = item.what.split("/", 1)[0]
+        kind = re.sub(r"\$?\d[\d.,]*", "#", item.reason)
+        groups.setdefault((provider, kind), []).append(item)
+    return [
+        (items[0].what + (f" and {len(items) - 1} more" if len(items) > 1 else ""), items[0].reason)
+        for items in groups.values()
+    ]
 
 
 # -- check ------------------------------------------------------------------------------------

@@ -55,9 +55,14 @@ class Catalog:
     def regions(self) -> list[str]:
         return sorted({offer.region for offer in self.offers})
 
-    def price(self, instance_type: str, region: str, *, spot: bool) -> float | None:
+    def price(
+        self, instance_type: str, region: str, *, spot: bool, gpus: int | None = None
+    ) -> float | None:
+        """$/h of a type in a region (GCP's n1 types repeat with different GPU counts: pass
+        `gpus` to pick one)."""
         for offer in self.offers:
-            if (offer.instance_type, offer.region, offer.spot) == (instance_type, region, spot):
+            same = (offer.instance_type, offer.region, offer.spot) == (instance_type, region, spot)
+            if same and gpus in (None, offer.gpus):
                 return offer.price_per_hour
         return None
 
