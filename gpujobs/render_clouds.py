@@ -18,7 +18,7 @@ from gpujobs.planner import Plan, Rejection
 from gpujobs.providers.base import Credentials, Offer
 from gpujobs.quota import QuotaReport
 
-_WRAPPED = frozenset({"WHY", "CREDENTIALS", "REQUEST AT"})  # prose: wraps; figures never do
+_WRAPPED = frozenset({"WHY", "CREDENTIALS", "QUOTA"})  # prose: wraps; figures never do
 
 
 def _table(*columns: str, right: Sequence[str] = ()) -> Table:
@@ -204,22 +204,28 @@ def quota_json(report: QuotaReport) -> dict[str, Any]:
 
 def quota_table(report: QuotaReport) -> Table:
     table = _table(
-        "PROVIDER", "REGION", "QUOTA", "CODE", "LIMIT", "IN USE", "FREE", "UNIT", "REQUEST AT",
+        "PROVIDER", "REGION", "CODE", "LIMIT", "IN USE", "FREE", "UNIT", "QUOTA",
         right=("LIMIT", "IN USE", "FREE"),
     )  # fmt: skip
     for quota in report.quotas:
         free = quota.free
-        style = "red" if free == 0 else ""
         table.add_row(
             quota.provider,
             quota.region,
-            escape(quota.name),
             quota.code,
             _figure(quota.limit),
             f"{quota.in_use:g}",
-            f"[{style}]{_figure(free)}[/]" if style else _figure(free),
+            f"[red]{_figure(free)}[/]" if free == 0 else _figure(free),
             quota.unit,
-            quota.request_at or "-",
+            escape(quota.name),
         )
-    table.caption = "; ".join(f"{name}: {why}" for name, why in report.problems.items()) or None
+    # Where to ask, once per provider: the URL with its region and code as placeholders.
+    where = {
+        quota.provider: quota.request_at.replace(quota.region, "REGION").replace(quota.code, "CODE")
+        for quota in report.quotas
+        if quota.request_at
+    }
+    notes = [f"{name}: request more at {url}" for name, url in sorted(where.items())]
+    notes += [f"{name}: {why}" for name, why in report.problems.items()]
+    table.caption = "\n".join(notes) or None
     return table

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
 from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients, error_code
-from gpujobs.providers.aws.quota import AwsQuotas, quota_code, request_url
+from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
 from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota
 from gpujobs.providers.cloud import (
     Bootstrap,
@@ -130,9 +130,12 @@ class AwsProvider:
         return self.quotas_cache.quota(offer.region, offer.instance_type, offer.spot, offer.cpus)
 
     def quotas(self, gpu: str | None = None) -> list[Quota]:
-        regions = self.catalog.regions()
+        """Every region's GPU quotas; with `gpu`, only the classes and regions that offer it."""
+        offers = [o for o in self.catalog.offers if gpu is None or o.gpu == gpu.upper()]
+        classes = frozenset(filter(None, (instance_class(o.instance_type) for o in offers)))
+        regions = sorted({o.region for o in offers})
         with ThreadPoolExecutor(max_workers=8) as pool:
-            per_region = list(pool.map(self.quotas_cache.report, regions))
+            per_region = list(pool.map(lambda r: self.quotas_cache.report(r, classes), regions))
         return [quota for region in per_region for quota in region]
 
     # -- provisioning -------------------------------------------------------------------------

@@ -86,10 +86,12 @@ class AwsQuotas:
             per_node=per_node,
         )
 
-    def report(self, region: str) -> list[Quota]:
+    def report(self, region: str, classes: frozenset[str] = frozenset({"G", "P"})) -> list[Quota]:
+        """The region's GPU quotas of the given instance classes, on demand and spot."""
         return [
             self.quota(region, "g.x" if kind == "G" else "p.x", spot, 0.0)
             for (kind, spot) in _CODES
+            if kind in classes
         ]
 
     def limit(self, region: str, code: str) -> float:
