@@ -23,6 +23,7 @@ def caller_address() -> str:
 def default_providers(home: HomeLayout) -> dict[str, Provider]:
     """Every provider, unconfigured where settings come from the spec (see SpecConfigured)."""
     from gpujobs.providers.aws import AwsProvider
+    from gpujobs.providers.gcp import GcpProvider
     from gpujobs.providers.local import LocalProvider
     from gpujobs.providers.paperspace import PaperspaceProvider
     from gpujobs.providers.ssh import SshProvider
@@ -32,5 +33,6 @@ def default_providers(home: HomeLayout) -> dict[str, Provider]:
         "local": LocalProvider(home.work),
         "ssh": SshProvider(None, HostKeyPins(home.known_hosts)),
         "aws": AwsProvider(caller_address=caller_address),
+        "gcp": GcpProvider(caller_address=caller_address),
         "paperspace": PaperspaceProvider(caller_address=caller_address),
     }

@@ -28,7 +28,15 @@ fail() {
     exit 1
 }
 
-# 2. The login user's key, for clouds that do not install it themselves.
+# 2. The login user: GCP's guest agent makes it from the ssh-keys metadata in the background, so
+#    give it a minute to appear before anything is chowned to it.
+for _ in $$(seq 60); do
+    getent passwd "$$SSH_USER" >/dev/null && break
+    sleep 1
+done
+getent passwd "$$SSH_USER" >/dev/null || fail "no user $$SSH_USER on this image"
+
+# 3. The login user's key, for clouds that do not install it themselves.
 if [ -n "$$SSH_PUBLIC_KEY" ]; then
     home=$$(getent passwd "$$SSH_USER" | cut -d: -f6)
     [ -n "$$home" ] || fail "no user $$SSH_USER on this image"
@@ -38,11 +46,11 @@ if [ -n "$$SSH_PUBLIC_KEY" ]; then
     chmod 0600 "$$home/.ssh/authorized_keys"
 fi
 
-# 3. The job's folders, owned by the login user.
+# 4. The job's folders, owned by the login user.
 install -d -m 0700 -o "$$SSH_USER" -g "$$SSH_USER" "$$ROOT/work" "$$ROOT/cache" ||
     fail "cannot make $$ROOT/work"
 
-# 4. Docker with the NVIDIA runtime. GPU images ship both; a plain image gets them here.
+# 5. Docker with the NVIDIA runtime. GPU images ship both; a plain image gets them here.
 if ! command -v docker >/dev/null 2>&1; then
     curl -fsSL https://get.docker.com | sh || fail "installing docker failed"
 fi

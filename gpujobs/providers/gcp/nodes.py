@@ -1,0 +1,82 @@
+"""The Nodes the GCP provider hands out. A node's id is `<zone>/<instance name>`, so terminate
+needs nothing but the node; `firewall/<rule>` stands for a job's rule left without instances."""
+
+from __future__ import annotations
+
+import re
+
+from gpujobs.providers.base import Node, Offer
+from gpujobs.providers.cloud import CloudNodeSettings
+from gpujobs.providers.gcp.models import JOB_METADATA_KEY, LABEL_KEY, InstanceInfo, instance_name
+
+FIREWALL_NODE = "firewall"
+JOB_IN_DESCRIPTION = re.compile(rf"^{LABEL_KEY}=(\S+?);")
+
+
+def location(node: Node) -> tuple[str, str]:
+    """(zone, instance name) of a node."""
+    zone, _, name = node.node_id.partition("/")
+    return zone, name
+
+
+def is_rule_only(node: Node) -> bool:
+    return node.node_id.startswith(f"{FIREWALL_NODE}/")
+
+
+def _common(settings: CloudNodeSettings, job_id: str) -> dict[str, object]:
+    return {
+        "provider": "gcp",
+        "job_id": job_id,
+        "port": 22,
+        "user": settings.ssh_user,
+        "workdir": settings.workdir(job_id),
+        "uses_job_key": True,
+        "runtime": "docker",
+        "cache_dir": settings.cache_dir,
+        "ready_file": settings.ready_file,
+    }
+
+
+def new_node(settings: CloudNodeSettings, job_id: str, rank: int, offer: Offer) -> Node:
+    """A node just asked for: no address yet."""
+    return Node(
+        **_common(settings, job_id),
+        node_id=f"{offer.zone}/{instance_name(job_id, rank)}",
+        rank=rank,
+        host="",
+        instance_type=offer.instance_type,
+        region=offer.region,
+        price_per_hour=offer.price_per_hour,
+        spot=offer.spot,
+    )
+
+
+def ready_node(settings: CloudNodeSettings, node: Node, host: str) -> Node:
+    return node.model_copy(update={**_common(settings, node.job_id), "host": host})
+
+
+def owned_node(settings: CloudNodeSettings, info: InstanceInfo, price: float) -> Node:
+    """A node found by its label; the job id comes from the metadata (label values are lossy)."""
+    job_id = info.metadata.get(JOB_METADATA_KEY) or info.labels.get(LABEL_KEY, "")
+    rank = info.name.rsplit("-", 1)[-1]
+    return Node(
+        **_common(settings, job_id),
+        node_id=f"{info.zone}/{info.name}",
+        rank=int(rank) if rank.isdigit() else 0,
+        host=info.public_ip,
+        instance_type=info.machine_type,
+        region=info.zone.rsplit("-", 1)[0],
+        price_per_hour=price,
+        spot=info.spot,
+    )
+
+
+def rule_node(settings: CloudNodeSettings, job_id: str, rule: str) -> Node:
+    """A job's firewall rule left without instances, as a node that gc can terminate."""
+    return Node(
+        **_common(settings, job_id),
+        node_id=f"{FIREWALL_NODE}/{rule}",
+        host="",
+        instance_type="firewall-rule",
+        region="global",
+    )
