@@ -74,14 +74,18 @@ class AwsQuotas:
                 per_node=per_node,
             )
         kind = instance_class(instance_type) or "G"
+        limit = self.limit(region, code.code)
+        # Nothing can run under a limit of 0 (a new account's usual G and P quota): no need to
+        # list the region's instances to know that none is in use.
+        in_use = self.in_use(region).get((kind, spot), 0.0) if limit > 0 else 0.0
         return Quota(
             provider="aws",
             region=region,
             code=code.code,
             name=code.name,
             unit="vCPUs",
-            limit=self.limit(region, code.code),
-            in_use=self.in_use(region).get((kind, spot), 0.0),
+            limit=limit,
+            in_use=in_use,
             request_at=request_url(region, code.code),
             per_node=per_node,
         )
