@@ -235,15 +235,20 @@ class AwsProvider:
             )
         return str(vpcs[0]["VpcId"])
 
+    def _job_security_groups(self, region: str, name: str) -> list[dict[str, Any]]:
+        return list(
+            self.clients.call(
+                "ec2",
+                region,
+                "describe_security_groups",
+                f"finding security group {name}",
+                Filters=[{"Name": "group-name", "Values": [name]}],
+            )["SecurityGroups"]
+        )
+
     def _security_group(self, region: str, job_id: str) -> str:
         name = f"gpujobs-{job_id}"
-        existing = self.clients.call(
-            "ec2",
-            region,
-            "describe_security_groups",
-            f"finding security group {name}",
-            Filters=[{"Name": "group-name", "Values": [name]}],
-        )["SecurityGroups"]
+        existing = self._job_security_groups(region, name)
         if existing:
             group_id = str(existing[0]["GroupId"])
         else:
@@ -472,13 +477,7 @@ class AwsProvider:
 
     def _delete_security_group(self, region: str, job_id: str) -> None:
         name = f"gpujobs-{job_id}"
-        groups = self.clients.call(
-            "ec2",
-            region,
-            "describe_security_groups",
-            f"finding security group {name}",
-            Filters=[{"Name": "group-name", "Values": [name]}],
-        )["SecurityGroups"]
+        groups = self._job_security_groups(region, name)
         deadline = self.clock.monotonic() + self.timings.terminate_s
         for group in groups:
             while True:
