@@ -254,7 +254,7 @@ class Controller:
 
     def _tear_down_orphan(self, record: JobRecord) -> tuple[JobRecord, str]:
         spec = self._stored_spec(record)
-        nodes = self._live_nodes(record, self.providers_for(spec))
+        nodes = self._live_nodes(record, spec, self.providers_for(spec))
         if not nodes and record.state.is_terminal:
             return record, "nothing to tear down"
         lifecycle = self.lifecycle(spec=spec)
@@ -283,7 +283,9 @@ class Controller:
         except ValidationError:
             return None  # stored by another version of gpujobs; the node rows still suffice
 
-    def _live_nodes(self, record: JobRecord, providers: Mapping[str, Provider]) -> list[Node]:
+    def _live_nodes(
+        self, record: JobRecord, spec: JobSpec | None, providers: Mapping[str, Provider]
+    ) -> list[Node]:
         """Nodes the store knows and has not seen terminated, plus any the providers still
         carry for this job (created just before a crash, so never recorded)."""
         from gpujobs.providers.base import Node
@@ -295,7 +297,6 @@ class Controller:
             if row.terminated_at is None
         }
         known_terminated = {row.node_id for row in rows if row.terminated_at is not None}
-        spec = self._stored_spec(record)
         for name in spec.providers if spec else providers:
             provider = providers.get(name)
             # Only the job's own providers, and only where there are credentials to ask with.
