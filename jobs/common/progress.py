@@ -144,6 +144,33 @@ def limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bo
     return bool(stop)
 
 
+def resumed_position(
+    path: Path, state: dict[str, Any], device: torch.device, note: str = ""
+) -> tuple[Position, Totals, dict[str, Any] | None]:
+    """Where a classifier's run stands in a loaded checkpoint: its position, the partial
+    epoch's totals and the last validation result, announced on one line."""
+    extra = state["extra"]
+    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
+    suffix = f", {note}" if note else ""
+    print(
+        f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}{suffix})",
+        flush=True,
+    )
+    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"]
+
+
+def report_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
+    """A classifier's last line: its final validation accuracy and where its checkpoint is."""
+    if last_val is None:
+        print(f"done: last checkpoint {path}", flush=True)
+        return
+    print(
+        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
+        f"last checkpoint {path}",
+        flush=True,
+    )
+
+
 def report_stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
     where = f"epoch {pos.epoch + 1}, step {pos.step}"
     saved = f"checkpoint {path}" if path is not None else "nothing to save yet"

@@ -28,7 +28,9 @@ from jobs.common.progress import (
     current_lr,
     find_checkpoint,
     limit_reached,
+    report_done,
     report_stopped,
+    resumed_position,
     save_progress,
     start_run,
 )
@@ -194,7 +196,7 @@ def _run(
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
             return report_stopped(stop, last_path, pos)
 
-    _print_done(last_val, last_path)
+    report_done(last_val, last_path)
     return 0
 
 
@@ -217,10 +219,8 @@ def _restore(
         schedulers=schedulers,
         scaler=scaler,
     )
-    extra = state["extra"]
-    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
-    print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
-    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"], path
+    pos, totals, last_val = resumed_position(path, state, device)
+    return pos, totals, last_val, path
 
 
 @torch.inference_mode()
@@ -242,14 +242,3 @@ def evaluate(
     n = max(len(y), 1)
     rate = len(y) / max(time.perf_counter() - start, 1e-9)
     return loss_sum.item() / n, correct.item() / n, rate
-
-
-def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
-    if last_val is None:
-        print(f"done: last checkpoint {path}", flush=True)
-        return
-    print(
-        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
-        f"last checkpoint {path}",
-        flush=True,
-    )

@@ -30,7 +30,9 @@ from jobs.common.progress import (
     current_lr,
     find_checkpoint,
     limit_reached,
+    report_done,
     report_stopped,
+    resumed_position,
     save_progress,
     start_run,
 )
@@ -267,7 +269,7 @@ def _run(
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
             return report_stopped(stop, last_path, pos)
 
-    _print_done(last_val, last_path)
+    report_done(last_val, last_path)
     return 0
 
 
@@ -285,10 +287,8 @@ def _restore(
     restore_training_state(
         state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
     )
-    extra = state["extra"]
-    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
-    print(f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step})", flush=True)
-    return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"], path
+    pos, totals, last_val = resumed_position(path, state, device)
+    return pos, totals, last_val, path
 
 
 def _train_step(
@@ -339,15 +339,4 @@ def _plot(out: Path) -> None:
     loss_curves(rows, out / "loss.png")
     loss_curves(
         [r for r in rows if r["split"] != "train_step"], out / "accuracy.png", key="accuracy"
-    )
-
-
-def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
-    if last_val is None:
-        print(f"done: last checkpoint {path}", flush=True)
-        return
-    print(
-        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
-        f"last checkpoint {path}",
-        flush=True,
     )

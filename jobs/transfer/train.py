@@ -30,6 +30,8 @@ from jobs.common.progress import (
     current_lr,
     find_checkpoint,
     limit_reached,
+    report_done,
+    resumed_position,
     save_progress,
     start_run,
 )
@@ -263,7 +265,7 @@ def _run(
         if stop and pos.epoch < args.epochs:  # signal arrived during validation
             return stopped()
 
-    _print_done(last_val, last_path)
+    report_done(last_val, last_path)
     return 0
 
 
@@ -276,27 +278,14 @@ def _restore(
 ) -> tuple[str, torch.optim.Optimizer, Position, Totals, dict[str, Any] | None, Path]:
     """Stage and its optimizer, position, partial-epoch totals, last validation result."""
     path, state = checkpoint
-    extra = state["extra"]
-    stage = extra["stage"]
+    stage = state["extra"]["stage"]
     # The optimizer must be the saved stage's (same parameter groups) for its state to load.
     optimizer = enter_stage(model, stage, args)
     restore_training_state(
         state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
     )
-    pos = Position(epoch=state["epoch"], batch=extra["batch_in_epoch"], step=state["step"])
-    print(
-        f"resume: {path} (epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}, "
-        f"{stage} stage)",
-        flush=True,
-    )
-    return (
-        stage,
-        optimizer,
-        pos,
-        Totals.from_plain(extra["epoch_totals"], device),
-        (extra["last_val"]),
-        path,
-    )
+    pos, totals, last_val = resumed_position(path, state, device, note=f"{stage} stage")
+    return stage, optimizer, pos, totals, last_val, path
 
 
 @torch.inference_mode()
@@ -328,14 +317,3 @@ def _draw_curves(out: Path) -> None:
     rows = [row for row in read_metrics(out) if row["split"] in ("train", "val", "train_step")]
     loss_curves(rows, out / "loss.png")
     loss_curves(rows, out / "accuracy.png", key="accuracy")
-
-
-def _print_done(last_val: dict[str, Any] | None, path: Path | None) -> None:
-    if last_val is None:
-        print(f"done: last checkpoint {path}", flush=True)
-        return
-    print(
-        f"done: val accuracy {last_val['accuracy']:.2%} (loss {last_val['loss']:.4f}), "
-        f"last checkpoint {path}",
-        flush=True,
-    )
