@@ -19,6 +19,7 @@ from jobs.common.checkpoint import (
     check_resume_compatible,
     latest_checkpoint,
     load_latest_checkpoint,
+    restore_training_state,
     save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
@@ -157,6 +158,30 @@ def resumed_position(
         flush=True,
     )
     return pos, Totals.from_plain(extra["epoch_totals"], device), extra["last_val"]
+
+
+def restore_classifier(
+    checkpoint: tuple[Path, dict[str, Any]] | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    schedulers: dict[str, Any] | None = None,
+) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
+    """A one-model classifier's run from its checkpoint (or from the start when there is none):
+    position, partial-epoch totals, last validation result and the checkpoint's path."""
+    if checkpoint is None:
+        return Position(), Totals.zeros(device), None, None
+    path, state = checkpoint
+    restore_training_state(
+        state,
+        models={"model": model},
+        optimizers={"optimizer": optimizer},
+        schedulers=schedulers,
+        scaler=scaler,
+    )
+    pos, totals, last_val = resumed_position(path, state, device)
+    return pos, totals, last_val, path
 
 
 def report_done(last_val: dict[str, Any] | None, path: Path | None) -> None:

@@ -15,13 +15,11 @@ from torch import nn
 
 from jobs.common.checkpoint import (
     SaveSchedule,
-    restore_training_state,
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
-    Position,
     StepLog,
     Totals,
     classification_step,
@@ -30,7 +28,7 @@ from jobs.common.progress import (
     limit_reached,
     report_done,
     report_stopped,
-    resumed_position,
+    restore_classifier,
     save_progress,
     start_run,
 )
@@ -109,7 +107,7 @@ def _run(
     schedulers = {"scheduler": scheduler} if scheduler is not None else None
     weights = sample_weights(data.train_y, args.class_weights) if args.class_weights else None
     scaler = amp.grad_scaler()
-    pos, totals, last_val, last_path = _restore(
+    pos, totals, last_val, last_path = restore_classifier(
         checkpoint, model, optimizer, scaler, device, schedulers
     )
 
@@ -198,29 +196,6 @@ def _run(
 
     report_done(last_val, last_path)
     return 0
-
-
-def _restore(
-    checkpoint: tuple[Path, dict[str, Any]] | None,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    schedulers: dict[str, Any] | None,
-) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
-    """Position, partial-epoch totals, last validation result and path of the checkpoint."""
-    if checkpoint is None:
-        return Position(), Totals.zeros(device), None, None
-    path, state = checkpoint
-    restore_training_state(
-        state,
-        models={"model": model},
-        optimizers={"optimizer": optimizer},
-        schedulers=schedulers,
-        scaler=scaler,
-    )
-    pos, totals, last_val = resumed_position(path, state, device)
-    return pos, totals, last_val, path
 
 
 @torch.inference_mode()

@@ -17,14 +17,12 @@ from torch import nn
 
 from jobs.common.checkpoint import (
     SaveSchedule,
-    restore_training_state,
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
-    Position,
     StepLog,
     Totals,
     current_lr,
@@ -32,7 +30,7 @@ from jobs.common.progress import (
     limit_reached,
     report_done,
     report_stopped,
-    resumed_position,
+    restore_classifier,
     save_progress,
     start_run,
 )
@@ -189,7 +187,9 @@ def _run(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scaler = amp.grad_scaler()
-    pos, totals, last_val, last_path = _restore(checkpoint, model, optimizer, scaler, device)
+    pos, totals, last_val, last_path = restore_classifier(
+        checkpoint, model, optimizer, scaler, device
+    )
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
@@ -271,24 +271,6 @@ def _run(
 
     report_done(last_val, last_path)
     return 0
-
-
-def _restore(
-    checkpoint: tuple[Path, dict[str, Any]] | None,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
-    """Position, partial-epoch totals, last validation result and path of the checkpoint."""
-    if checkpoint is None:
-        return Position(), Totals.zeros(device), None, None
-    path, state = checkpoint
-    restore_training_state(
-        state, models={"model": model}, optimizers={"optimizer": optimizer}, scaler=scaler
-    )
-    pos, totals, last_val = resumed_position(path, state, device)
-    return pos, totals, last_val, path
 
 
 def _train_step(
