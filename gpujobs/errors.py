@@ -39,7 +39,12 @@ class NoPlacementError(BadInputError):
 
 # Provider errors: raised by providers, translated from SDK exceptions at their boundary.
 class ProviderError(GpuJobsError):
-    """Something a provider said or did that stopped the launch."""
+    """Something a provider said or did that stopped the launch. `code` keeps the cloud's own
+    error code, so callers decide on it rather than on the message's wording."""
+
+    def __init__(self, message: str = "", *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ProviderAuthError(ProviderError):

@@ -121,15 +121,15 @@ def translate(exc: BaseException, what: str, *, request_quota_at: str = "") -> P
         code, message = error_code(exc), _error_message(exc)
         said = f"{code}: {message}"
         if code in _AUTH_CODES:
-            return ProviderAuthError(f"aws refused {what} ({said}); {CREDENTIALS_HELP}")
+            return ProviderAuthError(f"aws refused {what} ({said}); {CREDENTIALS_HELP}", code=code)
         if code in _CAPACITY_CODES:
-            return NoCapacityError(f"aws has no capacity for {what} ({said})")
+            return NoCapacityError(f"aws has no capacity for {what} ({said})", code=code)
         if code in _QUOTA_CODES:
             where = f"; request more at {request_quota_at}" if request_quota_at else ""
-            return QuotaExceededError(f"aws quota does not allow {what} ({said}){where}")
+            return QuotaExceededError(f"aws quota does not allow {what} ({said}){where}", code=code)
         if code in _TRANSIENT_CODES:
-            return ProviderError(f"aws kept throttling {what} ({said}); try again later")
-        return ProvisioningError(f"aws failed {what} ({said})")
+            return ProviderError(f"aws kept throttling {what} ({said}); try again later", code=code)
+        return ProvisioningError(f"aws failed {what} ({said})", code=code)
     if isinstance(exc, BotoCoreError):
         # SSO token expiry and the like: credentials that exist but cannot be used.
         if "token" in str(exc).lower() or "sso" in str(exc).lower():

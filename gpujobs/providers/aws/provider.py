@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
-from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients, error_code
+from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients
 from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
 from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota
 from gpujobs.providers.cloud import (
@@ -216,7 +216,7 @@ class AwsProvider:
                 TagSpecifications=self._tags(job_id, "key-pair"),
             )
         except ProviderError as exc:
-            if "InvalidKeyPair.Duplicate" not in str(exc):  # made by an earlier try: reuse
+            if exc.code != "InvalidKeyPair.Duplicate":  # made by an earlier try: reuse
                 raise
         return name
 
@@ -282,7 +282,7 @@ class AwsProvider:
                 ],
             )
         except ProviderError as exc:
-            if "InvalidPermission.Duplicate" not in str(exc):
+            if exc.code != "InvalidPermission.Duplicate":
                 raise
         return group_id
 
@@ -403,7 +403,7 @@ class AwsProvider:
                 InstanceIds=[instance_id],
             )["Reservations"]
         except ProviderError as exc:
-            if "InvalidInstanceID.NotFound" in str(exc):
+            if exc.code == "InvalidInstanceID.NotFound":
                 return None
             raise
         instances = [i for r in reservations for i in r.get("Instances", [])]
@@ -442,7 +442,7 @@ class AwsProvider:
                     InstanceIds=targets,
                 )
             except ProviderError as exc:
-                if "InvalidInstanceID.NotFound" not in str(exc):
+                if exc.code != "InvalidInstanceID.NotFound":
                     raise
             self._wait_terminated(region, targets)
         self._delete_security_group(region, job_id)
@@ -455,7 +455,7 @@ class AwsProvider:
                 KeyName=f"gpujobs-{job_id}",
             )
         except ProviderError as exc:
-            if "InvalidKeyPair.NotFound" not in str(exc):
+            if exc.code != "InvalidKeyPair.NotFound":
                 raise
 
     def _wait_terminated(self, region: str, instance_ids: list[str]) -> None:
@@ -491,12 +491,11 @@ class AwsProvider:
                     )
                     break
                 except ProviderError as exc:
-                    text = str(exc)
-                    if "InvalidGroup.NotFound" in text:
+                    if exc.code == "InvalidGroup.NotFound":
                         break
                     # A terminated instance's network interface lets go of the group a little
                     # after the instance is gone.
-                    if "DependencyViolation" not in text or self.clock.monotonic() >= deadline:
+                    if exc.code != "DependencyViolation" or self.clock.monotonic() >= deadline:
                         raise NotTerminatedError(
                             f"aws security group {group['GroupId']} ({name}) in {region} could "
                             f"not be deleted: {exc}"
@@ -530,7 +529,3 @@ class AwsProvider:
                 )
                 nodes.append(self._node(tags.get(TAG_KEY, ""), offer, instance))
         return nodes
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return error_code(exc).endswith("NotFound")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpujobs.errors import ProviderError
-from gpujobs.providers.aws.client import AwsClients, error_code
+from gpujobs.providers.aws.client import AwsClients
 from gpujobs.providers.base import Quota
 
 
@@ -117,7 +117,7 @@ class AwsQuotas:
             )
         except ProviderError as exc:
             # An account that never changed a quota has no applied value: AWS's default applies.
-            if "NoSuchResource" not in str(exc):
+            if exc.code != "NoSuchResourceException":
                 raise
             answer = self.clients.call(
                 "service-quotas",
@@ -157,4 +157,4 @@ class AwsQuotas:
         return self._in_use[region]
 
 
-__all__ = ["AwsQuotas", "error_code", "instance_class", "quota_code", "request_url"]
+__all__ = ["AwsQuotas", "instance_class", "quota_code", "request_url"]
