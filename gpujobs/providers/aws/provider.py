@@ -9,6 +9,7 @@ newest AWS Deep Learning Base GPU AMI, found by lookup.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable
@@ -95,18 +96,10 @@ class AwsProvider:
         return None
 
     def for_spec(self, spec: JobSpec) -> AwsProvider:
-        configured = AwsProvider(
-            catalog=self._catalog,
-            session_factory=self.session_factory,
-            caller_address=self.caller_address,
-            clock=self.clock,
-            settings=self.settings,
-            timings=self.timings,
-            max_hours=spec.budget.max_hours,
-            disk_gb=spec.resources.disk_gb or 100.0,
-        )
-        configured.clients = self.clients  # one session and one set of clients per process
-        configured.quotas_cache = self.quotas_cache
+        # A shallow copy: one boto3 session, one set of clients and one quota cache per process.
+        configured = copy.copy(self)
+        configured.max_hours = spec.budget.max_hours
+        configured.disk_gb = spec.resources.disk_gb or 100.0
         return configured
 
     # -- what can be had ----------------------------------------------------------------------
