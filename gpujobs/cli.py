@@ -119,7 +119,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             spec = load_spec(spec_file)
             controller = controller_factory()
-            controller.preflight(spec)
+            controller.preflight(spec, source=str(spec_file))
             record, lock = controller.submit(spec, spec_file, runs_dir)
             if detach:
                 pid = controller.spawn_detached(record.id, spec, lock)
@@ -160,18 +160,20 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 view = controller.view(controller.find(job))
                 events = controller.store.events(view.record.id)
                 nodes = controller.store.nodes(view.record.id)
+                ledger = controller.store.ledger(view.record.id)
                 if as_json:
-                    _print_json(render.job_detail_json(view, events, nodes))
+                    _print_json(render.job_detail_json(view, events, nodes, ledger))
                 else:
-                    _console(stdout=True).print(render.job_detail(view, events, nodes))
+                    _console(stdout=True).print(render.job_detail(view, events, nodes, ledger))
                 return
             views, total = controller.overview(show_all=show_all)
+            costs = controller.costs()
             if as_json:
-                _print_json([render.job_json(view) for view in views])
+                _print_json([render.job_json(view, costs) for view in views])
             elif not views:
                 _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
-                _console(stdout=True).print(render.status_table(views, total))
+                _console(stdout=True).print(render.status_table(views, total, costs))
 
     @app.command()
     def logs(
@@ -255,7 +257,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             for table in render_clouds.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
             if not result.placements:
-                _error(f"no placement fits {spec_file}: every offer above was dropped")
+                if any(item.kind == "budget" for item in result.rejected):
+                    from gpujobs.budget_advice import refusal
+
+                    _error(f"{spec_file}: {refusal(spec, result.rejected, result.allowance)}")
+                else:
+                    _error(f"no placement fits {spec_file}: every offer above was dropped")
                 raise typer.Exit(2)
 
     @app.command()
@@ -290,6 +297,66 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 _print_json(render_clouds.quota_json(report))
                 return
             _console(stdout=True).print(render_clouds.quota_table(report))
+
+    budget_app = typer.Typer(
+        help="What was spent, per job, provider and month, and what your budgets leave.",
+        rich_markup_mode=None,
+        no_args_is_help=False,
+    )
+    app.add_typer(budget_app, name="budget")
+
+    @budget_app.callback(invoke_without_command=True)
+    def budget(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        show_all: Annotated[bool, typer.Option("--all", "-a", help="Every job.")] = False,
+    ) -> None:
+        """Your budgets (limit, spent, held by running jobs, free; the burn rate and when the
+        money runs out at it), spend per job, per provider and month, and per day."""
+        if ctx.invoked_subcommand is not None:
+            return
+        with errors_to_exit():
+            from gpujobs import render_budget
+
+            report = controller_factory().budget_report(show_all=show_all)
+            if as_json:
+                _print_json(render_budget.budget_json(report))
+                return
+            _console(stdout=True).print(render_budget.budget_view(report))
+
+    @budget_app.command("set")
+    def budget_set(
+        amount: Annotated[float, typer.Argument(help="The limit in USD, e.g. 300.")],
+        provider: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option("--provider", "-p", help="Only this provider's spend counts."),
+        ] = None,
+        month: Annotated[
+            bool, typer.Option("--month", help="Per calendar month (UTC), not all time.")
+        ] = False,
+    ) -> None:
+        """Set a budget no launch may exceed: a job whose worst case does not fit in what is
+        left is refused, and a running job is stopped at it."""
+        with errors_to_exit():
+            controller = controller_factory()
+            controller.set_budget(amount, provider=provider, monthly=month)
+            _info(
+                f"budget set: ${amount:,.2f} {'a month' if month else 'in all'} for "
+                f"{provider or 'all providers'}; `gpujobs budget` shows what is left"
+            )
+
+    @budget_app.command("unset")
+    def budget_unset(
+        provider: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option("--provider", "-p", help="The provider's budget."),
+        ] = None,
+        month: Annotated[bool, typer.Option("--month", help="The monthly budget.")] = False,
+    ) -> None:
+        """Remove a budget."""
+        with errors_to_exit():
+            controller_factory().remove_budget(provider=provider, monthly=month)
+            _info("budget removed")
 
     @app.command()
     def schema() -> None:

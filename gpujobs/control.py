@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.driver_lock import DriverLock, driver_alive
-from gpujobs.errors import GpuJobsError, UnknownJobError
+from gpujobs.errors import BadInputError, GpuJobsError, UnknownJobError
 from gpujobs.paths import HomeLayout
 from gpujobs.state import JobRecord, JobState, Store
 
 if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need them
+    from gpujobs.budget import Allowance
+    from gpujobs.budget_report import BudgetReport
     from gpujobs.lifecycle import CancelToken, EventSink, Lifecycle, LifecycleConfig
     from gpujobs.planner import Plan
     from gpujobs.providers.base import Credentials, Node, Provider
@@ -98,7 +100,7 @@ class Controller:
     def plan(self, spec: JobSpec) -> Plan:
         from gpujobs.planner import plan
 
-        return plan(spec, self.providers_for(spec))
+        return plan(spec, self.providers_for(spec), self.allowance())
 
     def check(self) -> list[Credentials]:
         from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +115,53 @@ class Controller:
         return quota_report(self.providers, provider=provider, gpu=gpu)
 
     # -- launch -----------------------------------------------------------------------------
-    def preflight(self, spec: JobSpec) -> None:
-        """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy."""
+    def preflight(self, spec: JobSpec, *, source: str = "the spec") -> None:
+        """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy; `source`
+        names the spec file in a budget refusal."""
+        from gpujobs.errors import BudgetRefusedError
         from gpujobs.planner import require_placements
 
-        require_placements(spec, self.providers_for(spec))
+        try:
+            require_placements(spec, self.providers_for(spec), self.allowance())
+        except BudgetRefusedError as exc:
+            raise BudgetRefusedError(f"{source}: {exc}") from None
+
+    # -- money ------------------------------------------------------------------------------
+    def allowance(self) -> Allowance:
+        from gpujobs.budget import Allowance
+
+        return Allowance(self.store.books(), self.clock.now())
+
+    def costs(self) -> dict[str, float]:
+        """USD spent so far, per job."""
+        from gpujobs.budget import spent_by
+
+        return spent_by(self.store.ledger(), self.clock.now())
+
+    def budget_report(self, *, show_all: bool = False) -> BudgetReport:
+        from gpujobs.budget_report import budget_report
+
+        return budget_report(self.store, self.clock.now(), show_all=show_all)
+
+    def set_budget(self, amount: float, *, provider: str | None, monthly: bool) -> None:
+        _check_budget_provider(provider)
+        if not amount > 0 or amount == float("inf"):
+            raise BadInputError(
+                f"budget set {amount:g}: give an amount in USD above 0, e.g. gpujobs budget set 300"
+            )
+        self.store.set_budget(
+            provider=provider, monthly=monthly, limit_usd=amount, now=self.clock.now()
+        )
+
+    def remove_budget(self, *, provider: str | None, monthly: bool) -> None:
+        _check_budget_provider(provider)
+        if not self.store.remove_budget(provider=provider, monthly=monthly):
+            flags = (f" --provider {provider}" if provider else "") + (
+                " --month" if monthly else ""
+            )
+            raise BadInputError(
+                f"budget unset{flags}: no such budget is set; `gpujobs budget` lists them"
+            )
 
     def submit(
         self, spec: JobSpec, spec_path: Path, runs_root: Path
@@ -347,3 +391,16 @@ class Controller:
                 self.store.note(record.id, f"down: could not save the checkpoints: {exc}")
             finally:
                 session.transport.close()
+
+
+def _check_budget_provider(provider: str | None) -> None:
+    from typing import get_args
+
+    from gpujobs.spec import ProviderName
+
+    known = get_args(ProviderName)
+    if provider is not None and provider not in known:
+        raise BadInputError(
+            f"--provider {provider}: not a provider; give one of {', '.join(known)}, or leave "
+            "it out for a budget over all of them"
+        )

@@ -37,6 +37,11 @@ class NoPlacementError(BadInputError):
     """No offer of any allowed provider satisfies the spec; carries every reason."""
 
 
+class BudgetRefusedError(NoPlacementError):
+    """The job's worst case does not fit in what its budgets leave; says by how much and what
+    would fit. Nothing was started."""
+
+
 # Provider errors: raised by providers, translated from SDK exceptions at their boundary.
 class ProviderError(GpuJobsError):
     """Something a provider said or did that stopped the launch. `code` keeps the cloud's own

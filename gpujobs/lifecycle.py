@@ -22,8 +22,10 @@ from typing import Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from gpujobs.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, spent_by
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
+    BudgetRefusedError,
     Cancelled,
     GpuJobsError,
     JobFailedError,
@@ -35,16 +37,16 @@ from gpujobs.errors import (
 from gpujobs.node_layout import NodeLayout
 from gpujobs.node_session import NodeSession
 from gpujobs.paths import HomeLayout
-from gpujobs.planner import require_placements
-from gpujobs.providers.base import Node, Provider
+from gpujobs.planner import cap_for, require_placements
+from gpujobs.providers.base import Node, Offer, Provider, SpecConfigured
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
-from gpujobs.spec import JobSpec
-from gpujobs.state import JobRecord, JobState, Store
+from gpujobs.spec import Budget, JobSpec
+from gpujobs.state import Billing, Books, JobRecord, JobState, Store
 
 
 class EventSink(Protocol):
@@ -105,6 +107,10 @@ class LifecycleConfig:
     teardown_attempts: int = 3
     bootstrap_timeout_s: float = 900.0  # a cloud node installing Docker and the NVIDIA runtime
     bootstrap_poll_s: float = 5.0
+    # A job that costs money is stopped this much before its cap (at most a tenth of the cap),
+    # so that saving its checkpoint and the teardown are paid for within it.
+    cap_margin_s: float = 90.0
+    cap_warning_at: float = 0.8
 
 
 def runtime_for(node: Node, spec: JobSpec) -> Runtime:
@@ -124,7 +130,7 @@ def runtime_for(node: Node, spec: JobSpec) -> Runtime:
     return HostRuntime() if node.transport == "local" else HostRuntime(remote_python)
 
 
-class BudgetHoursReached(JobFailedError):
+class BudgetCapReached(JobFailedError):
     pass
 
 
@@ -214,6 +220,8 @@ class _Drive:
         self.session: NodeSession | None = None
         self.runtime: Runtime | None = None
         self.started_at: float | None = None
+        self.cap: JobCap | None = None  # set when a placement's money is held
+        self.warned = False
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
 
@@ -265,20 +273,33 @@ class _Drive:
     # -- steps ------------------------------------------------------------------------------
     def _plan_and_provision(self) -> None:
         self._step(JobState.PLANNING)
-        placements = require_placements(self.spec, self.lc.providers).offers
+        clock, store = self.lc.clock, self.lc.store
+        allowance = Allowance(store.books(), clock.now())
+        placements = require_placements(self.spec, self.lc.providers, allowance).offers
         self._step(JobState.PROVISIONING)
-        self.started_at = self.lc.clock.monotonic()
+        self.started_at = clock.monotonic()
         key = create_job_key(self.lc.home.job_key_dir(self.job_id), self.job_id)
         attempts: list[str] = []
+        refused = 0
         for offer in placements:
             self.cancel.raise_if_cancelled()
-            provider = self.lc.providers[offer.provider]
-            self.lc.store.set_placement(self.job_id, offer.label)
-            self._note(f"provisioning {offer.label} (${offer.price_per_hour:.3f}/h)")
+            cap = self._hold(offer)
+            if isinstance(cap, Shortfall):  # another launch spent it since the plan
+                refused += 1
+                attempts.append(f"{offer.label}: {cap.reason()}")
+                continue
+            self.cap = cap
+            provider = self._provider_for(offer, cap)
+            store.set_placement(self.job_id, offer.label)
+            store.set_caps(self.job_id, usd=cap.usd, hours=cap.hours)
+            self._note(
+                f"provisioning {offer.label} (${offer.price_per_hour:.3f}/h; cap {cap.describe()})"
+            )
+            billing = self._billing(offer, cap)
             try:
                 nodes = provider.provision(self.job_id, offer, key.public_line, self.spec.nodes)
-                self._record_nodes(nodes)
-                self._record_nodes(provider.wait_ready(nodes))
+                self._record_nodes(nodes, billing)
+                self._record_nodes(provider.wait_ready(nodes), billing)
                 return
             except (NoCapacityError, QuotaExceededError) as exc:
                 # Only these move on (DESIGN): refused credentials or a broken request would
@@ -290,8 +311,47 @@ class _Drive:
                 if error:
                     raise ProvisioningError(f"cleaning up {offer.label} failed: {error}") from exc
                 self.nodes = []
+        if refused == len(attempts):
+            raise BudgetRefusedError(
+                "budget: another launch took the money since this one was planned; "
+                + "; ".join(attempts)
+            )
         raise ProvisioningError(
             f"every placement failed ({len(attempts)} tried): " + "; ".join(attempts)
+        )
+
+    def _hold(self, offer: Offer) -> JobCap | Shortfall:
+        """Hold the job's cap on `offer` against the user's budgets, in one transaction with
+        reading what they leave: two launches cannot both count on the last dollars."""
+        now = self.lc.clock.now()
+        outcome: list[JobCap | Shortfall] = []
+
+        def decide(books: Books) -> float | None:
+            result = cap_for(self.spec, offer, Allowance(books, now))
+            outcome.append(result)
+            return None if isinstance(result, Shortfall) else result.usd or 0.0
+
+        self.lc.store.hold(self.job_id, offer.provider, decide, now=now)
+        return outcome[-1]
+
+    def _provider_for(self, offer: Offer, cap: JobCap) -> Provider:
+        """The offer's provider, told the cap's hours when a budget made them shorter than the
+        spec's: that is what the node's own shutdown timer is set from."""
+        provider = self.lc.providers[offer.provider]
+        if cap.hours == self.spec.budget.max_hours or not isinstance(provider, SpecConfigured):
+            return provider
+        budget = Budget(max_hours=cap.hours, max_usd=self.spec.budget.max_usd)
+        return provider.for_spec(self.spec.model_copy(update={"budget": budget}))
+
+    def _billing(self, offer: Offer, cap: JobCap) -> Billing:
+        started = self.lc.clock.now()
+        return Billing(
+            instance_type=offer.instance_type,
+            region=offer.zone or offer.region,
+            spot=offer.spot,
+            price_per_hour=offer.price_per_hour,
+            started_at=started,
+            ends_by=None if cap.hours is None else started + cap.hours * 3600 + NODE_TIMER_SLACK_S,
         )
 
     def _set_up(self) -> None:
@@ -368,15 +428,17 @@ class _Drive:
             if code is not None:
                 self._forward_log()
                 if session.stopped_by_node() == "max_hours":
-                    raise self._hours_reached()
+                    raise self._cap_reached()
                 return code
             if self.cancel.cancelled:
                 self._stop(self.cancel.reason or "cancelled")
                 raise Cancelled(self.cancel.reason or "cancelled")
             left = self._seconds_left()
-            if left is not None and left <= 0:
-                self._stop("budget.max_hours reached")
-                raise self._hours_reached()
+            if left is not None:
+                self._warn_near_cap()
+                if left <= 0:
+                    self._stop(f"its cap is reached: {self._cap().describe()}")
+                    raise self._cap_reached()
             now = clock.monotonic()
             if now >= next_liveness:
                 next_liveness = now + config.liveness_every_s
@@ -423,7 +485,7 @@ class _Drive:
             raise ProvisioningError("no node session (setup did not run)")
         return self.session
 
-    def _record_nodes(self, nodes: list[Node]) -> None:
+    def _record_nodes(self, nodes: list[Node], billing: Billing) -> None:
         self.nodes = nodes
         for node in nodes:
             self.lc.store.add_node(
@@ -431,6 +493,7 @@ class _Drive:
                 node_id=node.node_id,
                 provider=node.provider,
                 node_json=node.model_dump_json(),
+                billing=billing,
                 now=self.lc.clock.now(),
             )
 
@@ -457,17 +520,45 @@ class _Drive:
             forced=lambda: self.cancel.forced,
         )
 
-    def _hours_reached(self) -> BudgetHoursReached:
-        return BudgetHoursReached(
-            f"stopped at budget.max_hours ({self.spec.budget.max_hours:g} h); "
-            "the last checkpoint is home"
+    def _cap(self) -> JobCap:
+        return self.cap or JobCap(self.spec.budget.max_hours, None, "budget.max_hours")
+
+    def _spent(self) -> float:
+        now = self.lc.clock.now()
+        return spent_by(self.lc.store.ledger(self.job_id), now).get(self.job_id, 0.0)
+
+    def _cap_reached(self) -> BudgetCapReached:
+        return BudgetCapReached(
+            f"stopped at its budget cap ({self._cap().describe()}) with ${self._spent():.2f} "
+            "spent; the last checkpoint is home"
         )
 
+    def _cap_seconds(self) -> float | None:
+        hours = self._cap().hours
+        return None if hours is None else hours * 3600
+
     def _seconds_left(self) -> float | None:
-        if self.spec.budget.max_hours is None or self.started_at is None:
+        """Until the driver stops the job: its cap, less the margin a paid one needs to stop."""
+        cap_s = self._cap_seconds()
+        if cap_s is None or self.started_at is None:
             return None
-        spent = self.lc.clock.monotonic() - self.started_at
-        return self.spec.budget.max_hours * 3600 - spent
+        margin = min(self.lc.config.cap_margin_s, cap_s / 10) if self._cap().usd else 0.0
+        return cap_s - margin - (self.lc.clock.monotonic() - self.started_at)
+
+    def _warn_near_cap(self) -> None:
+        cap_s = self._cap_seconds()
+        if self.warned or cap_s is None or self.started_at is None:
+            return
+        used = (self.lc.clock.monotonic() - self.started_at) / cap_s
+        if used < self.lc.config.cap_warning_at:
+            return
+        self.warned = True
+        cap = self._cap()
+        spent = f"${self._spent():.2f} of ${cap.usd:.2f}" if cap.usd else f"{used:.0%} of the time"
+        self._note(
+            f"warning: {used:.0%} of the job's cap used ({spent}, set by {cap.by}); at the cap "
+            "it is stopped, its checkpoint brought home, and its nodes torn down"
+        )
 
     def _failure_message(self, exit_code: int) -> str:
         tail = tail_lines(self.lc.home.log_file(self.job_id), lines=10)

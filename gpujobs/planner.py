@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gpujobs.errors import NoPlacementError, ProviderAuthError, ProviderError
+from gpujobs.budget import Allowance, JobCap, Shortfall, job_cap
+from gpujobs.errors import BudgetRefusedError, NoPlacementError, ProviderAuthError, ProviderError
 from gpujobs.providers.base import Availability, Offer, Provider, Quota
 from gpujobs.spec import JobSpec
 
@@ -28,6 +29,8 @@ _WORKERS = 16  # quota lookups are network-bound; 16 regions at once keeps a pla
 class Rejection:
     what: str  # an offer's label, or a provider's name
     reason: str
+    kind: str = "provider"  # resources, nodes, region, spot, availability, budget, quota
+    offer: Offer | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Placement:
     nodes: int
     quota: Quota | None  # None: it could not be read
     quota_note: str = ""
+    cap: JobCap | None = None  # what the job may use there, budgets included
 
     @property
     def price_per_hour(self) -> float:
@@ -50,6 +54,7 @@ class Placement:
 class Plan:
     placements: list[Placement]  # cheapest first; ties keep the spec's provider order
     rejected: list[Rejection]
+    allowance: Allowance | None = None  # what the user's budgets left when it was made
 
     @property
     def offers(self) -> list[Offer]:
@@ -61,7 +66,10 @@ class Plan:
         return shown + (f"; and {more} more (`gpujobs plan SPEC` lists all)" if more > 0 else "")
 
 
-def plan(spec: JobSpec, providers: Mapping[str, Provider]) -> Plan:
+def plan(
+    spec: JobSpec, providers: Mapping[str, Provider], allowance: Allowance | None = None
+) -> Plan:
+    """`allowance`: what the user's budgets leave per provider (None: no budget is set)."""
     rejected: list[Rejection] = []
     allowed: list[tuple[int, str, Provider]] = []
     for preference, name in enumerate(spec.providers):
@@ -72,35 +80,55 @@ def plan(spec: JobSpec, providers: Mapping[str, Provider]) -> Plan:
             allowed.append((preference, name, provider))
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         listed = list(pool.map(lambda item: _offers_of(spec, item[2]), allowed))
-        candidates: list[tuple[int, Provider, Offer]] = []
+        candidates: list[tuple[int, Provider, Offer, JobCap]] = []
         for (preference, name, provider), (offers, problem) in zip(allowed, listed, strict=True):
             if problem:
                 rejected.append(Rejection(name, problem))
                 continue
             for offer in offers:
-                if reason := _misfit(spec, offer):
-                    rejected.append(Rejection(offer.label, reason))
+                if misfit := _misfit(spec, offer):
+                    rejected.append(Rejection(offer.label, misfit[1], misfit[0], offer))
+                    continue
+                cap = cap_for(spec, offer, allowance)
+                if isinstance(cap, Shortfall):
+                    rejected.append(Rejection(offer.label, cap.reason(), "budget", offer))
                 else:
-                    candidates.append((preference, provider, offer))
+                    candidates.append((preference, provider, offer, cap))
         quotas = _QuotaBook(pool)
-        quotas.look_up([(provider, offer) for _, provider, offer in candidates])
+        quotas.look_up([(provider, offer) for _, provider, offer, _ in candidates])
     kept: list[tuple[float, int, Placement]] = []
-    for preference, provider, offer in candidates:
+    for preference, provider, offer, cap in candidates:
         quota, note = quotas.answer(provider, offer)
         if quota is not None and (reason := _over_quota(spec, quota)):
-            rejected.append(Rejection(offer.label, reason))
+            rejected.append(Rejection(offer.label, reason, "quota", offer))
             continue
-        placement = Placement(offer, spec.nodes, quota, note)
+        placement = Placement(offer, spec.nodes, quota, note, cap)
         kept.append((placement.price_per_hour, preference, placement))
     kept.sort(key=lambda item: (item[0], item[1]))
-    return Plan([placement for _, _, placement in kept], rejected)
+    return Plan([placement for _, _, placement in kept], rejected, allowance)
 
 
-def require_placements(spec: JobSpec, providers: Mapping[str, Provider]) -> Plan:
-    result = plan(spec, providers)
+def require_placements(
+    spec: JobSpec, providers: Mapping[str, Provider], allowance: Allowance | None = None
+) -> Plan:
+    result = plan(spec, providers, allowance)
     if not result.placements:
+        if any(item.kind == "budget" for item in result.rejected):
+            from gpujobs.budget_advice import refusal
+
+            raise BudgetRefusedError(refusal(spec, result.rejected, allowance))
         raise NoPlacementError(f"no placement fits the spec: {result.explain()}")
     return result
+
+
+def cap_for(spec: JobSpec, offer: Offer, allowance: Allowance | None) -> JobCap | Shortfall:
+    """The job's cap on `offer`, from its own budget and what the user's budgets leave."""
+    return job_cap(
+        max_hours=spec.budget.max_hours,
+        max_usd=spec.budget.max_usd,
+        price_per_hour=offer.price_per_hour * spec.nodes,
+        left=allowance.tightest(offer.provider) if allowance else None,
+    )
 
 
 def _offers_of(spec: JobSpec, provider: Provider) -> tuple[list[Offer], str]:
@@ -116,26 +144,20 @@ def _offers_of(spec: JobSpec, provider: Provider) -> tuple[list[Offer], str]:
         return [], f"could not list offers: {exc}"
 
 
-def _misfit(spec: JobSpec, offer: Offer) -> str | None:
-    """Why the offer cannot serve the spec, from what the offer itself says (no calls)."""
+def _misfit(spec: JobSpec, offer: Offer) -> tuple[str, str] | None:
+    """(kind, why) the offer cannot serve the spec, from what the offer itself says (no calls);
+    the budget is checked after this."""
     if reason := offer.misfit(spec.resources):
-        return reason
+        return "resources", reason
     if offer.max_nodes is not None and spec.nodes > offer.max_nodes:
-        return f"runs at most {offer.max_nodes} node(s), the spec asks for {spec.nodes}"
+        return "nodes", f"runs at most {offer.max_nodes} node(s), the spec asks for {spec.nodes}"
     if spec.regions and offer.region not in spec.regions:
-        return "not in the spec's regions"
+        return "region", "not in the spec's regions"
     if offer.spot and not spec.spot:
-        return "spot, and the spec does not allow spot (set `spot: true`)"
+        return "spot", "spot, and the spec does not allow spot (set `spot: true`)"
     if offer.availability is Availability.NOT_AVAILABLE:
-        return f"not available: {offer.unavailable_reason or 'the provider says so'}"
-    budget = spec.budget
-    if budget.max_usd is not None and budget.max_hours is not None:
-        worst = offer.price_per_hour * budget.max_hours * spec.nodes
-        if worst > budget.max_usd:
-            return (
-                f"${worst:.2f} worst case ({budget.max_hours:g} h x {spec.nodes} node(s) "
-                f"x ${offer.price_per_hour:.3f}/h) exceeds budget.max_usd ${budget.max_usd:g}"
-            )
+        why = offer.unavailable_reason or "the provider says so"
+        return "availability", f"not available: {why}"
     return None
 
 

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpujobs.control import JobView
-from gpujobs.state import EventRecord, JobState, NodeRecord
+from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord
 
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
@@ -25,10 +25,26 @@ def state_label(view: JobView) -> str:
     return view.record.state.value
 
 
-def status_table(views: list[JobView], total: int) -> Table:
+def cap_text(cap_usd: float | None, cap_hours: float | None) -> str:
+    if cap_usd is not None:
+        return f"${cap_usd:,.2f}"
+    if cap_hours is not None:
+        return f"{cap_hours:g} h"
+    return "no cap"
+
+
+def cost_text(record: JobRecord, costs: dict[str, float]) -> str:
+    """Spent so far, and the cap it runs under: `$1.20 of $20.00`."""
+    spent = f"${costs.get(record.id, 0.0):,.2f}"
+    if record.cap_usd is None and record.cap_hours is None:
+        return spent
+    return f"{spent} of {cap_text(record.cap_usd, record.cap_hours)}"
+
+
+def status_table(views: list[JobView], total: int, costs: dict[str, float]) -> Table:
     now = time.time()
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("JOB", "STATE", "PLACEMENT", "AGE", "DURATION", "CHECKPOINTS"):
+    for column in ("JOB", "STATE", "PLACEMENT", "AGE", "DURATION", "COST", "CHECKPOINTS"):
         table.add_column(column, no_wrap=column != "CHECKPOINTS")
     for view in views:
         record = view.record
@@ -40,6 +56,7 @@ def status_table(views: list[JobView], total: int) -> Table:
             record.placement or "-",
             _ago(now - record.created_at),
             _duration(end - record.created_at),
+            cost_text(record, costs),
             record.runs_dir,
         )
     if total > len(views):
@@ -47,14 +64,21 @@ def status_table(views: list[JobView], total: int) -> Table:
     return table
 
 
-def job_detail(view: JobView, events: list[EventRecord], nodes: list[NodeRecord]) -> Table:
+def job_detail(
+    view: JobView,
+    events: list[EventRecord],
+    nodes: list[NodeRecord],
+    ledger: list[LedgerEntry],
+) -> Table:
     record = view.record
+    now = time.time()
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("job", record.id)
     table.add_row("state", state_label(view))
     table.add_row("placement", record.placement or "-")
+    table.add_row("cost", cost_text(record, {record.id: sum(e.cost(now) for e in ledger)}))
     table.add_row("spec", record.spec_path)
     table.add_row("checkpoints", record.runs_dir)
     if record.exit_code is not None:
@@ -63,9 +87,12 @@ def job_detail(view: JobView, events: list[EventRecord], nodes: list[NodeRecord]
         table.add_row("error", escape(record.error))
     if view.driver_lost:
         table.add_row("hint", f"gpujobs down {record.id}  (saves the checkpoint, tears down)")
+    prices = {entry.node_id: entry for entry in ledger}
     for node in nodes:
         gone = "terminated" if node.terminated_at else "live"
-        table.add_row("node", f"{node.node_id} ({node.provider}, {gone})")
+        entry = prices.get(node.node_id)
+        money = f", ${entry.price_per_hour:.3f}/h, ${entry.cost(now):,.2f}" if entry else ""
+        table.add_row("node", f"{node.node_id} ({node.provider}, {gone}{money})")
     for event in events:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         first_line = event.message.splitlines()[0] if event.message else ""
@@ -73,7 +100,7 @@ def job_detail(view: JobView, events: list[EventRecord], nodes: list[NodeRecord]
     return table
 
 
-def job_json(view: JobView) -> dict[str, Any]:
+def job_json(view: JobView, costs: dict[str, float]) -> dict[str, Any]:
     record = view.record
     return {
         "id": record.id,
@@ -86,14 +113,22 @@ def job_json(view: JobView) -> dict[str, Any]:
         "exit_code": record.exit_code,
         "error": record.error,
         "runs_dir": record.runs_dir,
+        "cost_usd": costs.get(record.id, 0.0),
+        "cap_usd": record.cap_usd,
+        "cap_hours": record.cap_hours,
     }
 
 
 def job_detail_json(
-    view: JobView, events: list[EventRecord], nodes: list[NodeRecord]
+    view: JobView,
+    events: list[EventRecord],
+    nodes: list[NodeRecord],
+    ledger: list[LedgerEntry],
 ) -> dict[str, Any]:
+    now = time.time()
+    prices = {entry.node_id: entry for entry in ledger}
     return {
-        **job_json(view),
+        **job_json(view, {view.record.id: sum(entry.cost(now) for entry in ledger)}),
         "events": [
             {"ts": event.ts, "state": event.state.value, "message": event.message}
             for event in events
@@ -104,9 +139,24 @@ def job_detail_json(
                 "provider": node.provider,
                 "created_at": node.created_at,
                 "terminated_at": node.terminated_at,
+                **_node_money(prices.get(node.node_id), now),
             }
             for node in nodes
         ],
+    }
+
+
+def _node_money(entry: LedgerEntry | None, now: float) -> dict[str, Any]:
+    if entry is None:
+        return {}
+    return {
+        "instance_type": entry.instance_type,
+        "region": entry.region,
+        "spot": entry.spot,
+        "price_per_hour": entry.price_per_hour,
+        "billed_from": entry.started_at,
+        "billed_until": entry.ended_at,
+        "cost_usd": entry.cost(now),
     }
 
 

@@ -1,12 +1,13 @@
 """Tables and --json shapes of the cloud read commands: gpus, plan, check, quota.
 
-Money and quota tables share one style: right-aligned figures, the provider's own unit named,
-and a caption saying where the figures come from.
+Money and quota tables share one style (render_limits): right-aligned figures, the provider's own
+unit named, and a caption saying where the figures come from.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,31 +15,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpujobs.catalog import CatalogInfo
-from gpujobs.planner import Plan, Rejection
+from gpujobs.planner import Placement, Plan, Rejection
 from gpujobs.providers.base import Credentials, Offer
 from gpujobs.quota import QuotaReport
-
-_WRAPPED = frozenset({"WHY", "CREDENTIALS", "QUOTA"})  # prose: wraps; figures never do
-
-
-def _table(*columns: str, right: Sequence[str] = ()) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(
-            column,
-            justify="right" if column in right else "left",
-            no_wrap=column not in _WRAPPED,
-            overflow="fold",
-        )
-    return table
+from gpujobs.render_limits import LimitLine, limits_json, limits_table
+from gpujobs.render_limits import figure as _figure
+from gpujobs.render_limits import table as _table
 
 
 def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:,.3f}" if value < 10 else f"${value:,.2f}"
-
-
-def _figure(value: float | None) -> str:
-    return "no limit" if value is None else f"{value:g}"
 
 
 # -- gpus -------------------------------------------------------------------------------------
@@ -121,20 +107,23 @@ def plan_json(plan: Plan, max_hours: float | None) -> dict[str, Any]:
                 "nodes": placement.nodes,
                 "job_price_per_hour": placement.price_per_hour,
                 "worst_case_usd": placement.worst_case_usd(max_hours),
+                "cap": placement.cap.__dict__ if placement.cap else None,
                 "quota": placement.quota.model_dump(mode="json") if placement.quota else None,
                 "quota_note": placement.quota_note,
             }
             for rank, placement in enumerate(plan.placements, start=1)
         ],
-        "rejected": [{"what": item.what, "reason": item.reason} for item in plan.rejected],
+        "rejected": [
+            {"what": item.what, "kind": item.kind, "reason": item.reason} for item in plan.rejected
+        ],
     }
 
 
 def plan_tables(plan: Plan, max_hours: float | None, *, limit: int | None) -> list[Table]:
     shown = plan.placements if limit is None else plan.placements[:limit]
     placements = _table(
-        "#", "PLACEMENT", "GPU", "$/H (JOB)", "WORST CASE", "QUOTA FREE", "NEEDED", "UNIT",
-        right=("#", "$/H (JOB)", "WORST CASE", "QUOTA FREE", "NEEDED"),
+        "#", "PLACEMENT", "GPU", "$/H (JOB)", "CAP", "QUOTA FREE", "NEEDED", "UNIT",
+        right=("#", "$/H (JOB)", "CAP", "QUOTA FREE", "NEEDED"),
     )  # fmt: skip
     for rank, placement in enumerate(shown, start=1):
         offer, quota = placement.offer, placement.quota
@@ -143,7 +132,7 @@ def plan_tables(plan: Plan, max_hours: float | None, *, limit: int | None) -> li
             offer.label,
             f"{offer.gpus}x {offer.gpu}" if offer.gpu else "-",
             _usd(placement.price_per_hour),
-            _usd(placement.worst_case_usd(max_hours)),
+            _cap(placement),
             _figure(quota.free) if quota else "unknown",
             f"{quota.per_node * placement.nodes:g}" if quota else "-",
             quota.unit if quota else "-",
@@ -166,6 +155,17 @@ def plan_tables(plan: Plan, max_hours: float | None, *, limit: int | None) -> li
     if not plan.placements:
         return [rejected]
     return [placements, rejected] if plan.rejected else [placements]
+
+
+def _cap(placement: Placement) -> str:
+    """What the job may spend there (its budget and yours), and for how long."""
+    cap = placement.cap
+    if cap is None or (cap.usd is None and cap.hours is None):
+        return "none"
+    hours = "" if cap.hours is None else f"{cap.hours:.3g} h"
+    if cap.usd is None:
+        return hours
+    return f"{_usd(cap.usd)} ({hours})"
 
 
 def _grouped(rejected: Sequence[Rejection]) -> list[tuple[str, str]]:
@@ -195,37 +195,27 @@ def check_table(found: Sequence[Credentials]) -> Table:
 
 
 # -- quota ------------------------------------------------------------------------------------
+def quota_lines(report: QuotaReport) -> list[LimitLine]:
+    return [
+        LimitLine(
+            provider=quota.provider,
+            scope=quota.region,
+            code=quota.code,
+            name=quota.name,
+            unit=quota.unit,
+            limit=quota.limit,
+            in_use=quota.in_use,
+            free=quota.free,
+            request_at=quota.request_at,
+            extra={"region": quota.region, "per_node": quota.per_node},
+        )
+        for quota in report.quotas
+    ]
+
+
 def quota_json(report: QuotaReport) -> dict[str, Any]:
-    return {
-        "quotas": [{**q.model_dump(mode="json"), "free": q.free} for q in report.quotas],
-        "problems": report.problems,
-    }
+    return limits_json("quota", quota_lines(report), report.problems, time.time())
 
 
 def quota_table(report: QuotaReport) -> Table:
-    table = _table(
-        "PROVIDER", "REGION", "CODE", "LIMIT", "IN USE", "FREE", "UNIT", "QUOTA",
-        right=("LIMIT", "IN USE", "FREE"),
-    )  # fmt: skip
-    for quota in report.quotas:
-        free = quota.free
-        table.add_row(
-            quota.provider,
-            quota.region,
-            quota.code,
-            _figure(quota.limit),
-            f"{quota.in_use:g}",
-            f"[red]{_figure(free)}[/]" if free == 0 else _figure(free),
-            quota.unit,
-            escape(quota.name),
-        )
-    # Where to ask, once per provider: the URL with its region and code as placeholders.
-    where = {
-        quota.provider: quota.request_at.replace(quota.region, "REGION").replace(quota.code, "CODE")
-        for quota in report.quotas
-        if quota.request_at
-    }
-    notes = [f"{name}: request more at {url}" for name, url in sorted(where.items())]
-    notes += [f"{name}: {why}" for name, why in report.problems.items()]
-    table.caption = "\n".join(notes) or None
-    return table
+    return limits_table(quota_lines(report), report.problems, scope="REGION")

@@ -175,6 +175,12 @@ class JobSpec(_Strict):
     regions: list[str] = Field(default_factory=list, description="allowed regions; empty = all")
     spot: bool = Field(False, description="allow spot/preemptible machines")
     budget: Budget = Field(default_factory=Budget)
+    cost_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="what a local or ssh node costs you in USD per hour (a lab's rate, "
+        "electricity), counted in the ledger and budgets; clouds use their catalog prices",
+    )
     dataset: Dataset | None = None
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     env: dict[str, str | int | float | bool] = Field(
@@ -203,6 +209,17 @@ class JobSpec(_Strict):
         if value is None and "ssh" in (info.data.get("providers") or ()):
             raise ValueError(
                 "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
+            )
+        return value
+
+    @field_validator("cost_per_hour")
+    @classmethod
+    def _own_machines_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        own = {"local", "ssh"} & set(info.data.get("providers") or ())
+        if value is not None and not own:
+            raise ValueError(
+                "prices local and ssh nodes only, and providers lists neither; clouds use "
+                "their catalog prices: remove cost_per_hour"
             )
         return value
 

@@ -1,4 +1,5 @@
-"""The state store: jobs, their nodes and their events, in SQLite (WAL) under the gpujobs home.
+"""The state store: jobs, their nodes, their events and the money (the cost ledger, the user's
+budgets, and the holds running jobs place on them), in SQLite (WAL) under the gpujobs home.
 
 It is the only module that writes state. Opened from a path given to the constructor, never at
 import. Several gpujobs processes may use it at once: WAL lets readers run beside a writer, every
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,45 +40,86 @@ class JobState(StrEnum):
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id            TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    state         TEXT NOT NULL,
-    spec_json     TEXT NOT NULL,
-    spec_path     TEXT NOT NULL,
-    runs_dir      TEXT NOT NULL,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
-    finished_at   REAL,
-    placement     TEXT,
-    exit_code     INTEGER,
-    error         TEXT,
-    driver_pid    INTEGER,
-    driver_lost   INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
-CREATE TABLE IF NOT EXISTS nodes (
-    job_id        TEXT NOT NULL REFERENCES jobs (id),
-    node_id       TEXT NOT NULL,
-    provider      TEXT NOT NULL,
-    node_json     TEXT NOT NULL,
-    pid           INTEGER,
-    created_at    REAL NOT NULL,
-    terminated_at REAL,
-    PRIMARY KEY (job_id, node_id)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id        TEXT NOT NULL REFERENCES jobs (id),
-    ts            REAL NOT NULL,
-    state         TEXT NOT NULL,
-    message       TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id);
-"""
+# Each step takes the store from the version before it; a new database runs them all. Steps
+# are lists of statements (not scripts) so they run inside the one BEGIN IMMEDIATE below.
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS jobs (
+            id            TEXT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            spec_json     TEXT NOT NULL,
+            spec_path     TEXT NOT NULL,
+            runs_dir      TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            finished_at   REAL,
+            placement     TEXT,
+            exit_code     INTEGER,
+            error         TEXT,
+            driver_pid    INTEGER,
+            driver_lost   INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)",
+        """CREATE TABLE IF NOT EXISTS nodes (
+            job_id        TEXT NOT NULL REFERENCES jobs (id),
+            node_id       TEXT NOT NULL,
+            provider      TEXT NOT NULL,
+            node_json     TEXT NOT NULL,
+            pid           INTEGER,
+            created_at    REAL NOT NULL,
+            terminated_at REAL,
+            PRIMARY KEY (job_id, node_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS events (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id        TEXT NOT NULL REFERENCES jobs (id),
+            ts            REAL NOT NULL,
+            state         TEXT NOT NULL,
+            message       TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id)",
+    ],
+    [
+        # The cap a job runs under, fixed when its placement is held (money and hours).
+        "ALTER TABLE jobs ADD COLUMN cap_usd REAL",
+        "ALTER TABLE jobs ADD COLUMN cap_hours REAL",
+        # One row per node: its price frozen at launch, from the start of provisioning to the
+        # confirmed termination; ends_by is when the node's own shutdown timer ends it at most.
+        """CREATE TABLE ledger (
+            job_id         TEXT NOT NULL REFERENCES jobs (id),
+            node_id        TEXT NOT NULL,
+            provider       TEXT NOT NULL,
+            instance_type  TEXT NOT NULL,
+            region         TEXT NOT NULL,
+            spot           INTEGER NOT NULL,
+            price_per_hour REAL NOT NULL,
+            started_at     REAL NOT NULL,
+            ended_at       REAL,
+            ends_by        REAL,
+            PRIMARY KEY (job_id, node_id)
+        )""",
+        # provider '' = every provider; monthly = per UTC calendar month, else all time.
+        """CREATE TABLE budgets (
+            provider   TEXT NOT NULL,
+            monthly    INTEGER NOT NULL,
+            limit_usd  REAL NOT NULL,
+            set_at     REAL NOT NULL,
+            PRIMARY KEY (provider, monthly)
+        )""",
+        # What a launching or running job may still spend: held against the budgets until the
+        # job ends, so two launches cannot both count on the same dollars.
+        """CREATE TABLE holds (
+            job_id      TEXT PRIMARY KEY REFERENCES jobs (id),
+            provider    TEXT NOT NULL,
+            amount_usd  REAL NOT NULL,
+            created_at  REAL NOT NULL,
+            released_at REAL
+        )""",
+    ],
+]
+_SCHEMA_VERSION = len(_MIGRATIONS)
 
 # An event under the job's current state (a note, not a transition).
 _NOTE_SQL = (
@@ -85,7 +127,11 @@ _NOTE_SQL = (
 )
 _JOB_COLUMNS = (
     "id, name, state, spec_json, spec_path, runs_dir, created_at, updated_at, finished_at, "
-    "placement, exit_code, error, driver_pid, driver_lost"
+    "placement, exit_code, error, driver_pid, driver_lost, cap_usd, cap_hours"
+)
+_LEDGER_COLUMNS = (
+    "job_id, node_id, provider, instance_type, region, spot, price_per_hour, started_at, "
+    "ended_at, ends_by"
 )
 
 
@@ -105,6 +151,8 @@ class JobRecord:
     error: str | None
     driver_pid: int | None
     driver_lost: bool
+    cap_usd: float | None = None  # the money cap it runs under, once its placement is held
+    cap_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +164,71 @@ class NodeRecord:
     pid: int | None
     created_at: float
     terminated_at: float | None
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What a node costs, frozen when it is provisioned: a later catalog change does not
+    reprice it."""
+
+    instance_type: str
+    region: str
+    spot: bool
+    price_per_hour: float
+    started_at: float  # when provisioning began: the clouds bill from about then
+    ends_by: float | None = None  # the node's own shutdown timer ends it by then at the latest
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    job_id: str
+    node_id: str
+    provider: str
+    instance_type: str
+    region: str
+    spot: bool
+    price_per_hour: float
+    started_at: float
+    ended_at: float | None  # confirmed termination
+    ends_by: float | None
+
+    def end(self, now: float) -> float:
+        """Until when it is billed: its confirmed end, else now, but never past its timer."""
+        ends = [value for value in (self.ended_at, self.ends_by) if value is not None]
+        return max(min([now, *ends]), self.started_at)
+
+    def live(self, now: float) -> bool:
+        return self.ended_at is None and (self.ends_by is None or self.ends_by > now)
+
+    def cost(self, now: float, *, since: float = 0.0, until: float = float("inf")) -> float:
+        """USD accrued by `now`, per second; within [since, until) when given (a month)."""
+        start, end = max(self.started_at, since), min(self.end(now), until)
+        return max(end - start, 0.0) * self.price_per_hour / 3600
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    provider: str | None  # None: every provider
+    monthly: bool  # per UTC calendar month, else all time
+    limit_usd: float
+    set_at: float
+
+
+@dataclass(frozen=True)
+class Hold:
+    job_id: str
+    provider: str
+    amount_usd: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Books:
+    """Everything the budget arithmetic reads, from one consistent read."""
+
+    limits: list[BudgetLimit]
+    ledger: list[LedgerEntry]
+    holds: list[Hold]  # active ones only
 
 
 @dataclass(frozen=True)
@@ -138,15 +251,27 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            # executescript commits on its own, so the transaction is part of the script.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {_SCHEMA_VERSION};COMMIT;"
-            )
+            self._migrate()
         with contextlib.suppress(OSError):
             path.chmod(0o600)
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date. The version is read again inside the write lock: another
+        process may have migrated while this one waited for it."""
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer gpujobs (schema {version}); "
+                    "upgrade gpujobs"
+                )
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -209,6 +334,11 @@ class Store:
                 "INSERT INTO events (job_id, ts, state, message) VALUES (?, ?, ?, ?)",
                 (job_id, now, state, message),
             )
+            if state.is_terminal:  # what it did not spend goes back to the budgets
+                db.execute(
+                    "UPDATE holds SET released_at = ? WHERE job_id = ? AND released_at IS NULL",
+                    (now, job_id),
+                )
 
     def note(self, job_id: str, message: str, *, now: float | None = None) -> None:
         """An event that is not a state change (a pull, a warning), under the current state."""
@@ -227,6 +357,12 @@ class Store:
     def set_placement(self, job_id: str, placement: str) -> None:
         with self._write() as db:
             db.execute("UPDATE jobs SET placement = ? WHERE id = ?", (placement, job_id))
+
+    def set_caps(self, job_id: str, *, usd: float | None, hours: float | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET cap_usd = ?, cap_hours = ? WHERE id = ?", (usd, hours, job_id)
+            )
 
     def set_driver(self, job_id: str, pid: int | None) -> None:
         with self._write() as db:
@@ -298,8 +434,11 @@ class Store:
         node_id: str,
         provider: str,
         node_json: str,
+        billing: Billing | None = None,
         now: float | None = None,
     ) -> None:
+        """Record a node (again: its address arrives later) and, the first time, its ledger
+        entry; the price in the ledger is never updated."""
         now = time.time() if now is None else now
         with self._write() as db:
             db.execute(
@@ -308,6 +447,22 @@ class Store:
                 "DO UPDATE SET node_json = excluded.node_json",
                 (job_id, node_id, provider, node_json, now),
             )
+            if billing is not None:
+                db.execute(
+                    f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                    "NULL, ?) ON CONFLICT (job_id, node_id) DO NOTHING",
+                    (
+                        job_id,
+                        node_id,
+                        provider,
+                        billing.instance_type,
+                        billing.region,
+                        int(billing.spot),
+                        billing.price_per_hour,
+                        billing.started_at,
+                        billing.ends_by,
+                    ),
+                )
 
     def set_node_pid(self, job_id: str, node_id: str, pid: int) -> None:
         with self._write() as db:
@@ -324,6 +479,11 @@ class Store:
                 "WHERE job_id = ? AND node_id = ?",
                 (now, job_id, node_id),
             )
+            db.execute(
+                "UPDATE ledger SET ended_at = COALESCE(ended_at, ?) "
+                "WHERE job_id = ? AND node_id = ?",
+                (now, job_id, node_id),
+            )
 
     def nodes(self, job_id: str) -> list[NodeRecord]:
         rows = self._db.execute(
@@ -333,6 +493,96 @@ class Store:
         )
         return [NodeRecord(*row) for row in rows]
 
+    # -- money ------------------------------------------------------------------------------
+    def ledger(self, job_id: str | None = None) -> list[LedgerEntry]:
+        """Every node's cost record (of one job, or all), oldest first."""
+        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger"
+        params: tuple[str, ...] = ()
+        if job_id is not None:
+            query += " WHERE job_id = ?"
+            params = (job_id,)
+        return [
+            _ledger_entry(row) for row in self._db.execute(query + " ORDER BY started_at", params)
+        ]
+
+    def books(self) -> Books:
+        """Limits, ledger and active holds as of one moment (one read transaction)."""
+        self._db.execute("BEGIN")
+        try:
+            return self._books(self._db)
+        finally:
+            self._db.execute("COMMIT")
+
+    def set_budget(
+        self, *, provider: str | None, monthly: bool, limit_usd: float, now: float | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO budgets (provider, monthly, limit_usd, set_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (provider, monthly) DO UPDATE SET limit_usd = excluded.limit_usd, "
+                "set_at = excluded.set_at",
+                (provider or "", int(monthly), limit_usd, now),
+            )
+
+    def remove_budget(self, *, provider: str | None, monthly: bool) -> bool:
+        with self._write() as db:
+            removed = db.execute(
+                "DELETE FROM budgets WHERE provider = ? AND monthly = ?",
+                (provider or "", int(monthly)),
+            ).rowcount
+        return bool(removed)
+
+    def hold(
+        self,
+        job_id: str,
+        provider: str,
+        decide: Callable[[Books], float | None],
+        *,
+        now: float | None = None,
+    ) -> float | None:
+        """Hold money for a job against the budgets, race-free across processes.
+
+        `decide` reads the books inside the write lock and returns the amount to hold, or None
+        to refuse; no other process can spend between its reading and the hold being written.
+        A job holds one amount at a time: a new hold (the next placement) replaces the last.
+        """
+        now = time.time() if now is None else now
+        with self._write() as db:
+            amount = decide(self._books(db, except_job=job_id))
+            if amount is not None:
+                db.execute(
+                    "INSERT INTO holds (job_id, provider, amount_usd, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+                    "provider = excluded.provider, amount_usd = excluded.amount_usd, "
+                    "created_at = excluded.created_at, released_at = NULL",
+                    (job_id, provider, amount, now),
+                )
+        return amount
+
+    @staticmethod
+    def _books(db: sqlite3.Connection, *, except_job: str | None = None) -> Books:
+        limits = [
+            BudgetLimit(provider or None, bool(monthly), limit_usd, set_at)
+            for provider, monthly, limit_usd, set_at in db.execute(
+                "SELECT provider, monthly, limit_usd, set_at FROM budgets "
+                "ORDER BY provider, monthly"
+            )
+        ]
+        ledger = [
+            _ledger_entry(row)
+            for row in db.execute(f"SELECT {_LEDGER_COLUMNS} FROM ledger ORDER BY started_at")
+        ]
+        holds = [
+            Hold(*row)
+            for row in db.execute(
+                "SELECT job_id, provider, amount_usd, created_at FROM holds "
+                "WHERE released_at IS NULL AND job_id IS NOT ?",
+                (except_job,),
+            )
+        ]
+        return Books(limits, ledger, holds)
+
     # -- events -----------------------------------------------------------------------------
     def events(self, job_id: str) -> list[EventRecord]:
         rows = self._db.execute(
@@ -340,6 +590,12 @@ class Store:
             (job_id,),
         )
         return [EventRecord(row[0], row[1], JobState(row[2]), row[3]) for row in rows]
+
+
+def _ledger_entry(row: tuple[object, ...]) -> LedgerEntry:
+    values = list(row)
+    values[5] = bool(values[5])
+    return LedgerEntry(*values)  # type: ignore[arg-type]
 
 
 def _job(row: tuple[object, ...]) -> JobRecord:

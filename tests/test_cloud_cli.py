@@ -88,7 +88,9 @@ def test_quota_reports_limits_in_vcpus_with_codes_and_where_to_ask(aws_cli) -> N
     runner, app, _ = aws_cli
     done = runner.invoke(app, ["quota", "--provider", "aws", "--gpu", "T4", "--json"])
     assert done.exit_code == 0, done.output
-    rows = json.loads(done.stdout)["quotas"]
+    report = json.loads(done.stdout)
+    assert report["report"] == "quota" and report["as_of"].endswith("Z")
+    rows = report["limits"]
     east = {q["code"]: q for q in rows if q["region"] == "us-east-1"}
     assert east["L-DB2E81BA"]["limit"] == 16 and east["L-DB2E81BA"]["free"] == 16
     assert east["L-3819A6DF"]["limit"] == 0, "AWS's default where none was applied"

@@ -7,6 +7,7 @@ process group and removes the directory. It never touches anything outside that 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from gpujobs.providers.base import (
     ProvisioningError,
     Quota,
 )
-from gpujobs.spec import Resources
+from gpujobs.spec import JobSpec, Resources
 
 _GPU_QUERY_TIMEOUT_S = 5.0
 
@@ -32,9 +33,17 @@ _GPU_QUERY_TIMEOUT_S = 5.0
 class LocalProvider:
     name = "local"
 
-    def __init__(self, work_root: Path, *, stop_grace_s: float = 10.0) -> None:
+    def __init__(
+        self, work_root: Path, *, stop_grace_s: float = 10.0, cost_per_hour: float = 0.0
+    ) -> None:
         self.work_root = work_root
         self.stop_grace_s = stop_grace_s
+        self.cost_per_hour = cost_per_hour  # free, unless the spec prices this machine
+
+    def for_spec(self, spec: JobSpec) -> LocalProvider:
+        configured = copy.copy(self)
+        configured.cost_per_hour = spec.cost_per_hour or 0.0
+        return configured
 
     def check(self) -> Credentials:
         return Credentials(provider=self.name, ok=True, found="this machine; no account needed")
@@ -52,7 +61,7 @@ class LocalProvider:
                 cpus=os.cpu_count() or 1,
                 memory_gb=round(_memory_bytes() / 1e9, 1),
                 disk_gb=round(shutil.disk_usage(self.work_root).free / 1e9, 1),
-                price_per_hour=0.0,
+                price_per_hour=self.cost_per_hour,
                 availability=Availability.AVAILABLE,
                 max_nodes=1,
             )

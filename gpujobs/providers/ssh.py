@@ -90,15 +90,18 @@ class SshProvider:
             reconnect_window_s=probe_window_s,
         )
         self.stop_grace_s = stop_grace_s
+        self.cost_per_hour = 0.0  # the spec's cost_per_hour: the user's own price for a host
 
     def for_spec(self, spec: JobSpec) -> Provider:
-        return SshProvider(
+        configured = SshProvider(
             spec.ssh or self.hosts,
             self.pins,
             settings=self.settings,
             probe_window_s=self.probe_settings.reconnect_window_s,
             stop_grace_s=self.stop_grace_s,
         )
+        configured.cost_per_hour = spec.cost_per_hour or 0.0
+        return configured
 
     # -- planning -------------------------------------------------------------------------------
     def check(self) -> Credentials:
@@ -247,7 +250,7 @@ class SshProvider:
             cpus=int(facts["cpus"][0] or 1),
             memory_gb=round(int(facts["mem_kb"][0] or 0) / 1e6, 1),
             disk_gb=round(int(facts["disk_kb"][0] or 0) / 1e6, 1),
-            price_per_hour=0.0,
+            price_per_hour=self.cost_per_hour,
             availability=Availability.AVAILABLE,
             max_nodes=1,
         )

@@ -1,0 +1,202 @@
+"""Money: what is left of the user's budgets, and the cap a job runs under.
+
+A job's cap on a placement is the tightest of its own `budget.max_hours` and `budget.max_usd` and
+of what is left of every budget the user set for that provider (`gpujobs budget set`). The cap is
+one figure in hours and in dollars (price x nodes x hours), and it is enforced three times: the
+driver stops the job a little before it, the node's own shutdown timer ends the node a minute
+after it, and the money is held in the store so that no other launch can count on it.
+
+A job whose own worst case (price x max_hours x nodes) does not fit is refused, with what would
+fit; a job that gives no hours runs until its money is gone. Standard library only: `gpujobs
+status` reads costs on its fast path.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import time
+from dataclasses import dataclass
+
+from gpujobs.state import Books, BudgetLimit, LedgerEntry
+
+# The node's shutdown timer fires a minute after the cap (see providers/bootstrap.sh); the ledger
+# bounds an unconfirmed node a little later still, as the timer counts from boot.
+NODE_TIMER_SLACK_S = 10 * 60
+
+
+# -- months (UTC, as the clouds bill) -----------------------------------------------------------
+def month_of(ts: float) -> str:
+    return time.strftime("%Y-%m", time.gmtime(ts))
+
+
+def month_bounds(month: str) -> tuple[float, float]:
+    year, number = (int(part) for part in month.split("-"))
+    start = calendar.timegm((year, number, 1, 0, 0, 0))
+    year, number = (year + 1, 1) if number == 12 else (year, number + 1)
+    return float(start), float(calendar.timegm((year, number, 1, 0, 0, 0)))
+
+
+# -- budgets --------------------------------------------------------------------------------------
+def limit_label(limit: BudgetLimit, now: float) -> str:
+    who = limit.provider or "all providers"
+    return f"{who}, {month_of(now)}" if limit.monthly else f"{who}, all time"
+
+
+def raise_command(limit: BudgetLimit, amount: float) -> str:
+    """The command that sets this budget to `amount`."""
+    flags = (f" --provider {limit.provider}" if limit.provider else "") + (
+        " --month" if limit.monthly else ""
+    )
+    return f"gpujobs budget set {amount:g}{flags}"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One budget now: what was spent under it, what running jobs hold, and what is free."""
+
+    limit: BudgetLimit
+    label: str
+    spent: float
+    held: float  # what running jobs may still spend, beyond what they have
+
+    @property
+    def free(self) -> float:
+        return max(self.limit.limit_usd - self.spent - self.held, 0.0)
+
+    def covers(self, provider: str) -> bool:
+        return self.limit.provider in (None, provider)
+
+
+def standings(books: Books, now: float) -> list[Standing]:
+    since, until = month_bounds(month_of(now))
+    spent_by_job: dict[tuple[str, str], float] = {}
+    for entry in books.ledger:
+        key = (entry.job_id, entry.provider)
+        spent_by_job[key] = spent_by_job.get(key, 0.0) + entry.cost(now)
+    result = []
+    for limit in books.limits:
+        window = {"since": since, "until": until} if limit.monthly else {}
+        spent = sum(
+            entry.cost(now, **window)
+            for entry in books.ledger
+            if limit.provider in (None, entry.provider)
+        )
+        held = sum(
+            (
+                max(hold.amount_usd - spent_by_job.get((hold.job_id, hold.provider), 0.0), 0.0)
+                for hold in books.holds
+                if limit.provider in (None, hold.provider)
+            ),
+            0.0,
+        )
+        result.append(Standing(limit, limit_label(limit, now), spent, held))
+    return result
+
+
+class Allowance:
+    """What each provider may still spend, as of one reading of the books."""
+
+    def __init__(self, books: Books, now: float) -> None:
+        self.standings = standings(books, now)
+
+    def tightest(self, provider: str) -> Standing | None:
+        """The budget covering `provider` with the least free, or None when none covers it."""
+        covering = [item for item in self.standings if item.covers(provider)]
+        return min(covering, key=lambda item: item.free, default=None)
+
+
+# -- a job's cap ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobCap:
+    """What one job may use on one placement; None: no limit of that kind."""
+
+    hours: float | None
+    usd: float | None
+    by: str  # what sets it, for messages: "budget.max_hours", "your budget (gcp, all time)"
+
+    def describe(self) -> str:
+        parts = []
+        if self.usd is not None:
+            parts.append(f"${self.usd:.2f}")
+        if self.hours is not None:
+            parts.append(_hours(self.hours))
+        return f"{' / '.join(parts)}, set by {self.by}" if parts else "no cap"
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A worst case that does not fit in what the job may spend."""
+
+    worst_usd: float | None  # None: the job gives no hours, and nothing is left at all
+    hours: float | None
+    price_per_hour: float  # the whole job's: every node
+    left_usd: float
+    of: str  # "budget.max_usd" or "your budget (aws, 2026-11)"
+    limit: BudgetLimit | None  # the user's budget that refused it; None: the spec's own
+
+    @property
+    def over_by(self) -> float:
+        return (self.worst_usd or 0.0) - self.left_usd
+
+    def reason(self) -> str:
+        if self.worst_usd is None or self.hours is None:
+            return f"nothing is left of {self.of}"
+        return (
+            f"${self.worst_usd:.2f} worst case ({_hours(self.hours)} x "
+            f"${self.price_per_hour:.3f}/h) exceeds {self.of}"
+            + (f" (${self.left_usd:.2f} left)" if self.limit is not None else "")
+        )
+
+
+def job_cap(
+    *,
+    max_hours: float | None,
+    max_usd: float | None,
+    price_per_hour: float,
+    left: Standing | None,
+) -> JobCap | Shortfall:
+    """The cap for a job whose nodes together cost `price_per_hour`, or why it does not fit."""
+    if price_per_hour <= 0:  # free (local, ssh): only time is capped
+        return JobCap(max_hours, None, "budget.max_hours")
+    money: list[tuple[float, str, BudgetLimit | None]] = []
+    if max_usd is not None:
+        money.append((max_usd, "budget.max_usd", None))
+    if left is not None:
+        money.append((left.free, f"your budget ({left.label})", left.limit))
+    if max_hours is not None:
+        worst = price_per_hour * max_hours
+        for amount, of, limit in money:
+            if worst > amount + 1e-9:
+                return Shortfall(worst, max_hours, price_per_hour, amount, of, limit)
+    candidates = [(amount / price_per_hour, of) for amount, of, _ in money]
+    if max_hours is not None:
+        candidates.append((max_hours, "budget.max_hours"))
+    if not candidates:
+        return JobCap(None, None, "nothing: no budget applies")
+    hours, by = min(candidates, key=lambda item: item[0])
+    if hours <= 0:
+        amount, of, limit = min(money, key=lambda item: item[0])
+        return Shortfall(None, None, price_per_hour, amount, of, limit)
+    return JobCap(hours, hours * price_per_hour, by)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.2f} h" if hours < 10 else f"{hours:.1f} h"
+
+
+def fitting_hours(left_usd: float, price_per_hour: float) -> float:
+    """The most hours `left_usd` pays for, rounded down to two significant figures."""
+    hours = left_usd / price_per_hour
+    if hours <= 0:
+        return 0.0
+    scale = 10 ** (1 - math.floor(math.log10(hours)))
+    return math.floor(hours * scale) / scale
+
+
+def spent_by(ledger: list[LedgerEntry], now: float) -> dict[str, float]:
+    """USD per job."""
+    totals: dict[str, float] = {}
+    for entry in ledger:
+        totals[entry.job_id] = totals.get(entry.job_id, 0.0) + entry.cost(now)
+    return totals

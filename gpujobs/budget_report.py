@@ -1,0 +1,148 @@
+"""The budget report: `gpujobs budget`.
+
+What each budget has left and when, at the rate the running nodes burn, it runs out; what was
+spent per job, per provider and month, and per day. Every figure is read from the ledger, whose
+prices were frozen when each node was provisioned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpujobs.budget import Standing, month_bounds, month_of, standings
+from gpujobs.state import JobState, LedgerEntry, Store
+
+RECENT_JOBS = 20
+CHART_DAYS = 30
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    standing: Standing
+    burn_per_hour: float  # what its running nodes cost together
+    runs_out_at: float | None  # when, at that rate, the spending reaches the limit
+
+    @property
+    def remaining(self) -> float:
+        return max(self.standing.limit.limit_usd - self.standing.spent, 0.0)
+
+
+@dataclass(frozen=True)
+class JobSpend:
+    job_id: str
+    state: JobState
+    providers: str
+    placement: str
+    started_at: float
+    hours: float  # node-hours
+    cost: float
+    burn_per_hour: float  # while running
+    cap_usd: float | None
+    cap_hours: float | None
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    month: str
+    provider: str
+    spent: float
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    as_of: float
+    limits: list[LimitRow]
+    jobs: list[JobSpend]
+    jobs_not_shown: int
+    spend: list[MonthSpend]  # newest month first
+    daily: list[tuple[str, float]]  # the last CHART_DAYS UTC days, oldest first
+    burn_per_hour: float
+    total: float
+
+
+def budget_report(store: Store, now: float, *, show_all: bool = False) -> BudgetReport:
+    books = store.books()
+    ledger = books.ledger
+    limits = []
+    for standing in standings(books, now):
+        covered = [entry for entry in ledger if standing.covers(entry.provider)]
+        limits.append(_limit_row(standing, covered, now))
+    jobs = _jobs(store, ledger, now)
+    shown = jobs if show_all else jobs[:RECENT_JOBS]
+    return BudgetReport(
+        as_of=now,
+        limits=limits,
+        jobs=shown,
+        jobs_not_shown=len(jobs) - len(shown),
+        spend=_by_month(ledger, now),
+        daily=_daily(ledger, now),
+        burn_per_hour=sum(entry.price_per_hour for entry in ledger if entry.live(now)),
+        total=sum(entry.cost(now) for entry in ledger),
+    )
+
+
+def _limit_row(standing: Standing, covered: list[LedgerEntry], now: float) -> LimitRow:
+    burn = sum(entry.price_per_hour for entry in covered if entry.live(now))
+    left = standing.limit.limit_usd - standing.spent
+    if burn <= 0:
+        return LimitRow(standing, 0.0, None)
+    runs_out = now + max(left, 0.0) / burn * 3600
+    if standing.limit.monthly and runs_out >= month_bounds(month_of(now))[1]:
+        runs_out = None  # the month ends first, and the budget starts again
+    return LimitRow(standing, burn, runs_out)
+
+
+def _jobs(store: Store, ledger: list[LedgerEntry], now: float) -> list[JobSpend]:
+    entries: dict[str, list[LedgerEntry]] = {}
+    for entry in ledger:
+        entries.setdefault(entry.job_id, []).append(entry)
+    rows = []
+    for record in store.jobs():
+        own = entries.get(record.id)
+        if not own:
+            continue  # it never got a node: it cost nothing
+        rows.append(
+            JobSpend(
+                job_id=record.id,
+                state=record.state,
+                providers=", ".join(sorted({entry.provider for entry in own})),
+                placement=record.placement or "-",
+                started_at=min(entry.started_at for entry in own),
+                hours=sum(entry.end(now) - entry.started_at for entry in own) / 3600,
+                cost=sum(entry.cost(now) for entry in own),
+                burn_per_hour=sum(entry.price_per_hour for entry in own if entry.live(now)),
+                cap_usd=record.cap_usd,
+                cap_hours=record.cap_hours,
+            )
+        )
+    return rows  # store.jobs() is newest first
+
+
+def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
+    spent: dict[tuple[str, str], float] = {}
+    for entry in ledger:
+        month = month_of(entry.started_at)
+        while True:  # a node may run across the turn of a month
+            since, until = month_bounds(month)
+            key = (month, entry.provider)
+            spent[key] = spent.get(key, 0.0) + entry.cost(now, since=since, until=until)
+            if entry.end(now) <= until:
+                break
+            month = month_of(until)
+    return [
+        MonthSpend(month, provider, amount)
+        for (month, provider), amount in sorted(spent.items(), key=lambda item: item[0])[::-1]
+    ]
+
+
+def _daily(ledger: list[LedgerEntry], now: float) -> list[tuple[str, float]]:
+    import time
+
+    day = 86400.0
+    today = now - now % day
+    days = []
+    for back in range(CHART_DAYS - 1, -1, -1):
+        since = today - back * day
+        total = sum(entry.cost(now, since=since, until=since + day) for entry in ledger)
+        days.append((time.strftime("%Y-%m-%d", time.gmtime(since)), total))
+    return days
