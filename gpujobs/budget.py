@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from gpujobs.state import Books, BudgetLimit, LedgerEntry
+from gpujobs.state import Books, BudgetLimit, Hold, LedgerEntry
 
 # The node's shutdown timer fires a minute after the cap (see providers/bootstrap.sh); the ledger
 # bounds an unconfirmed node a little later still, as the timer counts from boot.
@@ -70,10 +70,6 @@ class Standing:
 
 def standings(books: Books, now: float) -> list[Standing]:
     since, until = month_bounds(month_of(now))
-    spent_by_job: dict[tuple[str, str], float] = {}
-    for entry in books.ledger:
-        key = (entry.job_id, entry.provider)
-        spent_by_job[key] = spent_by_job.get(key, 0.0) + entry.cost(now)
     result = []
     for limit in books.limits:
         window = {"since": since, "until": until} if limit.monthly else {}
@@ -83,15 +79,26 @@ def standings(books: Books, now: float) -> list[Standing]:
             if limit.provider in (None, entry.provider)
         )
         held = sum(
-            (
-                max(hold.amount_usd - spent_by_job.get((hold.job_id, hold.provider), 0.0), 0.0)
-                for hold in books.holds
-                if limit.provider in (None, hold.provider)
-            ),
+            (_unspent(hold, books.ledger, now) for hold in books.holds
+             if limit.provider in (None, hold.provider)),
             0.0,
-        )
+        )  # fmt: skip
         result.append(Standing(limit, limit_label(limit, now), spent, held))
     return result
+
+
+def _unspent(hold: Hold, ledger: list[LedgerEntry], now: float) -> float:
+    """What a hold still keeps back: its amount, less what its placement has spent (nodes of
+    the job on the hold's provider started since the hold; an earlier, failed placement's
+    spend is in the ledger already)."""
+    spent = sum(
+        entry.cost(now)
+        for entry in ledger
+        if entry.job_id == hold.job_id
+        and entry.provider == hold.provider
+        and entry.started_at >= hold.created_at
+    )
+    return max(hold.amount_usd - spent, 0.0)
 
 
 class Allowance:

@@ -129,10 +129,13 @@ def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
             if entry.end(now) <= until:
                 break
             month = month_of(until)
-    return [
-        MonthSpend(month, provider, amount)
-        for (month, provider), amount in sorted(spent.items(), key=lambda item: item[0])[::-1]
-    ]
+    newest_first = sorted(spent.items(), key=lambda item: (_negated(item[0][0]), item[0][1]))
+    return [MonthSpend(month, provider, amount) for (month, provider), amount in newest_first]
+
+
+def _negated(month: str) -> int:
+    year, number = month.split("-")
+    return -(int(year) * 12 + int(number))
 
 
 def _daily(ledger: list[LedgerEntry], now: float) -> list[tuple[str, float]]:

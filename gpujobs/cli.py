@@ -161,19 +161,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 events = controller.store.events(view.record.id)
                 nodes = controller.store.nodes(view.record.id)
                 ledger = controller.store.ledger(view.record.id)
+                now = controller.clock.now()
                 if as_json:
-                    _print_json(render.job_detail_json(view, events, nodes, ledger))
+                    _print_json(render.job_detail_json(view, events, nodes, ledger, now))
                 else:
-                    _console(stdout=True).print(render.job_detail(view, events, nodes, ledger))
+                    _console(stdout=True).print(render.job_detail(view, events, nodes, ledger, now))
                 return
             views, total = controller.overview(show_all=show_all)
-            costs = controller.costs()
+            costs = controller.costs([view.record.id for view in views])
             if as_json:
                 _print_json([render.job_json(view, costs) for view in views])
             elif not views:
                 _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
-                _console(stdout=True).print(render.status_table(views, total, costs))
+                table = render.status_table(views, total, costs, controller.clock.now())
+                _console(stdout=True).print(table)
 
     @app.command()
     def logs(

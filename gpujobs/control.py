@@ -132,11 +132,11 @@ class Controller:
 
         return Allowance(self.store.books(), self.clock.now())
 
-    def costs(self) -> dict[str, float]:
+    def costs(self, job_ids: list[str]) -> dict[str, float]:
         """USD spent so far, per job."""
         from gpujobs.budget import spent_by
 
-        return spent_by(self.store.ledger(), self.clock.now())
+        return spent_by(self.store.ledger(*job_ids), self.clock.now()) if job_ids else {}
 
     def budget_report(self, *, show_all: bool = False) -> BudgetReport:
         from gpujobs.budget_report import budget_report

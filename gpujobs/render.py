@@ -41,8 +41,7 @@ def cost_text(record: JobRecord, costs: dict[str, float]) -> str:
     return f"{spent} of {cap_text(record.cap_usd, record.cap_hours)}"
 
 
-def status_table(views: list[JobView], total: int, costs: dict[str, float]) -> Table:
-    now = time.time()
+def status_table(views: list[JobView], total: int, costs: dict[str, float], now: float) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("JOB", "STATE", "PLACEMENT", "AGE", "DURATION", "COST", "CHECKPOINTS"):
         table.add_column(column, no_wrap=column != "CHECKPOINTS")
@@ -69,9 +68,9 @@ def job_detail(
     events: list[EventRecord],
     nodes: list[NodeRecord],
     ledger: list[LedgerEntry],
+    now: float,
 ) -> Table:
     record = view.record
-    now = time.time()
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -124,8 +123,8 @@ def job_detail_json(
     events: list[EventRecord],
     nodes: list[NodeRecord],
     ledger: list[LedgerEntry],
+    now: float,
 ) -> dict[str, Any]:
-    now = time.time()
     prices = {entry.node_id: entry for entry in ledger}
     return {
         **job_json(view, {view.record.id: sum(entry.cost(now) for entry in ledger)}),

@@ -30,8 +30,13 @@ def _line(row: LimitRow, now: float) -> LimitLine:
     if standing.held:
         note += f", ${standing.held:,.2f} held by running jobs"
     if row.burn_per_hour:
-        when = _when(row.runs_out_at, now) if row.runs_out_at else "not this month"
-        note += f"; burning ${row.burn_per_hour:,.2f}/h, runs out {when}"
+        if row.runs_out_at is None:
+            when = "runs out: not this month"
+        elif row.runs_out_at <= now:
+            when = "it has run out"
+        else:
+            when = f"runs out {_when(row.runs_out_at, now)}"
+        note += f"; burning ${row.burn_per_hour:,.2f}/h, {when}"
     return LimitLine(
         provider=limit.provider or "all",
         scope=month_of(now) if limit.monthly else "all time",

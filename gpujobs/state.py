@@ -193,9 +193,12 @@ class LedgerEntry:
     ends_by: float | None
 
     def end(self, now: float) -> float:
-        """Until when it is billed: its confirmed end, else now, but never past its timer."""
-        ends = [value for value in (self.ended_at, self.ends_by) if value is not None]
-        return max(min([now, *ends]), self.started_at)
+        """Until when it is billed: its confirmed end (what the cloud billed, timer or not);
+        unconfirmed, until now but never past its own shutdown timer."""
+        if self.ended_at is not None:
+            return max(self.ended_at, self.started_at)
+        ends = [now] if self.ends_by is None else [now, self.ends_by]
+        return max(min(ends), self.started_at)
 
     def live(self, now: float) -> bool:
         return self.ended_at is None and (self.ends_by is None or self.ends_by > now)
@@ -494,16 +497,13 @@ class Store:
         return [NodeRecord(*row) for row in rows]
 
     # -- money ------------------------------------------------------------------------------
-    def ledger(self, job_id: str | None = None) -> list[LedgerEntry]:
-        """Every node's cost record (of one job, or all), oldest first."""
+    def ledger(self, *job_ids: str) -> list[LedgerEntry]:
+        """The cost records of these jobs' nodes (of every job when none is named), oldest first."""
         query = f"SELECT {_LEDGER_COLUMNS} FROM ledger"
-        params: tuple[str, ...] = ()
-        if job_id is not None:
-            query += " WHERE job_id = ?"
-            params = (job_id,)
-        return [
-            _ledger_entry(row) for row in self._db.execute(query + " ORDER BY started_at", params)
-        ]
+        if job_ids:
+            query += f" WHERE job_id IN ({', '.join('?' for _ in job_ids)})"
+        rows = self._db.execute(query + " ORDER BY started_at", job_ids)
+        return [_ledger_entry(row) for row in rows]
 
     def books(self) -> Books:
         """Limits, ledger and active holds as of one moment (one read transaction)."""

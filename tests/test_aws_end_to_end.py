@@ -230,3 +230,27 @@ def test_an_error_mid_provisioning_leaves_nothing(world, fakes, home, tmp_path) 
     assert job.state is JobState.FAILED and "bad group" in job.error
     assert fakes.called("DeleteKeyPair") >= 1, "the key pair made before the error is removed"
     assert_nothing_left(fakes, home, job)
+
+
+def test_a_budget_sets_the_nodes_own_timer_and_the_ledger_freezes_the_price(
+    world, fakes, home, store, tmp_path
+) -> None:
+    """No max_hours in the spec: $0.263 left of the user's budget at $0.526/h is half an hour,
+    and that is what the node's shutdown timer is set to (30 min + 1), so a lost laptop cannot
+    overspend. The ledger keeps the catalog's price of the day."""
+    controller, nodes = world
+    store.set_budget(provider="aws", monthly=True, limit_usd=0.263)
+    spec = spec_for(
+        tmp_path,
+        "name: capped\nruntime: host\n"
+        "command: 'echo trained > \"$GPUJOBS_CKPT_DIR/ckpt-1.txt\"; echo done'\n",
+    )
+    job = launch(controller, spec, tmp_path)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.cap_hours == pytest.approx(0.5) and job.cap_usd == pytest.approx(0.263)
+    assert "shutdown -h +31" in nodes.stub_log.read_text()
+    [entry] = store.ledger(job.id)
+    where = (entry.provider, entry.instance_type, entry.region)
+    assert where == ("aws", "g4dn.xlarge", "us-east-1")
+    assert entry.price_per_hour == 0.526 and entry.ended_at is not None and not entry.spot
+    assert_nothing_left(fakes, home, job)

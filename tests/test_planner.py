@@ -108,7 +108,7 @@ def test_quota_is_asked_once_per_region_and_in_parallel(tmp_path: Path) -> None:
 
 def test_over_budget_offers_are_never_looked_up(tmp_path: Path) -> None:
     provider = QuotaProvider("aws", tmp_path, [offer("aws", "pricey", 50, region="r7")], {"r7": 64})
-    with pytest.raises(NoPlacementError, match="more than budget.max_usd allows"):
+    with pytest.raises(NoPlacementError, match=r"more than budget\.max_usd allows"):
         require_placements(
             spec(tmp_path, "resources: {gpu: T4}\nbudget: {max_usd: 1, max_hours: 1}"),
             {"aws": provider},

@@ -20,9 +20,24 @@ def workload_samples_per_s(tmp: Path, device: str, steps: int) -> float:
     """The real training loop: its own samples/s over the second half of `steps` steps."""
     half = max(steps // 2, 1)
     digits = int(steps * BATCH / 0.9) + BATCH
-    code = main(["--data", str(tmp / "none"), "--out", str(tmp / "out"), "--device", device,
-                 "--synthetic", str(digits), "--epochs", "1", "--max-steps", str(2 * half),
-                 "--log-every", str(half)])
+    code = main(
+        [
+            "--data",
+            str(tmp / "none"),
+            "--out",
+            str(tmp / "out"),
+            "--device",
+            device,
+            "--synthetic",
+            str(digits),
+            "--epochs",
+            "1",
+            "--max-steps",
+            str(2 * half),
+            "--log-every",
+            str(half),
+        ]
+    )
     assert code == 0, "the mnist workload failed"
     rows = [r for r in read_metrics(tmp / "out") if r["split"] == "train_step"]
     return float(rows[-1]["samples_per_s"])

@@ -33,12 +33,32 @@ def workload_samples_per_s(tmp: pathlib.Path, device: str, steps: int) -> float:
     data, out = tmp / "data", tmp / "out"
     rows = int(2 * steps * BATCH / 0.8) + BATCH  # one epoch holds every step: no validation
     write_synthetic(data, rows, seed=0, text_words=(300, 400))
-    code = main([
-        "--data", str(data), "--out", str(out), "--model", "lstm", "--device", device,
-        "--batch-size", str(BATCH), "--max-len", str(MAX_LEN), "--embed-dim", str(EMBED_DIM),
-        "--hidden", str(HIDDEN), "--max-steps", str(2 * steps), "--log-every", str(steps),
-        "--checkpoint-every-minutes", "10000",
-    ])
+    code = main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--model",
+            "lstm",
+            "--device",
+            device,
+            "--batch-size",
+            str(BATCH),
+            "--max-len",
+            str(MAX_LEN),
+            "--embed-dim",
+            str(EMBED_DIM),
+            "--hidden",
+            str(HIDDEN),
+            "--max-steps",
+            str(2 * steps),
+            "--log-every",
+            str(steps),
+            "--checkpoint-every-minutes",
+            "10000",
+        ]
+    )
     if code != 0:
         raise RuntimeError(f"text_classifier exited {code}")
     rows_logged = [r for r in read_metrics(out) if r["split"] == "train_step"]
@@ -87,5 +107,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as folder:
         workload = workload_samples_per_s(pathlib.Path(folder), cli.device, cli.steps)
     plain = plain_samples_per_s(cli.device, cli.steps)
-    print(f"workload {workload:.1f} samples/s, plain {plain:.1f} samples/s, "
-          f"ratio {workload / plain:.2f}x")
+    print(
+        f"workload {workload:.1f} samples/s, plain {plain:.1f} samples/s, "
+        f"ratio {workload / plain:.2f}x"
+    )

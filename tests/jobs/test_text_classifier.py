@@ -20,8 +20,22 @@ from jobs.text_classifier.text import PAD_ID, UNK_ID, Vocab, document_tokens, to
 
 MODULE = "jobs.text_classifier"
 # 300 articles -> 240 train / 60 val -> 8 steps of 32 per epoch; small model, short texts.
-TINY = ["--synthetic", "300", "--seed", "3", "--log-every", "0", "--max-len", "32",
-        "--hidden", "16", "--batch-size", "32", "--lr", "0.01"]
+TINY = [
+    "--synthetic",
+    "300",
+    "--seed",
+    "3",
+    "--log-every",
+    "0",
+    "--max-len",
+    "32",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.01",
+]
 
 
 def run(tmp: Path, *extra: str) -> int:
@@ -42,9 +56,9 @@ def one_error_line(err: str, needle: str) -> None:
 def test_csv_quoting_and_string_labels(tmp_path: Path) -> None:
     path = tmp_path / "news.csv"
     path.write_text(
-        'id,Title,text,label\n'
+        "id,Title,text,label\n"
         '1,"Hello, world","first line\nsecond, line",REAL\n'
-        '\n'
+        "\n"
         '2,plain,"said ""quoted""",FAKE\n',
         encoding="utf-8",
     )
@@ -86,7 +100,12 @@ def test_missing_column_exits_2_with_one_line(
 
 def test_tokenizer_and_vocab() -> None:
     assert tokenize("Don't PANIC: COVID-19, 3.5 times!") == [
-        "don't", "panic", "covid-19", "3", "5", "times"
+        "don't",
+        "panic",
+        "covid-19",
+        "3",
+        "5",
+        "times",
     ]
     assert document_tokens("Big News", "the end") == ["big", "news", "the", "end"]
     vocab = Vocab.build([["a", "b", "a"], ["a", "c", "b"], ["d"]], min_freq=2, max_size=10)
@@ -111,9 +130,7 @@ def test_glove_rows_dimension_and_coverage(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model", ["lstm", "bag"])
-def test_each_model_learns(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str
-) -> None:
+def test_each_model_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str) -> None:
     assert run(tmp_path, "--model", model, "--epochs", "4") == 0
     out = capsys.readouterr().out
     assert "GloVe covers " in out and "% of the vocabulary" in out
@@ -146,8 +163,20 @@ def test_predict_prints_label_and_confidence(
     assert run(tmp_path, "--model", "bag", "--epochs", "2") == 0
     capsys.readouterr()
     ckpt = str(latest_checkpoint(tmp_path / "out"))
-    assert main(["predict", "--checkpoint", ckpt, "--title", "Shocking secret",
-                 "--text", "The hoax was exposed, insiders say."]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                ckpt,
+                "--title",
+                "Shocking secret",
+                "--text",
+                "The hoax was exposed, insiders say.",
+            ]
+        )
+        == 0
+    )
     label, confidence = capsys.readouterr().out.strip().split("\t")
     assert label in ("FAKE", "REAL") and 0.5 <= float(confidence) <= 1.0
     csv_file = tmp_path / "new.csv"
