@@ -195,8 +195,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                     out.flush()
             if follow and controller.view(controller.store.job(record.id)).driver_lost:
                 _info(
-                    f"the driver of {record.id} is gone; `gpujobs down {record.id}` saves "
-                    "its checkpoint and tears it down"
+                    f"the driver of {record.id} is gone; `gpujobs attach {record.id}` follows "
+                    f"it again to the end, `gpujobs down {record.id}` saves its checkpoint and "
+                    "tears it down"
                 )
 
     @app.command()
@@ -207,6 +208,22 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             controller = controller_factory()
             record, what = controller.down(job)
             _info(f"{record.id}: {record.state.value}: {what}")
+
+    @app.command()
+    def attach(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:
+        """Adopt a job whose gpujobs process died (kill -9, a closed laptop): follow its log
+        from where it stopped, keep pulling checkpoints, tear down at the end."""
+        with errors_to_exit():
+            from gpujobs.lifecycle import CancelToken
+            from gpujobs.sinks import ConsoleSink
+
+            controller = controller_factory()
+            console = _console()
+            console.print(f"[bold]{job}[/]  (Ctrl-C cancels; the checkpoint still comes home)")
+            cancel = CancelToken()
+            _cancel_on_signals(cancel)
+            final = controller.attach(job, cancel, ConsoleSink(console))
+            raise typer.Exit(_report(final))
 
     @app.command()
     def gpus(

@@ -218,6 +218,57 @@ class Controller:
         lock.release()  # our copy only: the child's keeps the lock held
         return child.pid
 
+    # -- attach -----------------------------------------------------------------------------
+    def attach(self, job_ref: str, cancel: CancelToken, sink: EventSink | None = None) -> JobRecord:
+        """Adopt a job whose driver is gone: this process becomes its driver, follows it to the
+        end, brings its checkpoints home and tears it down."""
+        record = self.find(job_ref)
+        if record.state.is_terminal:
+            raise BadInputError(
+                f"{record.id} is {record.state.value}: nothing to attach to "
+                f"(`gpujobs status {record.id}` shows how it ended)"
+            )
+        lock = DriverLock(self.home.lock_file(record.id))
+        if not lock.acquire():
+            raise BadInputError(
+                f"{record.id} has a live driver (pid {record.driver_pid}); follow it with "
+                f"`gpujobs logs -f {record.id}`, or stop it with `gpujobs down {record.id}`"
+            )
+        try:
+            spec = self._spec_to_adopt(record)
+            self.store.set_driver(record.id, os.getpid())
+            self.store.note(record.id, f"attached by pid {os.getpid()}", now=self.clock.now())
+            providers = self.providers_for(spec)
+            nodes = self._live_nodes(record, spec, providers) if self._has_nodes(record) else []
+            return self.lifecycle(sink, spec).adopt(record.id, spec, nodes, cancel)
+        finally:
+            lock.release()
+
+    def _has_nodes(self, record: JobRecord) -> bool:
+        return any(row.terminated_at is None for row in self.store.nodes(record.id))
+
+    def _spec_to_adopt(self, record: JobRecord) -> JobSpec:
+        """The stored spec, whose env values are redacted, serves a job whose workload already
+        runs. One still to be started needs the real values: its spec file, if unchanged."""
+        from gpujobs.spec import load_spec
+
+        stored = self._stored_spec(record)
+        if stored is None:
+            raise GpuJobsError(
+                f"{record.id} was stored by another version of gpujobs; `gpujobs down "
+                f"{record.id}` saves its checkpoint and tears it down"
+            )
+        started = any(row.pid is not None for row in self.store.nodes(record.id))
+        if started or not stored.env:
+            return stored
+        spec = load_spec(Path(record.spec_path))
+        if spec.redacted() != stored:
+            raise BadInputError(
+                f"{record.spec_path} changed since {record.id} was launched, and its workload "
+                f"had not started: `gpujobs down {record.id}`, then launch it again"
+            )
+        return spec
+
     # -- read -------------------------------------------------------------------------------
     def find(self, job_ref: str) -> JobRecord:
         record = self.store.find_job(job_ref)

@@ -134,6 +134,13 @@ class BudgetCapReached(JobFailedError):
     pass
 
 
+def _cap_of(record: JobRecord) -> JobCap | None:
+    """The cap a job's first driver held, for the driver that adopts it."""
+    if record.cap_usd is None and record.cap_hours is None:
+        return None
+    return JobCap(record.cap_hours, record.cap_usd, "the cap held at launch")
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -163,6 +170,16 @@ class Lifecycle:
     def drive(self, job_id: str, spec: JobSpec, cancel: CancelToken) -> JobRecord:
         """Take a PENDING job to a final state; always tears down what it started."""
         _Drive(self, job_id, spec, cancel).execute()
+        return self.store.job(job_id)
+
+    def adopt(
+        self, job_id: str, spec: JobSpec, nodes: list[Node], cancel: CancelToken
+    ) -> JobRecord:
+        """Take over a job whose driver died, from where it was, to a final state: a running
+        workload is followed again (its log from the byte the last driver reached), one that was
+        being set up is set up again on its nodes, one that never got a node is launched anew."""
+        drive = _Drive(self, job_id, spec, cancel)
+        drive.adopt(nodes)
         return self.store.job(job_id)
 
     def tear_down(self, nodes: list[Node]) -> str | None:
@@ -225,14 +242,35 @@ class _Drive:
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
 
-    def execute(self) -> None:
+    def adopt(self, nodes: list[Node]) -> None:
+        record = self.lc.store.job(self.job_id)
+        if not nodes:  # it never got a node (or none was recorded): launch it anew
+            self.execute()
+            return
+        self.nodes = nodes
+        self.cap = _cap_of(record)
+        ledger = self.lc.store.ledger(self.job_id)
+        clock = self.lc.clock
+        billed_from = min((entry.started_at for entry in ledger), default=clock.now())
+        self.started_at = clock.monotonic() - (clock.now() - billed_from)
+        following = record.state in (JobState.RUNNING, JobState.COLLECTING, JobState.TEARING_DOWN)
+        self.execute(follow=following)
+
+    def execute(self, *, follow: bool = False) -> None:
+        """Every step, or (`follow`: an adopted job whose workload was started) from watching
+        the workload on."""
         final, error, exit_code = JobState.FAILED, None, None
         unexpected: BaseException | None = None
         try:
-            self._plan_and_provision()
-            self._set_up()
-            self._sync()
-            exit_code = self._run()
+            if follow:
+                self._reconnect()
+            else:
+                if not self.nodes:
+                    self._plan_and_provision()
+                self._set_up()
+                self._sync()
+                self._start()
+            exit_code = self._watch()
             self._collect()
             if exit_code == 0:
                 final = JobState.SUCCEEDED
@@ -410,15 +448,31 @@ class _Drive:
             f"{report.files_sent} sent ({report.method}), verified on the node"
         )
 
-    def _run(self) -> int:
+    def _start(self) -> None:
         self._step(JobState.RUNNING)
-        session, node, config, clock = self._session(), self.nodes[0], self.lc.config, self.lc.clock
+        session, node = self._session(), self.nodes[0]
         if self.runtime is None:
             raise ProvisioningError("no runtime (setup did not run)")
         argv = self.runtime.argv(self.spec, session.layout)
         environment = job_environment(self.job_id, self.spec, session.layout)
         pid = session.start(argv, environment, max_seconds=self._seconds_left())
         self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
+
+    def _reconnect(self) -> None:
+        """An adopted job: reach its rank-0 node and its workload's process again."""
+        node = self.nodes[0]
+        rows = {row.node_id: row for row in self.lc.store.nodes(self.job_id)}
+        row = rows.get(node.node_id)
+        log = self.lc.home.log_file(self.job_id)
+        self.session = NodeSession(
+            self.lc.connect(node), NodeLayout(node.workdir), log, pid=row.pid if row else None
+        )
+        offset = self.session.follower.offset
+        self._note(f"attached: following {node.host}'s log from byte {offset}")
+
+    def _watch(self) -> int:
+        """Until the workload exits, is stopped at its cap, or the job is cancelled."""
+        session, config, clock = self._session(), self.lc.config, self.lc.clock
         pull_every = self.spec.checkpoints.every_minutes * 60
         next_pull = clock.monotonic() + pull_every
         next_liveness = clock.monotonic() + config.liveness_every_s

@@ -85,7 +85,11 @@ def job_detail(
     if record.error:
         table.add_row("error", escape(record.error))
     if view.driver_lost:
-        table.add_row("hint", f"gpujobs down {record.id}  (saves the checkpoint, tears down)")
+        table.add_row(
+            "hint",
+            f"gpujobs attach {record.id}  (follows it again to the end), or "
+            f"gpujobs down {record.id}  (saves the checkpoint, tears down)",
+        )
     prices = {entry.node_id: entry for entry in ledger}
     for node in nodes:
         gone = "terminated" if node.terminated_at else "live"
