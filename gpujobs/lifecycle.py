@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from gpujobs.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, spent_by
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
@@ -43,6 +41,7 @@ from gpujobs.remote.connect import connect_node
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.transport import Transport
+from gpujobs.retry import call_with_retry
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import Budget, JobSpec
@@ -195,15 +194,13 @@ class Lifecycle:
                 errors.append(f"{name}: provider not configured; nodes {ids} may remain")
                 continue
             try:
-                for attempt in Retrying(
-                    stop=stop_after_attempt(self.config.teardown_attempts),
-                    wait=wait_exponential(multiplier=1, max=10),
-                    retry=retry_if_exception_type(ProviderError),
-                    sleep=self.clock.sleep,
-                    reraise=True,
-                ):
-                    with attempt:
-                        provider.terminate(group)
+                # Any provider error, not only a transient one: teardown must not give up early.
+                call_with_retry(
+                    functools.partial(provider.terminate, group),
+                    is_transient=lambda exc: isinstance(exc, ProviderError),
+                    clock=self.clock,
+                    attempts=self.config.teardown_attempts,
+                )
             except GpuJobsError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
