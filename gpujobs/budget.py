@@ -13,10 +13,10 @@ status` reads costs on its fast path.
 
 from __future__ import annotations
 
-import calendar
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gpujobs.state import Books, BudgetLimit, Hold, LedgerEntry
 
@@ -32,9 +32,9 @@ def month_of(ts: float) -> str:
 
 def month_bounds(month: str) -> tuple[float, float]:
     year, number = (int(part) for part in month.split("-"))
-    start = calendar.timegm((year, number, 1, 0, 0, 0))
+    start = datetime(year, number, 1, tzinfo=UTC).timestamp()
     year, number = (year + 1, 1) if number == 12 else (year, number + 1)
-    return float(start), float(calendar.timegm((year, number, 1, 0, 0, 0)))
+    return start, datetime(year, number, 1, tzinfo=UTC).timestamp()
 
 
 # -- budgets --------------------------------------------------------------------------------------
