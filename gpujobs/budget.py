@@ -195,8 +195,8 @@ def _hours(hours: float) -> str:
 def fitting_hours(left_usd: float, price_per_hour: float) -> float:
     """The most hours `left_usd` pays for, rounded down to two significant figures."""
     hours = left_usd / price_per_hour
-    if hours <= 0:
-        return 0.0
+    if not 1e-6 < hours < 1e9:  # nothing useful, or nothing to round
+        return 0.0 if hours <= 1e-6 else math.floor(hours)
     scale = 10 ** (1 - math.floor(math.log10(hours)))
     return math.floor(hours * scale) / scale
 

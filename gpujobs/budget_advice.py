@@ -49,10 +49,10 @@ def refusal(spec: JobSpec, rejected: Sequence[Rejection], allowance: Allowance |
         if found := _cheapest_fitting(spec, rejected, kind, allowance):
             offer_label, region, cap = found
             fixes.append(f"{fix.format(region=region)} ({offer_label}, ${cap.usd or 0:.2f} cap)")
-    if short.limit is not None:
+    if short.limit is not None and math.isfinite(short.over_by):
         raised = math.ceil(short.limit.limit_usd + max(short.over_by, 1.0))
         fixes.append(f"raise your budget: {raise_command(short.limit, raised)}")
-    elif short.worst_usd is not None:
+    elif short.worst_usd is not None and math.isfinite(short.worst_usd):
         fixes.append(f"budget.max_usd: {math.ceil(short.worst_usd):g}")
     return f"{head}; what fits: " + "; or ".join(fixes) if fixes else head
 

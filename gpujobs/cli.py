@@ -378,6 +378,60 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             _info("budget removed")
 
     @app.command()
+    def gc(
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        include_unknown: Annotated[
+            bool,
+            typer.Option(
+                "--include-unknown",
+                help="Also delete what belongs to jobs this machine does not know (launched "
+                "from another machine or GPUJOBS_HOME, or whose state was lost).",
+            ),
+        ] = False,
+    ) -> None:
+        """Find what gpujobs tagged on aws, gcp, paperspace and this machine that no live job
+        owns (left by a crash or a failed teardown), with its age and cost so far, and delete
+        it once you confirm. Jobs whose driver is lost are listed, not deleted: `gpujobs down
+        JOB` brings their checkpoint home first. ssh hosts are not swept."""
+        with errors_to_exit():
+            from gpujobs import render_gc
+            from gpujobs.gc import record_deleted, sweep, sweep_plan, to_delete
+
+            controller = controller_factory()
+            now = controller.clock.now()
+            report = sweep_plan(controller.providers, controller.store, controller.home, now)
+            for line in render_gc.problem_lines(report):
+                _info(line)
+            if not as_json:
+                _console(stdout=True).print(render_gc.plan_view(report))
+            doomed = to_delete(report, include_unknown=include_unknown)
+            if len(doomed) < len(report.orphans):
+                _info(
+                    f"{len(report.orphans) - len(doomed)} resource(s) of jobs unknown here are "
+                    "kept: --include-unknown deletes them too"
+                )
+            delete = yes and bool(doomed)
+            if doomed and not yes:
+                if not as_json and sys.stdin.isatty():
+                    delete = typer.confirm(
+                        f"Delete these {len(doomed)} resource(s)?", default=False, err=True
+                    )
+                    if not delete:
+                        _info("nothing deleted")
+                else:
+                    _info("run gpujobs gc --yes to delete them")
+            results = sweep(doomed, controller.providers) if delete else []
+            record_deleted(results, controller.store, controller.clock.now())
+            if as_json:
+                _print_json(render_gc.gc_json(report, results if yes else None))
+            else:
+                for line in render_gc.sweep_lines(results):
+                    _info(line)
+            if any(not result.deleted for result in results):
+                raise typer.Exit(EXIT_JOB_FAILED)
+
+    @app.command()
     def schema() -> None:
         """Print the JSON Schema of job specs (for editor autocompletion)."""
         from gpujobs.spec import json_schema

@@ -6,6 +6,7 @@ Every error is one line: `FILE:LINE: FIELD: what is wrong; expected: what is all
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,15 @@ RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", 
 _ARG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "***"
+_GPU_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Values in error lines are shown short: an alias-grown value must not make a 400 kB line.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 5
+_SHORT.maxlevel = 3
+# A spec is a page of YAML; one that grows past this through its aliases is refused.
+_MAX_EXPANDED_NODES = 20_000
 
 JobName = Annotated[
     str,
@@ -44,7 +54,8 @@ ArgValue = str | int | float | bool
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or NaN anywhere: a budget of .inf is no budget, and no timer can be set from it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resources(_Strict):
@@ -59,7 +70,15 @@ class Resources(_Strict):
     @field_validator("gpu")
     @classmethod
     def _gpu_upper(cls, value: str | None) -> str | None:
-        return value.strip().upper() if value else None
+        if not value:
+            return None
+        name = value.strip().upper()
+        if not _GPU_NAME.match(name):
+            raise ValueError(
+                f"{reprlib.repr(value)} is not a GPU model name (letters, digits, - and _, "
+                "e.g. T4, A100-80GB)"
+            )
+        return name
 
     @property
     def gpu_count(self) -> int:
@@ -69,9 +88,11 @@ class Resources(_Strict):
 
 
 class Budget(_Strict):
-    max_usd: float | None = Field(None, gt=0, description="hard cap on the job's cost in USD")
+    max_usd: float | None = Field(
+        None, ge=0.01, le=1e6, description="hard cap on the job's cost in USD, 0.01 to 1,000,000"
+    )
     max_hours: float | None = Field(
-        None, gt=0, description="hard cap on the job's wall time in hours"
+        None, gt=0, le=8784, description="hard cap on the job's wall time in hours, up to a year"
     )
 
 
@@ -178,6 +199,7 @@ class JobSpec(_Strict):
     cost_per_hour: float | None = Field(
         None,
         ge=0,
+        le=10_000,
         description="what a local or ssh node costs you in USD per hour (a lab's rate, "
         "electricity), counted in the ledger and budgets; clouds use their catalog prices",
     )
@@ -292,7 +314,7 @@ def load_spec(path: Path) -> JobSpec:
 
 def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
     root = _compose(text, label)
-    data = yaml.SafeLoader(text).construct_document(root) if root is not None else None
+    data = _construct(text, root, label) if root is not None else None
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise SpecError(
@@ -303,39 +325,115 @@ def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_describe(exc, label, root)) from None
+    try:
+        spec.model_dump_json()  # what the store will write: every string must be encodable
+    except (UnicodeError, ValueError):
+        raise SpecError(
+            f"{label}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); remove it"
+        ) from None
     spec = _resolve_dataset(spec, label, root, base_dir)
     return _resolve_identity_file(spec, label, root, base_dir)
 
 
 def _compose(text: str, label: str) -> yaml.Node | None:
-    """Parse YAML into nodes (which keep line numbers) and refuse duplicate keys."""
+    """Parse YAML into nodes (which keep line numbers) and refuse duplicate keys, keys that are
+    not plain scalars, aliases that hold themselves, and documents their aliases blow up."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError(f"{label}{where}: bad YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{label}: bad YAML: {exc}") from None
+        raise SpecError(_yaml_error(exc, label)) from None
+    except RecursionError:
+        raise SpecError(f"{label}: bad YAML: nested too deeply") from None
     if root is not None:
-        _refuse_duplicate_keys(root, label)
+        _check_nodes(root, label)
     return root
 
 
-def _refuse_duplicate_keys(node: yaml.Node, label: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[object] = set()
-        for key, value in node.value:
-            if key.value in seen:
+def _construct(text: str, root: yaml.Node, label: str) -> object:
+    """The document's Python value; a tag it cannot build is one error line."""
+    try:
+        return yaml.SafeLoader(text).construct_document(root)
+    except yaml.YAMLError as exc:
+        raise SpecError(_yaml_error(exc, label)) from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        line = root.start_mark.line + 1
+        raise SpecError(
+            f"{label}:{line}: bad YAML: a value cannot be read ({exc.__class__.__name__}); "
+            "write plain mappings, lists, strings and numbers"
+        ) from None
+
+
+def _yaml_error(exc: yaml.YAMLError, label: str) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        return f"{label}{where}: bad YAML: {_one_line(problem)}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return (
+            f"{label}: bad YAML: character {exc.character!r} at position {exc.position} "
+            "cannot be in a YAML file; remove it"
+        )
+    return f"{label}: bad YAML: {_one_line(str(exc))}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _check_nodes(root: yaml.Node, label: str) -> None:
+    """Walk the node graph once per node (aliases share nodes, so a billion laughs is short
+    here), counting the size it would have once expanded."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > _MAX_EXPANDED_NODES:
                 raise SpecError(
-                    f"{label}:{key.start_mark.line + 1}: {key.value}: given twice; keep one"
+                    f"{label}:{node.start_mark.line + 1}: bad YAML: its aliases expand it past "
+                    f"{_MAX_EXPANDED_NODES:,} values; a job spec is a page of plain YAML"
                 )
-            seen.add(key.value)
-            _refuse_duplicate_keys(value, label)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _refuse_duplicate_keys(item, label)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise SpecError(f"{label}:{node.start_mark.line + 1}: bad YAML: an alias holds itself")
+        on_path.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            _refuse_bad_keys(node, label)
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse_bad_keys(node: yaml.MappingNode, label: str) -> None:
+    seen: set[str] = set()
+    for key, _ in node.value:
+        line = key.start_mark.line + 1
+        if not isinstance(key, yaml.ScalarNode):
+            raise SpecError(f"{label}:{line}: bad YAML: a key must be a plain name, not a "
+                            "list or mapping")  # fmt: skip
+        if key.value in seen:
+            raise SpecError(f"{label}:{line}: {_key(key.value)}: given twice; keep one")
+        seen.add(key.value)
+
+
+def _key(part: object) -> str:
+    """A field path part as a user reads it: plain names as they are, anything else quoted."""
+    text = str(part)
+    return text if isinstance(part, int) or _PLAIN_KEY.match(text) else _SHORT.repr(text)
 
 
 def _default_name(label: str) -> str:
@@ -372,7 +470,7 @@ def _describe(exc: ValidationError, label: str, root: yaml.Node | None) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = tuple(first["loc"])
-    field = ".".join(str(part) for part in loc) or "(top level)"
+    field = ".".join(_key(part) for part in loc) or "(top level)"
     line = _line_of(root, loc)
     where = f"{label}:{line}" if line else label
     message = _message(first, loc)
@@ -392,7 +490,7 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     text = str(error["msg"]).removeprefix("Value error, ")
     text = text[0].lower() + text[1:] if text else text
     if kind != "value_error" and "input" in error and not isinstance(error["input"], dict):
-        text += f" (got {error['input']!r})"
+        text += f" (got {_SHORT.repr(error['input'])})"
     expected = _expected(loc) if kind != "value_error" else None
     return text + (f"; expected: {expected}" if expected else "")
 
@@ -428,8 +526,8 @@ def _expected(loc: tuple[int | str, ...]) -> str | None:
 def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
     if spec.dataset is None:
         return spec
-    source = _local_path(spec.dataset.source, base)
-    if not source.is_dir():
+    source = _local_path(spec.dataset.source, base, label, root, ("dataset", "source"))
+    if not _is(source, Path.is_dir):
         raise SpecError(
             f"{_where(label, root, ('dataset', 'source'))}: dataset.source: {str(source)!r} is "
             "not a directory; give a local folder (relative paths are read from the spec's folder)"
@@ -443,8 +541,8 @@ def _resolve_identity_file(
 ) -> JobSpec:
     if spec.ssh is None or spec.ssh.identity_file is None:
         return spec
-    path = _local_path(spec.ssh.identity_file, base)
-    if not path.is_file():
+    path = _local_path(spec.ssh.identity_file, base, label, root, ("ssh", "identity_file"))
+    if not _is(path, Path.is_file):
         raise SpecError(
             f"{_where(label, root, ('ssh', 'identity_file'))}: ssh.identity_file: {str(path)!r} "
             "is not a file; give the private key you log in with (relative paths are read from "
@@ -454,10 +552,25 @@ def _resolve_identity_file(
     return spec.model_copy(update={"ssh": ssh})
 
 
-def _local_path(value: str, base: Path) -> Path:
+def _local_path(
+    value: str, base: Path, label: str, root: yaml.Node | None, loc: tuple[str, str]
+) -> Path:
     """A path on this machine as a spec gives it: ~ expanded, relative to the spec's folder."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    try:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL, ~nosuchuser, a name too long
+        raise SpecError(
+            f"{_where(label, root, loc)}: {'.'.join(loc)}: {_SHORT.repr(value)} is not a "
+            f"usable path here ({exc.__class__.__name__}); give a local path"
+        ) from None
+
+
+def _is(path: Path, test: Any) -> bool:
+    try:
+        return bool(test(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _where(label: str, root: yaml.Node | None, loc: tuple[str, ...]) -> str:

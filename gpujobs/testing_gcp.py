@@ -5,7 +5,8 @@ provider's real ComputeClient, whose REST sessions get a requests adapter mounte
 https://compute.googleapis.com that answers from memory, in the API's JSON shapes (instances,
 firewall rules, zonal and global operations that start RUNNING and finish DONE after some polls,
 regions with quotas, the project's own quotas (GPUS_ALL_REGIONS), images by family). No socket
-is opened, and every request is recorded with the timeout it was sent with.
+is opened, and every request is recorded with the timeout it was sent with. Resources carry a
+creationTimestamp, as the API's do, from `now` (pass a FakeClock's `now` to control ages).
 
 Faults, injected by method id ("instances.insert", "zoneOperations.get", ... or "*"):
     api.fail_next("instances.get", rate_limited(), times=2)   # an HTTP error answer
@@ -20,6 +21,7 @@ Faults, injected by method id ("instances.insert", "zoneOperations.get", ... or 
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import re
@@ -218,6 +220,7 @@ class FakeComputeApi:
     requests: list[FakeRequest] = field(default_factory=list)
     rules: list[_Rule] = field(default_factory=list)
     refresh_fails: bool = False
+    now: Callable[[], float] = time.time  # what creationTimestamp says
     _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
     _by_request_id: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _gets: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False)
@@ -303,6 +306,12 @@ class FakeComputeApi:
         return ComputeClient(
             project, FakeCredentials(self), timeout_s=timeout_s, adapter=FakeComputeAdapter(self)
         )
+
+    def timestamp(self) -> str:
+        """`now` as the API writes times: RFC 3339 in Pacific time, to the millisecond."""
+        pacific = datetime.timezone(datetime.timedelta(hours=-8))
+        moment = datetime.datetime.fromtimestamp(self.now(), tz=pacific)
+        return moment.isoformat(timespec="milliseconds")
 
     def calls(self, method: str) -> list[FakeRequest]:
         return [request for request in self.requests if request.method == method]
@@ -462,6 +471,7 @@ def _insert_instance(api: FakeComputeApi, call: _Call) -> Any:
             status="STAGING",
             zone=f"{_BASE}projects/{api.project}/zones/{zone}",
             selfLink=f"{_BASE}{target}",
+            creationTimestamp=api.timestamp(),
         )
         for nic in instance.get("networkInterfaces", []):
             nic["networkIP"] = f"10.128.0.{len(api.instances) + 2}"
@@ -537,7 +547,12 @@ def _insert_firewall(api: FakeComputeApi, call: _Call) -> Any:
         raise _Answer(_invalid("A firewall rule needs sourceRanges and allowed."))
 
     def create() -> None:
-        api.firewalls[name] = dict(body, kind="compute#firewall", selfLink=f"{_BASE}{target}")
+        api.firewalls[name] = dict(
+            body,
+            kind="compute#firewall",
+            selfLink=f"{_BASE}{target}",
+            creationTimestamp=api.timestamp(),
+        )
 
     return api._operation(call, target, None, create)
 

@@ -37,6 +37,8 @@ __all__ = [
     "QuotaExceededError",
     "SpecConfigured",
     "SupportsQuotaReport",
+    "SupportsSweep",
+    "TaggedResource",
 ]
 
 TAG_KEY = "gpujobs-job"
@@ -189,6 +191,41 @@ class SupportsQuotaReport(Protocol):
     """A provider that can list its GPU quotas for `gpujobs quota` (every region it serves)."""
 
     def quotas(self, gpu: str | None = None) -> list[Quota]: ...
+
+
+class TaggedResource(_Frozen):
+    """One thing in a provider's account that carries gpujobs' tag (`gpujobs-job=<job id>`; a
+    GCP label; on Paperspace, the name prefix `gpujobs-`), whoever's job it belongs to."""
+
+    provider: str
+    kind: str = Field(
+        description="instance, key-pair, security-group, firewall-rule, machine, "
+        "startup-script or workdir"
+    )
+    resource_id: str = Field(description="the provider's own id (or name) for it")
+    region: str = Field(description="its region or zone; 'global' where it has none")
+    job_id: str = Field(description="the job its tag names ('' when the tag names none)")
+    created_at: float | None = Field(None, description="epoch seconds; None: not known")
+    price_per_hour: float = Field(0.0, description="the catalog's $/h; 0: free or not known")
+    node_id: str | None = Field(
+        None, description="for a node (an instance, a machine): the Node id, as the ledger has it"
+    )
+
+
+@runtime_checkable
+class SupportsSweep(Protocol):
+    """A provider that can list everything gpujobs tagged on it and delete any of it, for
+    `gpujobs gc`. Optional: the ssh provider cannot (its hosts come from a job spec)."""
+
+    def tagged(self) -> list[TaggedResource]:
+        """Every tagged resource, live job's or not, in the order to delete them in: a kind
+        others depend on comes after them (instances before their security group)."""
+        ...
+
+    def delete(self, resource: TaggedResource) -> None:
+        """Delete it and wait until the provider confirms; one already gone is fine. Raises a
+        ProviderError (NotTerminatedError when it cannot confirm)."""
+        ...
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ from gpujobs.providers.base import (
     Offer,
     ProvisioningError,
     Quota,
+    TaggedResource,
 )
 from gpujobs.spec import JobSpec, Resources
 
@@ -119,23 +120,51 @@ class LocalProvider:
                 raise NotTerminatedError(f"could not remove {workdir}; remove it by hand")
 
     def owned(self) -> list[Node]:
+        return [self._node(Path(found.resource_id)) for found in self.tagged()]
+
+    def tagged(self) -> list[TaggedResource]:
+        """Every job's work directory under the work root (its age: its last change; the
+        filesystem keeps no creation time everywhere)."""
         if not self.work_root.is_dir():
             return []
-        return [
-            Node(
-                provider=self.name,
-                job_id=path.name,
-                node_id=f"{path.name}-0",
-                host="localhost",
-                workdir=str(path),
-                transport="local",
-                runtime="host",
-                instance_type="this-machine",
-                region="local",
+        found = []
+        for path in sorted(self.work_root.iterdir()):
+            try:
+                if not path.is_dir():
+                    continue
+                changed = path.stat().st_mtime
+            except OSError:  # removed meanwhile
+                continue
+            found.append(
+                TaggedResource(
+                    provider=self.name,
+                    kind="workdir",
+                    resource_id=str(path),
+                    region="local",
+                    job_id=path.name,
+                    created_at=changed,
+                    price_per_hour=self.cost_per_hour,
+                    node_id=f"{path.name}-0",
+                )
             )
-            for path in sorted(self.work_root.iterdir())
-            if path.is_dir()
-        ]
+        return found
+
+    def delete(self, resource: TaggedResource) -> None:
+        """Stop what runs in the work directory and remove it (terminate's own checks apply)."""
+        self.terminate([self._node(Path(resource.resource_id))])
+
+    def _node(self, workdir: Path) -> Node:
+        return Node(
+            provider=self.name,
+            job_id=workdir.name,
+            node_id=f"{workdir.name}-0",
+            host="localhost",
+            workdir=str(workdir),
+            transport="local",
+            runtime="host",
+            instance_type="this-machine",
+            region="local",
+        )
 
     def _workdir(self, job_id: str) -> Path:
         return self.work_root / job_id

@@ -14,13 +14,13 @@ import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
 from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients
 from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
-from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota
+from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota, TaggedResource
 from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,
@@ -31,14 +31,19 @@ from gpujobs.providers.cloud import (
 from gpujobs.spec import JobSpec, Resources
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import boto3
 
     from gpujobs.catalog import Catalog
+
+T = TypeVar("T")
 
 RANK_TAG = "gpujobs-rank"
 IMAGE_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 _GONE_STATES = frozenset({"terminated", "shutting-down"})
+_SWEEP_ORDER = {"instance": 0, "security-group": 1, "key-pair": 2}
 
 
 def default_session() -> boto3.Session:
@@ -183,10 +188,30 @@ class AwsProvider:
             self._clean_up(region, job_id, ids)
 
     def owned(self) -> list[Node]:
-        regions = self.catalog.regions()
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            found = list(pool.map(self._owned_in, regions))
-        return [node for region in found for node in region]
+        return [node for region in self._per_region(self._owned_in) for node in region]
+
+    def tagged(self) -> list[TaggedResource]:
+        """Instances (not terminated), security groups and key pairs carrying the job tag, in
+        every catalog region; instances first, as their security groups wait for them."""
+        found = [item for region in self._per_region(self._tagged_in) for item in region]
+        return sorted(found, key=lambda item: _SWEEP_ORDER[item.kind])  # stable: regions kept
+
+    def delete(self, resource: TaggedResource) -> None:
+        region, resource_id = resource.region, resource.resource_id
+        if resource.kind == "instance":
+            self._terminate_and_wait(region, [resource_id])
+        elif resource.kind == "security-group":
+            users = self._instances_using(region, resource_id)
+            if users:
+                raise NotTerminatedError(
+                    f"aws security group {resource_id} in {region} is still used by instance(s) "
+                    f"{', '.join(users)}; terminate them first"
+                )
+            self._delete_group(region, resource_id, resource_id)
+        elif resource.kind == "key-pair":
+            self._delete_key_pair(region, resource_id)
+        else:
+            raise ProviderError(f"aws: gpujobs does not delete {resource.kind}s ({resource_id})")
 
     # -- the pieces ---------------------------------------------------------------------------
     def _tags(self, job_id: str, resource: str, **extra: str) -> list[dict[str, Any]]:
@@ -365,7 +390,7 @@ class AwsProvider:
         return dict(instance)
 
     def _node(self, job_id: str, offer: Offer, instance: dict[str, Any]) -> Node:
-        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+        tags = _tags(instance)
         return Node(
             provider=self.name,
             job_id=job_id,
@@ -426,26 +451,28 @@ class AwsProvider:
         live = {i["InstanceId"] for i in self._job_instances(region, job_id)}
         targets = sorted(live.union(instance_ids))
         if targets:
-            try:
-                self.clients.call(
-                    "ec2",
-                    region,
-                    "terminate_instances",
-                    f"terminating {', '.join(targets)}",
-                    InstanceIds=targets,
-                )
-            except ProviderError as exc:
-                if exc.code != "InvalidInstanceID.NotFound":
-                    raise
-            self._wait_terminated(region, targets)
+            self._terminate_and_wait(region, targets)
         self._delete_security_group(region, job_id)
+        self._delete_key_pair(region, f"gpujobs-{job_id}")
+
+    def _terminate_and_wait(self, region: str, instance_ids: list[str]) -> None:
         try:
             self.clients.call(
                 "ec2",
                 region,
-                "delete_key_pair",
-                f"deleting key pair gpujobs-{job_id}",
-                KeyName=f"gpujobs-{job_id}",
+                "terminate_instances",
+                f"terminating {', '.join(instance_ids)}",
+                InstanceIds=instance_ids,
+            )
+        except ProviderError as exc:
+            if exc.code != "InvalidInstanceID.NotFound":
+                raise
+        self._wait_terminated(region, instance_ids)
+
+    def _delete_key_pair(self, region: str, name: str) -> None:
+        try:
+            self.clients.call(
+                "ec2", region, "delete_key_pair", f"deleting key pair {name}", KeyName=name
             )
         except ProviderError as exc:
             if exc.code != "InvalidKeyPair.NotFound":
@@ -470,32 +497,49 @@ class AwsProvider:
 
     def _delete_security_group(self, region: str, job_id: str) -> None:
         name = f"gpujobs-{job_id}"
-        groups = self._job_security_groups(region, name)
-        deadline = self.clock.monotonic() + self.timings.terminate_s
-        for group in groups:
-            while True:
-                try:
-                    self.clients.call(
-                        "ec2",
-                        region,
-                        "delete_security_group",
-                        f"deleting {name}",
-                        GroupId=group["GroupId"],
-                    )
-                    break
-                except ProviderError as exc:
-                    if exc.code == "InvalidGroup.NotFound":
-                        break
-                    # A terminated instance's network interface lets go of the group a little
-                    # after the instance is gone.
-                    if exc.code != "DependencyViolation" or self.clock.monotonic() >= deadline:
-                        raise NotTerminatedError(
-                            f"aws security group {group['GroupId']} ({name}) in {region} could "
-                            f"not be deleted: {exc}"
-                        ) from None
-                    self.clock.sleep(self.timings.poll_s)
+        for group in self._job_security_groups(region, name):
+            self._delete_group(region, group["GroupId"], name)
 
-    def _owned_in(self, region: str) -> list[Node]:
+    def _delete_group(self, region: str, group_id: str, name: str) -> None:
+        deadline = self.clock.monotonic() + self.timings.terminate_s
+        while True:
+            try:
+                self.clients.call(
+                    "ec2", region, "delete_security_group", f"deleting {name}", GroupId=group_id
+                )
+                return
+            except ProviderError as exc:
+                if exc.code == "InvalidGroup.NotFound":
+                    return
+                # A terminated instance's network interface lets go of the group a little
+                # after the instance is gone.
+                if exc.code != "DependencyViolation" or self.clock.monotonic() >= deadline:
+                    raise NotTerminatedError(
+                        f"aws security group {group_id} ({name}) in {region} could "
+                        f"not be deleted: {exc}"
+                    ) from None
+                self.clock.sleep(self.timings.poll_s)
+
+    def _instances_using(self, region: str, group_id: str) -> list[str]:
+        """Instances not terminated that are in the security group."""
+        reservations = self.clients.pages(
+            "ec2",
+            region,
+            "describe_instances",
+            "Reservations",
+            f"listing the instances in {group_id}",
+            Filters=[
+                {"Name": "instance.group-id", "Values": [group_id]},
+                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            ],
+        )
+        return sorted(i["InstanceId"] for r in reservations for i in r.get("Instances", []))
+
+    def _per_region(self, listing: Callable[[str], list[T]]) -> list[list[T]]:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(listing, self.catalog.regions()))
+
+    def _tagged_instances(self, region: str) -> list[dict[str, Any]]:
         reservations = self.clients.pages(
             "ec2",
             region,
@@ -507,18 +551,88 @@ class AwsProvider:
                 {"Name": "instance-state-name", "Values": _LIVE_STATES},
             ],
         )
-        nodes = []
-        for reservation in reservations:
-            for instance in reservation.get("Instances", []):
-                tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-                spot = instance.get("InstanceLifecycle") == "spot"
-                price = self.catalog.price(instance["InstanceType"], region, spot=spot) or 0.0
-                offer = Offer.model_construct(
-                    provider=self.name,
-                    instance_type=instance["InstanceType"],
-                    region=region,
-                    price_per_hour=price,
-                    spot=spot,
+        return [dict(i) for r in reservations for i in r.get("Instances", [])]
+
+    def _found_offer(self, region: str, instance: dict[str, Any]) -> Offer:
+        """What a found instance was launched as, priced from the catalog (0 when unknown)."""
+        spot = instance.get("InstanceLifecycle") == "spot"
+        price = self.catalog.price(instance["InstanceType"], region, spot=spot) or 0.0
+        return Offer.model_construct(
+            provider=self.name,
+            instance_type=instance["InstanceType"],
+            region=region,
+            price_per_hour=price,
+            spot=spot,
+        )
+
+    def _owned_in(self, region: str) -> list[Node]:
+        return [
+            self._node(
+                _tags(instance).get(TAG_KEY, ""), self._found_offer(region, instance), instance
+            )
+            for instance in self._tagged_instances(region)
+        ]
+
+    def _tagged_in(self, region: str) -> list[TaggedResource]:
+        tag_filter = [{"Name": "tag-key", "Values": [TAG_KEY]}]
+        found = []
+        for instance in self._tagged_instances(region):
+            found.append(
+                self._resource(
+                    "instance",
+                    instance["InstanceId"],
+                    region,
+                    instance,
+                    created=instance.get("LaunchTime"),
+                    price=self._found_offer(region, instance).price_per_hour,
+                    node_id=instance["InstanceId"],
                 )
-                nodes.append(self._node(tags.get(TAG_KEY, ""), offer, instance))
-        return nodes
+            )
+        for group in self.clients.pages(
+            "ec2",
+            region,
+            "describe_security_groups",
+            "SecurityGroups",
+            f"listing gpujobs security groups in {region}",
+            Filters=tag_filter,
+        ):
+            found.append(self._resource("security-group", group["GroupId"], region, group))
+        for pair in self.clients.call(
+            "ec2",
+            region,
+            "describe_key_pairs",
+            f"listing gpujobs key pairs in {region}",
+            Filters=tag_filter,
+        )["KeyPairs"]:
+            found.append(
+                self._resource(
+                    "key-pair", pair["KeyName"], region, pair, created=pair.get("CreateTime")
+                )
+            )
+        return found
+
+    def _resource(
+        self,
+        kind: str,
+        resource_id: str,
+        region: str,
+        described: dict[str, Any],
+        *,
+        created: datetime | None = None,  # AWS keeps none for security groups
+        price: float = 0.0,
+        node_id: str | None = None,
+    ) -> TaggedResource:
+        return TaggedResource(
+            provider=self.name,
+            kind=kind,
+            resource_id=resource_id,
+            region=region,
+            job_id=_tags(described).get(TAG_KEY, ""),
+            created_at=created.timestamp() if created else None,
+            price_per_hour=price,
+            node_id=node_id,
+        )
+
+
+def _tags(described: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in described.get("Tags", [])}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gpujobs.errors import ProviderAuthError
@@ -327,13 +328,26 @@ def _instance_info(instance: Any) -> InstanceInfo:
         labels=dict(instance.labels),
         metadata={item.key: item.value for item in instance.metadata.items},
         spot=instance.scheduling.provisioning_model == "SPOT",
+        created_at=_epoch(instance.creation_timestamp),
     )
 
 
 def _firewall_info(rule: Any) -> FirewallInfo:
     return FirewallInfo(
-        rule.name, rule.description, tuple(rule.source_ranges), tuple(rule.target_tags)
+        rule.name,
+        rule.description,
+        tuple(rule.source_ranges),
+        tuple(rule.target_tags),
+        _epoch(rule.creation_timestamp),
     )
+
+
+def _epoch(timestamp: str) -> float | None:
+    """An RFC 3339 creationTimestamp ("2026-01-01T10:00:00.000-08:00") as epoch seconds."""
+    try:
+        return datetime.fromisoformat(timestamp).timestamp() if timestamp else None
+    except ValueError:
+        return None
 
 
 def _quotas(quotas: Any) -> list[QuotaValue]:

@@ -170,6 +170,7 @@ class InstanceInfo:
     labels: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     spot: bool = False
+    created_at: float | None = None  # epoch seconds, from creationTimestamp
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class FirewallInfo:
     description: str
     source_ranges: tuple[str, ...]
     target_tags: tuple[str, ...]
+    created_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
-"""The Nodes the GCP provider hands out. A node's id is `<zone>/<instance name>`, so terminate
-needs nothing but the node; `firewall/<rule>` stands for a job's rule left without instances."""
+"""The Nodes the GCP provider hands out, and the tagged resources it lists for gc. A node's id is
+`<zone>/<instance name>`, so terminate needs nothing but the node; `firewall/<rule>` stands for a
+job's rule left without instances."""
 
 from __future__ import annotations
 
 import re
 
-from gpujobs.providers.base import Node, Offer
+from gpujobs.providers.base import Node, Offer, TaggedResource
 from gpujobs.providers.cloud import CloudNodeSettings
-from gpujobs.providers.gcp.models import JOB_METADATA_KEY, LABEL_KEY, InstanceInfo, instance_name
+from gpujobs.providers.gcp.models import (
+    JOB_METADATA_KEY,
+    LABEL_KEY,
+    FirewallInfo,
+    InstanceInfo,
+    instance_name,
+)
 
 FIREWALL_NODE = "firewall"
 JOB_IN_DESCRIPTION = re.compile(rf"^{LABEL_KEY}=(\S+?);")
@@ -55,12 +62,22 @@ def ready_node(settings: CloudNodeSettings, node: Node, host: str) -> Node:
     return node.model_copy(update={**_common(settings, node.job_id), "host": host})
 
 
+def job_of(info: InstanceInfo) -> str:
+    """The job of an instance found by its label: from the metadata (label values are lossy)."""
+    return info.metadata.get(JOB_METADATA_KEY) or info.labels.get(LABEL_KEY, "")
+
+
+def job_of_rule(rule: FirewallInfo) -> str | None:
+    """The job a firewall rule was made for (from its description), or None: not gpujobs'."""
+    match = JOB_IN_DESCRIPTION.match(rule.description)
+    return match.group(1) if match else None
+
+
 def owned_node(settings: CloudNodeSettings, info: InstanceInfo, price: float) -> Node:
-    """A node found by its label; the job id comes from the metadata (label values are lossy)."""
-    job_id = info.metadata.get(JOB_METADATA_KEY) or info.labels.get(LABEL_KEY, "")
+    """A node found by its label."""
     rank = info.name.rsplit("-", 1)[-1]
     return Node(
-        **_common(settings, job_id),
+        **_common(settings, job_of(info)),
         node_id=f"{info.zone}/{info.name}",
         rank=int(rank) if rank.isdigit() else 0,
         host=info.public_ip,
@@ -79,4 +96,28 @@ def rule_node(settings: CloudNodeSettings, job_id: str, rule: str) -> Node:
         host="",
         instance_type="firewall-rule",
         region="global",
+    )
+
+
+def instance_resource(info: InstanceInfo, price: float) -> TaggedResource:
+    return TaggedResource(
+        provider="gcp",
+        kind="instance",
+        resource_id=info.name,
+        region=info.zone,
+        job_id=job_of(info),
+        created_at=info.created_at,
+        price_per_hour=price,
+        node_id=f"{info.zone}/{info.name}",
+    )
+
+
+def rule_resource(rule: FirewallInfo, job_id: str) -> TaggedResource:
+    return TaggedResource(
+        provider="gcp",
+        kind="firewall-rule",
+        resource_id=rule.name,
+        region="global",
+        job_id=job_id,
+        created_at=rule.created_at,
     )

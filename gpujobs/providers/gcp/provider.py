@@ -32,6 +32,7 @@ from gpujobs.providers.base import (
     ProviderError,
     ProvisioningError,
     Quota,
+    TaggedResource,
 )
 from gpujobs.providers.cloud import (
     CallerAddress,
@@ -46,8 +47,10 @@ from gpujobs.providers.gcp.errors import is_transient, translate
 from gpujobs.providers.gcp.models import (
     FIREWALL_PREFIX,
     LABEL_KEY,
+    FirewallInfo,
     GcpApiError,
     ImageInfo,
+    InstanceInfo,
     InstanceSpec,
     OperationRef,
     firewall_name,
@@ -243,11 +246,7 @@ class GcpProvider:
         instances = [gcp_nodes.location(n) for n in nodes if not gcp_nodes.is_rule_only(n)]
         try:
             with self._boundary("gcp", NotTerminatedError):
-                client = self._client_now()
-                self._delete_instances(instances)
-                for zone, name in instances:  # confirm: a deleted instance is not found
-                    if self._api(lambda z=zone, n=name: client.get_instance(z, n)) is not None:
-                        raise NotTerminatedError(f"gcp: {name} in {zone} still exists")
+                self._delete_confirmed(instances)
                 for job_id in jobs:
                     self._drop_firewall_if_unused(job_id)
         except NotTerminatedError as exc:
@@ -257,22 +256,44 @@ class GcpProvider:
             ) from exc
 
     def owned(self) -> list[Node]:
+        instances, rules = self._labelled()
+        nodes = [
+            gcp_nodes.owned_node(self.settings, info, self._instance_price(info))
+            for info in instances
+        ]
+        with_nodes = {node.job_id for node in nodes}
+        for job_id, rule in rules:
+            if job_id not in with_nodes:
+                nodes.append(gcp_nodes.rule_node(self.settings, job_id, rule.name))
+        return nodes
+
+    def tagged(self) -> list[TaggedResource]:
+        """Labelled instances in every zone (stopped ones too: their disks bill), then the
+        firewall rules gpujobs made."""
+        instances, rules = self._labelled()
+        return [
+            gcp_nodes.instance_resource(info, self._instance_price(info)) for info in instances
+        ] + [gcp_nodes.rule_resource(rule, job_id) for job_id, rule in rules]
+
+    def delete(self, resource: TaggedResource) -> None:
+        with self._boundary(resource.region, NotTerminatedError):
+            if resource.kind == "instance":
+                self._delete_confirmed([(resource.region, resource.resource_id)])
+            elif resource.kind == "firewall-rule":
+                self._delete_firewall(resource.resource_id)
+            else:
+                raise ProviderError(
+                    f"gcp: gpujobs does not delete {resource.kind}s ({resource.resource_id})"
+                )
+
+    def _labelled(self) -> tuple[list[InstanceInfo], list[tuple[str, FirewallInfo]]]:
+        """Instances carrying the job label, and (job id, rule) for gpujobs' firewall rules."""
         with self._boundary("every zone", ProviderError):
             client = self._client_now()
             found = self._api(lambda: client.list_instances(f"labels.{LABEL_KEY}:*"))
             rules = self._api(lambda: client.list_firewalls(FIREWALL_PREFIX))
-        nodes = [
-            gcp_nodes.owned_node(
-                self.settings, info, self._price(info.machine_type, info.zone, info.spot)
-            )
-            for info in found
-        ]
-        with_nodes = {node.job_id for node in nodes}
-        for rule in rules:
-            match = gcp_nodes.JOB_IN_DESCRIPTION.match(rule.description)
-            if match and match.group(1) not in with_nodes:
-                nodes.append(gcp_nodes.rule_node(self.settings, match.group(1), rule.name))
-        return nodes
+        owned_rules = [(gcp_nodes.job_of_rule(rule), rule) for rule in rules]
+        return found, [(job_id, rule) for job_id, rule in owned_rules if job_id is not None]
 
     # -- provisioning steps ---------------------------------------------------------------------
     def _ensure_firewall(self, job_id: str, cidr: str, created: _Created) -> list[OperationRef]:
@@ -362,6 +383,14 @@ class GcpProvider:
             refs += [ref] if ref else []
         self._await(refs, "deleting instances", missing_ok=True)
 
+    def _delete_confirmed(self, instances: list[tuple[str, str]]) -> None:
+        """Delete the instances, then read each back: a deleted instance is not found."""
+        client = self._client_now()
+        self._delete_instances(instances)
+        for zone, name in instances:
+            if self._api(lambda z=zone, n=name: client.get_instance(z, n)) is not None:
+                raise NotTerminatedError(f"gcp: {name} in {zone} still exists")
+
     def _delete_firewall(self, name: str) -> None:
         client = self._client_now()
         request = str(uuid.uuid4())
@@ -376,11 +405,11 @@ class GcpProvider:
         if not left:
             self._delete_firewall(firewall_name(job_id))
 
-    def _price(self, instance_type: str, zone: str, spot: bool) -> float:
-        """The catalog's $/h for a node found in the cloud (0 when the catalog lacks it)."""
-        region = zone.rsplit("-", 1)[0]
+    def _instance_price(self, info: InstanceInfo) -> float:
+        """The catalog's $/h for an instance found in the cloud (0 when the catalog lacks it)."""
+        region = info.zone.rsplit("-", 1)[0]
         try:
-            return self.catalog.price(instance_type, region, spot=spot) or 0.0
+            return self.catalog.price(info.machine_type, region, spot=info.spot) or 0.0
         except (GpuJobsError, OSError, ValueError):
             return 0.0
 

@@ -8,12 +8,13 @@ last hyphen-separated number.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import TypeVar
 
 from gpujobs.errors import ProvisioningError
-from gpujobs.providers.base import Node, Offer
+from gpujobs.providers.base import Node, Offer, TaggedResource
 from gpujobs.providers.cloud import CloudNodeSettings
-from gpujobs.providers.paperspace.models import Machine, OsTemplate
+from gpujobs.providers.paperspace.models import Machine, OsTemplate, StartupScript
 
 T = TypeVar("T")
 
@@ -52,6 +53,11 @@ def parse_machine_name(name: str) -> tuple[str, int] | None:
     """(job id, rank) of a gpujobs machine name, or None."""
     match = _MACHINE_NAME.match(name)
     return (match["job"], int(match["rank"])) if match else None
+
+
+def machine_job(name: str) -> tuple[str, int]:
+    """(job id, rank) of a machine named `gpujobs-...`; one without a rank is rank 0."""
+    return parse_machine_name(name) or (name[len(NAME_PREFIX) :], 0)
 
 
 def named(items: list[T], name: str) -> T | None:
@@ -148,3 +154,35 @@ def addressed(settings: CloudNodeSettings, node: Node, machine: Machine) -> Node
             "spot": False,
         }
     )
+
+
+def machine_resource(machine: Machine, price: float) -> TaggedResource:
+    return TaggedResource(
+        provider="paperspace",
+        kind="machine",
+        resource_id=machine.id,
+        region=machine.region,
+        job_id=machine_job(machine.name)[0],
+        created_at=_epoch(machine.dt_created),
+        price_per_hour=price,
+        node_id=machine.id,
+    )
+
+
+def script_resource(script: StartupScript) -> TaggedResource:
+    return TaggedResource(
+        provider="paperspace",
+        kind="startup-script",
+        resource_id=script.id,
+        region="global",
+        job_id=script.name[len(NAME_PREFIX) :],
+        created_at=_epoch(script.dt_created),
+    )
+
+
+def _epoch(stamp: str | None) -> float | None:
+    """The API's dtCreated ("2026-01-01T00:00:00.000Z") as epoch seconds."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None

@@ -31,13 +31,14 @@ import httpx
 from gpujobs.catalog import Catalog, load_catalog
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
+    GpuJobsError,
     NoCapacityError,
     NotTerminatedError,
     ProviderAuthError,
     ProviderError,
     ProvisioningError,
 )
-from gpujobs.providers.base import Credentials, Node, Offer, Provider, Quota
+from gpujobs.providers.base import Credentials, Node, Offer, Provider, Quota, TaggedResource
 from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,
@@ -56,11 +57,14 @@ from gpujobs.providers.paperspace.layout import (
     all_named,
     choose_template,
     disk_size,
+    machine_job,
     machine_name,
+    machine_resource,
     named,
     node_for,
     parse_machine_name,
     script_name,
+    script_resource,
     startup_script,
 )
 from gpujobs.providers.paperspace.models import (
@@ -284,11 +288,9 @@ class PaperspaceProvider:
 
     def owned(self) -> list[Node]:
         """Every machine named `gpujobs-...`, live or forgotten, as a Node."""
-        nodes: list[Node] = []
-        for machine in self._api().list_machines():
-            if not machine.name.startswith(NAME_PREFIX) or machine.deleted:
-                continue
-            job_id, rank = parse_machine_name(machine.name) or (machine.name[len(NAME_PREFIX) :], 0)
+        nodes = []
+        for machine in self._owned_machines():
+            job_id, rank = machine_job(machine.name)
             nodes.append(node_for(self.settings, job_id, rank, machine, price=self._price(machine)))
         return nodes
 
@@ -298,6 +300,35 @@ class PaperspaceProvider:
             script
             for script in self._api().list_startup_scripts()
             if script.name.startswith(NAME_PREFIX) and script.dt_deleted is None
+        ]
+
+    def tagged(self) -> list[TaggedResource]:
+        """Machines named `gpujobs-...` (off ones too: their disks bill), then startup scripts."""
+        machines = [machine_resource(m, self._price(m)) for m in self._owned_machines()]
+        return machines + [script_resource(s) for s in self.owned_startup_scripts()]
+
+    def delete(self, resource: TaggedResource) -> None:
+        client = self._api()
+        try:
+            if resource.kind == "machine":
+                self._delete_machines(client, {resource.resource_id})
+            elif resource.kind == "startup-script":
+                client.delete_startup_script(resource.resource_id)  # a 404: already gone
+            else:
+                raise ProviderError(
+                    f"paperspace: gpujobs does not delete {resource.kind}s ({resource.resource_id})"
+                )
+        except ApiUnreachableError as exc:
+            raise NotTerminatedError(
+                f"could not confirm that paperspace {resource.kind} {resource.resource_id} is "
+                f"deleted ({exc}); check {CONSOLE}"
+            ) from exc
+
+    def _owned_machines(self) -> list[Machine]:
+        return [
+            machine
+            for machine in self._api().list_machines()
+            if machine.name.startswith(NAME_PREFIX) and not machine.deleted
         ]
 
     def close(self) -> None:
@@ -425,6 +456,8 @@ class PaperspaceProvider:
             self.clock.sleep(self.poll_interval_s)
 
     def _price(self, machine: Machine) -> float:
-        if self._catalog is None:  # owned() must work without a catalog file
+        """The catalog's $/h for a machine found in the account (0 when it lacks the type)."""
+        try:
+            return self.catalog.price(machine.machine_type, machine.region, spot=False) or 0.0
+        except (GpuJobsError, OSError, ValueError):  # owned() must work without a catalog
             return 0.0
-        return self._catalog.price(machine.machine_type, machine.region, spot=False) or 0.0
