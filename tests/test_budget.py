@@ -20,7 +20,7 @@ from gpujobs.planner import plan, require_placements
 from gpujobs.providers.base import Availability, Offer, Provider
 from gpujobs.providers.local import LocalProvider
 from gpujobs.spec import JobSpec, parse_spec
-from gpujobs.state import Billing, Books, BudgetLimit, JobState, Store
+from gpujobs.state import Billing, Books, BudgetLimit, JobRecord, JobState, Store
 from gpujobs.testing import FakeClock, ScriptedProvider
 from tests.test_lifecycle import WORKLOAD, Recorder, assert_torn_down
 
@@ -202,6 +202,23 @@ def test_a_running_job_is_stopped_at_its_cap_with_its_checkpoint_home(
     assert not store.books().holds, "the hold is released when the job ends"
 
 
+def run_on(
+    provider: ScriptedProvider,
+    clock: FakeClock,
+    home: HomeLayout,
+    store: Store,
+    tmp_path: Path,
+    extra: str,
+) -> tuple[Controller, JobRecord]:
+    """A job that echoes on `provider`, driven to its end."""
+    controller = Controller(home, store, lambda: {"cloud": provider}, clock=clock, config=FAST)
+    spec = spec_of(tmp_path, f"name: j\ncommand: 'echo hi'\n{extra}").model_copy(
+        update={"providers": ["cloud"]}
+    )
+    record, lock = controller.submit(spec, tmp_path / "spec.yaml", tmp_path / "runs")
+    return controller, controller.drive(record.id, spec, lock, CancelToken(), Recorder())
+
+
 def test_a_global_budget_caps_a_job_without_hours_and_sets_the_node_timer(
     home: HomeLayout, store: Store, tmp_path: Path
 ) -> None:
@@ -215,12 +232,7 @@ def test_a_global_budget_caps_a_job_without_hours_and_sets_the_node_timer(
     provider = Recording("cloud", home.work, [gpu_offer("a", 4.0)])
     clock = FakeClock()
     store.set_budget(provider=None, monthly=False, limit_usd=2.0, now=clock.now())
-    controller = Controller(home, store, lambda: {"cloud": provider}, clock=clock, config=FAST)
-    spec = spec_of(tmp_path, "name: j\ncommand: 'echo hi'\n").model_copy(
-        update={"providers": ["cloud"]}
-    )
-    record, lock = controller.submit(spec, tmp_path / "spec.yaml", tmp_path / "runs")
-    final = controller.drive(record.id, spec, lock, CancelToken(), Recorder())
+    _, final = run_on(provider, clock, home, store, tmp_path, "")
     assert final.state is JobState.SUCCEEDED, final.error
     assert told[-1] == pytest.approx(0.5), "the node's shutdown timer is set from $2 at $4/h"
     assert (final.cap_usd, final.cap_hours) == (pytest.approx(2.0), pytest.approx(0.5))
@@ -234,12 +246,10 @@ def test_the_price_frozen_at_launch_survives_a_catalog_change(
 ) -> None:
     provider = ScriptedProvider("cloud", home.work, [gpu_offer("a", 2.0)])
     clock = FakeClock()
-    controller = Controller(home, store, lambda: {"cloud": provider}, clock=clock, config=FAST)
-    spec = spec_of(tmp_path, "name: j\ncommand: 'echo hi'\nbudget: {max_hours: 1}\n").model_copy(
+    controller, final = run_on(provider, clock, home, store, tmp_path, "budget: {max_hours: 1}\n")
+    spec = spec_of(tmp_path, "name: j\ncommand: 'true'\n").model_copy(
         update={"providers": ["cloud"]}
     )
-    record, lock = controller.submit(spec, tmp_path / "spec.yaml", tmp_path / "runs")
-    final = controller.drive(record.id, spec, lock, CancelToken(), Recorder())
     assert final.state is JobState.SUCCEEDED, final.error
     cost = controller.costs([final.id])[final.id]
     provider._offers = [gpu_offer("a", 8.0)]  # the catalog is repriced after the launch

@@ -522,32 +522,32 @@ class AwsProvider:
 
     def _instances_using(self, region: str, group_id: str) -> list[str]:
         """Instances not terminated that are in the security group."""
-        reservations = self.clients.pages(
-            "ec2",
-            region,
-            "describe_instances",
-            "Reservations",
-            f"listing the instances in {group_id}",
-            Filters=[
-                {"Name": "instance.group-id", "Values": [group_id]},
-                {"Name": "instance-state-name", "Values": _LIVE_STATES},
-            ],
+        found = self._live_instances(
+            region, f"listing the instances in {group_id}", "instance.group-id", group_id
         )
-        return sorted(i["InstanceId"] for r in reservations for i in r.get("Instances", []))
+        return sorted(instance["InstanceId"] for instance in found)
 
     def _per_region(self, listing: Callable[[str], list[T]]) -> list[list[T]]:
         with ThreadPoolExecutor(max_workers=8) as pool:
             return list(pool.map(listing, self.catalog.regions()))
 
     def _tagged_instances(self, region: str) -> list[dict[str, Any]]:
+        return self._live_instances(
+            region, f"listing gpujobs instances in {region}", "tag-key", TAG_KEY
+        )
+
+    def _live_instances(
+        self, region: str, what: str, name: str, value: str
+    ) -> list[dict[str, Any]]:
+        """Instances not terminated in `region` matching one describe_instances filter."""
         reservations = self.clients.pages(
             "ec2",
             region,
             "describe_instances",
             "Reservations",
-            f"listing gpujobs instances in {region}",
+            what,
             Filters=[
-                {"Name": "tag-key", "Values": [TAG_KEY]},
+                {"Name": name, "Values": [value]},
                 {"Name": "instance-state-name", "Values": _LIVE_STATES},
             ],
         )
