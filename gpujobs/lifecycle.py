@@ -44,7 +44,7 @@ from gpujobs.remote.transport import Transport
 from gpujobs.retry import call_with_retry
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
-from gpujobs.spec import Budget, JobSpec
+from gpujobs.spec import JobSpec
 from gpujobs.state import Billing, Books, JobRecord, JobState, Store
 
 
@@ -375,7 +375,8 @@ class _Drive:
         provider = self.lc.providers[offer.provider]
         if cap.hours == self.spec.budget.max_hours or not isinstance(provider, SpecConfigured):
             return provider
-        budget = Budget(max_hours=cap.hours, max_usd=self.spec.budget.max_usd)
+        # A copy, not a new Budget: hours bought by max_usd may pass the spec's own bound.
+        budget = self.spec.budget.model_copy(update={"max_hours": cap.hours})
         return provider.for_spec(self.spec.model_copy(update={"budget": budget}))
 
     def _billing(self, offer: Offer, cap: JobCap) -> Billing:

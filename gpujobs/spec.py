@@ -42,6 +42,7 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 _SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 5
 _SHORT.maxlevel = 3
+_SHORT_TOTAL = 200  # reprlib bounds each part, not the whole
 # A spec is a page of YAML; one that grows past this through its aliases is refused.
 _MAX_EXPANDED_NODES = 20_000
 
@@ -433,7 +434,12 @@ def _refuse_bad_keys(node: yaml.MappingNode, label: str) -> None:
 def _key(part: object) -> str:
     """A field path part as a user reads it: plain names as they are, anything else quoted."""
     text = str(part)
-    return text if isinstance(part, int) or _PLAIN_KEY.match(text) else _SHORT.repr(text)
+    return text if isinstance(part, int) or _PLAIN_KEY.match(text) else _short(text)
+
+
+def _short(value: object) -> str:
+    text = _SHORT.repr(value)
+    return text if len(text) <= _SHORT_TOTAL else text[: _SHORT_TOTAL - 3] + "..."
 
 
 def _default_name(label: str) -> str:
@@ -490,7 +496,7 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     text = str(error["msg"]).removeprefix("Value error, ")
     text = text[0].lower() + text[1:] if text else text
     if kind != "value_error" and "input" in error and not isinstance(error["input"], dict):
-        text += f" (got {_SHORT.repr(error['input'])})"
+        text += f" (got {_short(error['input'])})"
     expected = _expected(loc) if kind != "value_error" else None
     return text + (f"; expected: {expected}" if expected else "")
 
@@ -561,7 +567,7 @@ def _local_path(
         return path if path.is_absolute() else (base / path).resolve()
     except (OSError, ValueError, RuntimeError) as exc:  # a NUL, ~nosuchuser, a name too long
         raise SpecError(
-            f"{_where(label, root, loc)}: {'.'.join(loc)}: {_SHORT.repr(value)} is not a "
+            f"{_where(label, root, loc)}: {'.'.join(loc)}: {_short(value)} is not a "
             f"usable path here ({exc.__class__.__name__}); give a local path"
         ) from None
 
