@@ -43,12 +43,14 @@ def limit_label(limit: BudgetLimit, now: float) -> str:
     return f"{who}, {month_of(now)}" if limit.monthly else f"{who}, all time"
 
 
-def raise_command(limit: BudgetLimit, amount: float) -> str:
-    """The command that sets this budget to `amount`."""
-    flags = (f" --provider {limit.provider}" if limit.provider else "") + (
-        " --month" if limit.monthly else ""
-    )
-    return f"gpujobs budget set {amount:g}{flags}"
+def budget_flags(provider: str | None, monthly: bool) -> str:
+    """The `gpujobs budget set/unset` flags that name one budget."""
+    return (f" --provider {provider}" if provider else "") + (" --month" if monthly else "")
+
+
+def raise_command(limit: BudgetLimit, amount: str) -> str:
+    """The command that sets this budget to `amount` (a figure, or a placeholder)."""
+    return f"gpujobs budget set {amount}{budget_flags(limit.provider, limit.monthly)}"
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def refusal(spec: JobSpec, rejected: Sequence[Rejection], allowance: Allowance |
             fixes.append(f"{fix.format(region=region)} ({offer_label}, ${cap.usd or 0:.2f} cap)")
     if short.limit is not None and math.isfinite(short.over_by):
         raised = math.ceil(short.limit.limit_usd + max(short.over_by, 1.0))
-        fixes.append(f"raise your budget: {raise_command(short.limit, raised)}")
+        fixes.append(f"raise your budget: {raise_command(short.limit, f'{raised:g}')}")
     elif short.worst_usd is not None and math.isfinite(short.worst_usd):
         fixes.append(f"budget.max_usd: {math.ceil(short.worst_usd):g}")
     return f"{head}; what fits: " + "; or ".join(fixes) if fixes else head

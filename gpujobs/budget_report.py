@@ -7,6 +7,7 @@ prices were frozen when each node was provisioned.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from gpujobs.budget import Standing, month_bounds, month_of, standings
@@ -129,18 +130,12 @@ def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
             if entry.end(now) <= until:
                 break
             month = month_of(until)
-    newest_first = sorted(spent.items(), key=lambda item: (_negated(item[0][0]), item[0][1]))
+    by_provider = sorted(spent.items(), key=lambda item: item[0][1])
+    newest_first = sorted(by_provider, key=lambda item: item[0][0], reverse=True)  # stable
     return [MonthSpend(month, provider, amount) for (month, provider), amount in newest_first]
 
 
-def _negated(month: str) -> int:
-    year, number = month.split("-")
-    return -(int(year) * 12 + int(number))
-
-
 def _daily(ledger: list[LedgerEntry], now: float) -> list[tuple[str, float]]:
-    import time
-
     day = 86400.0
     today = now - now % day
     days = []

@@ -154,13 +154,13 @@ class Controller:
         )
 
     def remove_budget(self, *, provider: str | None, monthly: bool) -> None:
+        from gpujobs.budget import budget_flags
+
         _check_budget_provider(provider)
         if not self.store.remove_budget(provider=provider, monthly=monthly):
-            flags = (f" --provider {provider}" if provider else "") + (
-                " --month" if monthly else ""
-            )
             raise BadInputError(
-                f"budget unset{flags}: no such budget is set; `gpujobs budget` lists them"
+                f"budget unset{budget_flags(provider, monthly)}: no such budget is set; "
+                "`gpujobs budget` lists them"
             )
 
     def submit(

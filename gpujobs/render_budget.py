@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.text import Text
 
-from gpujobs.budget import month_of
+from gpujobs.budget import month_of, raise_command
 from gpujobs.budget_report import BudgetReport, LimitRow
 from gpujobs.render import cap_text
 from gpujobs.render_limits import LimitLine, iso_time, limits_json, limits_table, table
@@ -23,9 +23,6 @@ def budget_lines(report: BudgetReport) -> list[LimitLine]:
 
 def _line(row: LimitRow, now: float) -> LimitLine:
     standing, limit = row.standing, row.standing.limit
-    flags = (f" --provider {limit.provider}" if limit.provider else "") + (
-        " --month" if limit.monthly else ""
-    )
     note = f"spent ${standing.spent:,.2f}"
     if standing.held:
         note += f", ${standing.held:,.2f} held by running jobs"
@@ -46,7 +43,7 @@ def _line(row: LimitRow, now: float) -> LimitLine:
         limit=limit.limit_usd,
         in_use=standing.spent + standing.held,
         free=standing.free,
-        request_at=f"gpujobs budget set AMOUNT{flags}",
+        request_at=raise_command(limit, "AMOUNT"),
         note=note,
         extra={
             "spent": standing.spent,
