@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpujobs.gc import UNKNOWN_JOB, GcItem, GcReport, SweepResult
+from gpujobs.render_limits import table
 
 UNKNOWN_NOTE = (
     "state unknown: this machine's store has no such job; one launched from another machine "
@@ -99,13 +100,11 @@ def sweep_lines(results: list[SweepResult]) -> list[str]:
 
 
 def _items_table(items: list[GcItem], title: str) -> Table:
-    drawn = Table(box=None, header_style="bold", pad_edge=False, title=escape(title))
-    drawn.title_justify = "left"
-    for column in ("PROVIDER", "KIND", "ID", "REGION", "JOB", "STATE", "AGE", "COST"):
-        # Ids and job ids fold on a narrow terminal; the short columns stay whole.
-        folds = column in ("ID", "JOB")
-        justify = "right" if column in ("AGE", "COST") else "left"
-        drawn.add_column(column, justify=justify, no_wrap=not folds, overflow="fold")
+    drawn = table(
+        "PROVIDER", "KIND", "ID", "REGION", "JOB", "STATE", "AGE", "COST",
+        right=("AGE", "COST"), folded=("ID", "JOB"),
+    )  # fmt: skip
+    drawn.title, drawn.title_justify = escape(title), "left"
     for item in items:
         resource = item.resource
         drawn.add_row(

@@ -36,14 +36,15 @@ class LimitLine:
     extra: dict[str, Any] = field(default_factory=dict)  # --json only
 
 
-def table(*columns: str, right: Sequence[str] = ()) -> Table:
-    """The house table: no box, bold headers, figures right-aligned and never wrapped."""
+def table(*columns: str, right: Sequence[str] = (), folded: Sequence[str] = ()) -> Table:
+    """The house table: no box, bold headers, figures right-aligned and never wrapped; prose
+    columns wrap, and `folded` ones (long ids) fold on a narrow terminal."""
     drawn = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
         drawn.add_column(
             column,
             justify="right" if column in right else "left",
-            no_wrap=column not in _WRAPPED,
+            no_wrap=column not in _WRAPPED and column not in folded,
             overflow="fold",
         )
     return drawn
