@@ -250,7 +250,7 @@ class Store:
         self._db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._db, busy_timeout_s)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
@@ -590,6 +590,22 @@ class Store:
             (job_id,),
         )
         return [EventRecord(row[0], row[1], JobState(row[2]), row[3]) for row in rows]
+
+
+def _use_wal(db: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch the database to WAL. The switch needs an exclusive lock and SQLite answers
+    "database is locked" at once instead of waiting on the busy timeout, so two processes
+    opening a new (or a pre-WAL) store together retry it here. A plain loop, not tenacity:
+    this runs on every `gpujobs status`, and the loop is entered only on that race."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _ledger_entry(row: tuple[object, ...]) -> LedgerEntry:
