@@ -258,16 +258,24 @@ class Controller:
                 f"{record.id} was stored by another version of gpujobs; `gpujobs down "
                 f"{record.id}` saves its checkpoint and tears it down"
             )
-        started = any(row.pid is not None for row in self.store.nodes(record.id))
-        if started or not stored.env:
+        if not stored.env:
             return stored
-        spec = load_spec(Path(record.spec_path))
-        if spec.redacted() != stored:
-            raise BadInputError(
-                f"{record.spec_path} changed since {record.id} was launched, and its workload "
-                f"had not started: `gpujobs down {record.id}`, then launch it again"
-            )
-        return spec
+        # The env values are not stored: the spec file gives them, if it is unchanged. A job
+        # whose workload runs has them already, so it is adopted without (a restart after a
+        # lost node then says what is missing).
+        started = any(row.pid is not None for row in self.store.nodes(record.id))
+        try:
+            spec: JobSpec | None = load_spec(Path(record.spec_path))
+        except GpuJobsError:
+            spec = None
+        if spec is not None and spec.redacted() == stored:
+            return spec
+        if started:
+            return stored
+        raise BadInputError(
+            f"{record.spec_path} changed since {record.id} was launched, and its workload "
+            f"had not started: `gpujobs down {record.id}`, then launch it again"
+        )
 
     # -- read -------------------------------------------------------------------------------
     def find(self, job_ref: str) -> JobRecord:

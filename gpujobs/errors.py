@@ -81,6 +81,10 @@ class TransportTimeoutError(TransportError):
     pass
 
 
+class RemoteFileNotFoundError(TransportError):
+    """A file on the node is not there (any more): listed, then renamed or removed."""
+
+
 class ConnectionLostError(TransportError):
     """A node stopped answering and did not come back within the reconnect window."""
 

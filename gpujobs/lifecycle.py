@@ -3,6 +3,11 @@
 PENDING -> PLANNING -> PROVISIONING -> SETTING_UP -> SYNCING -> RUNNING -> COLLECTING ->
 TEARING_DOWN -> SUCCEEDED | FAILED | CANCELLED
 
+A node lost while the job runs (a spot machine taken back, a node that stopped answering) takes
+it RUNNING -> RECOVERING -> PROVISIONING on another placement, up to `recovery.max_restarts`
+times: the lost node is torn down, the new one set up and given the dataset, the last checkpoint
+that came home and the log so far, and the workload continues with `--resume`.
+
 Each transition is recorded in the store before its side effect, so a crash leaves a record of
 what may exist. Teardown runs whatever happens: success, failure, an exception, or a cancel (Ctrl-C,
 SIGTERM, `gpujobs down`). Signals never raise into this code: they set a CancelToken that the
@@ -25,6 +30,7 @@ from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
     BudgetRefusedError,
     Cancelled,
+    ConnectionLostError,
     GpuJobsError,
     JobFailedError,
     NoCapacityError,
@@ -36,16 +42,23 @@ from gpujobs.node_layout import NodeLayout
 from gpujobs.node_session import NodeSession
 from gpujobs.paths import HomeLayout
 from gpujobs.planner import cap_for, require_placements
-from gpujobs.providers.base import Node, Offer, Provider, SpecConfigured
+from gpujobs.providers.base import (
+    Node,
+    NodeLoss,
+    Offer,
+    Provider,
+    SpecConfigured,
+    SupportsLossCheck,
+)
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
-from gpujobs.remote.transport import Transport
+from gpujobs.remote.transport import GivesUp, Transport
 from gpujobs.retry import call_with_retry
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import JobSpec
-from gpujobs.state import Billing, Books, JobRecord, JobState, Store
+from gpujobs.state import Billing, Books, JobRecord, JobState, LedgerEntry, Store
 
 
 class EventSink(Protocol):
@@ -110,6 +123,12 @@ class LifecycleConfig:
     # so that saving its checkpoint and the teardown are paid for within it.
     cap_margin_s: float = 90.0
     cap_warning_at: float = 0.8
+    # How often a running job's provider is asked whether its nodes still exist (besides
+    # whenever a node stops answering); a reclaimed spot machine is seen within this.
+    loss_check_every_s: float = 30.0
+    # A placement that lost a node is not chosen again for this long (the spot market there
+    # is short), unless every placement did.
+    recovery_cooldown_s: float = 600.0
 
 
 def runtime_for(node: Node, spec: JobSpec) -> Runtime:
@@ -133,11 +152,23 @@ class BudgetCapReached(JobFailedError):
     pass
 
 
-def _cap_of(record: JobRecord) -> JobCap | None:
-    """The cap a job's first driver held, for the driver that adopts it."""
+class NodeLost(JobFailedError):
+    """A node of the running job is gone (its provider says so) or stopped answering."""
+
+    def __init__(self, reason: str, *, preempted: bool = False) -> None:
+        super().__init__(reason)
+        self.preempted = preempted
+
+
+def _cap_left(record: JobRecord, ledger: list[LedgerEntry], since: float, by: str) -> JobCap | None:
+    """What is left at `since` of the cap the job was launched under: its money less what its
+    nodes had cost by then, its hours less the time since its first node."""
     if record.cap_usd is None and record.cap_hours is None:
         return None
-    return JobCap(record.cap_hours, record.cap_usd, "the cap held at launch")
+    first = min((entry.started_at for entry in ledger), default=since)
+    usd = None if record.cap_usd is None else record.cap_usd - sum(e.cost(since) for e in ledger)
+    hours = None if record.cap_hours is None else record.cap_hours - (since - first) / 3600
+    return JobCap(hours, usd, by)
 
 
 class Lifecycle:
@@ -204,6 +235,9 @@ class Lifecycle:
             except GpuJobsError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
+            except Exception as exc:  # a provider's bug: the job still ends, with `down` to run
+                errors.append(f"{name}: internal error: {exc.__class__.__name__}: {exc}")
+                continue
             for node in group:
                 self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
         return "; ".join(errors) or None
@@ -235,6 +269,9 @@ class _Drive:
         self.runtime: Runtime | None = None
         self.started_at: float | None = None
         self.cap: JobCap | None = None  # set when a placement's money is held
+        self.offer: Offer | None = None  # the placement the nodes came from
+        self.cooling: dict[str, float] = {}  # placement label -> monotonic time it is free again
+        self.next_loss_check = 0.0
         self.warned = False
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
@@ -245,10 +282,13 @@ class _Drive:
             self.execute()
             return
         self.nodes = nodes
-        self.cap = _cap_of(record)
         ledger = self.lc.store.ledger(self.job_id)
         clock = self.lc.clock
-        billed_from = min((entry.started_at for entry in ledger), default=clock.now())
+        live = {node.node_id for node in nodes}
+        billed_from = min(
+            (entry.started_at for entry in ledger if entry.node_id in live), default=clock.now()
+        )
+        self.cap = _cap_left(record, ledger, billed_from, "the cap held at launch")
         self.started_at = clock.monotonic() - (clock.now() - billed_from)
         following = record.state in (JobState.RUNNING, JobState.COLLECTING, JobState.TEARING_DOWN)
         self.execute(follow=following)
@@ -259,15 +299,7 @@ class _Drive:
         final, error, exit_code = JobState.FAILED, None, None
         unexpected: BaseException | None = None
         try:
-            if follow:
-                self._reconnect()
-            else:
-                if not self.nodes:
-                    self._plan_and_provision()
-                self._set_up()
-                self._sync()
-                self._start()
-            exit_code = self._watch()
+            exit_code = self._run(follow=follow)
             self._collect()
             if exit_code == 0:
                 final = JobState.SUCCEEDED
@@ -306,33 +338,158 @@ class _Drive:
             raise unexpected
 
     # -- steps ------------------------------------------------------------------------------
+    def _run(self, *, follow: bool) -> int:
+        """From the first node to the workload's exit code, through every restart a lost node
+        calls for."""
+        if follow:
+            self._reconnect()
+        else:
+            if not self.nodes:
+                self._plan_and_provision()
+            # An adopted job whose driver died setting up a replacement restores it as well.
+            self._bring_up(restore=self.lc.store.job(self.job_id).restarts > 0)
+        while True:
+            try:
+                return self._watch()
+            except NodeLost as lost:
+                self._recover(lost)
+            while True:  # a replacement lost while being set up is replaced in turn
+                try:
+                    self._bring_up(restore=True)
+                    break
+                except NodeLost as lost:
+                    self._recover(lost)
+
+    def _bring_up(self, *, restore: bool) -> None:
+        """Set the nodes up and start the workload; `restore`: a restart, which first puts
+        back the last checkpoint that came home and the log so far."""
+        try:
+            self._set_up()
+            self._sync()
+            if restore:
+                self._restore()
+        except ConnectionLostError as exc:
+            # Only a loss the provider confirms is recovered here: silence while setting up
+            # is more often a wrong address or a firewall than a reclaimed machine.
+            if lost := self._confirmed_loss():
+                raise lost from exc
+            raise
+        self._start()
+
+    def _recover(self, lost: NodeLost) -> None:
+        """Replace the lost nodes: tear them down, and provision on another placement (the
+        lost one cools down), with what is left of the job's cap."""
+        self._drop_session()  # its node is gone: nothing more can come from it
+        self.cancel.raise_if_cancelled()
+        store, allowed = self.lc.store, self.spec.recovery.max_restarts
+        made = store.job(self.job_id).restarts
+        if made >= allowed:
+            raise JobFailedError(
+                f"{lost}; not restarted: recovery.max_restarts is {allowed} and {made} "
+                "restart(s) were made; the last checkpoint is home"
+            )
+        if self.spec.redacted() == self.spec and self.spec.env:
+            raise JobFailedError(
+                f"{lost}; not restarted: the job was attached to, and its env values are not "
+                f"stored (its spec file changed); the last checkpoint is home"
+            )
+        self.lc.transition(self.job_id, JobState.RECOVERING, str(lost))
+        count = store.count_restart(self.job_id)
+        if self.offer is not None:
+            until = self.lc.clock.monotonic() + self.lc.config.recovery_cooldown_s
+            self.cooling[self.offer.label] = until
+        error = self.lc.tear_down(self.nodes)
+        if error:
+            raise ProvisioningError(f"{lost}; the lost node is not confirmed gone: {error}")
+        self.nodes = []
+        self._note(f"restart {count} of {allowed}: resuming from the last checkpoint home")
+        spec = self._spec_left()
+        placements = self._cooled(
+            require_placements(spec, self.lc.providers, self._allowance()).offers
+        )
+        self._step(JobState.PROVISIONING)
+        self._provision(placements, spec, restart=count)
+
+    def _spec_left(self) -> JobSpec:
+        """The spec with the budget the job has left: a restart spends what the lost nodes
+        did not (the user's budgets count them already), and its node's own timer is set from
+        that."""
+        used_usd, used_hours = self._used()
+        budget = self.spec.budget
+        usd = None if budget.max_usd is None else budget.max_usd - used_usd
+        hours = None if budget.max_hours is None else budget.max_hours - used_hours
+        if (usd is not None and usd < 0.01) or (hours is not None and hours < 1 / 60):
+            raise self._cap_reached()
+        left = budget.model_copy(update={"max_usd": usd, "max_hours": hours})
+        return self.spec.model_copy(update={"budget": left})
+
+    def _used(self) -> tuple[float, float]:
+        """What the job's nodes have cost so far, and the hours since its first one."""
+        now = self.lc.clock.now()
+        ledger = self.lc.store.ledger(self.job_id)
+        first = min((entry.started_at for entry in ledger), default=now)
+        return sum(entry.cost(now) for entry in ledger), (now - first) / 3600
+
+    def _cooled(self, placements: list[Offer]) -> list[Offer]:
+        """The placements not cooling down after a loss; when every one is, wait for the first
+        to be free again (the job resumes there rather than not at all)."""
+        clock = self.lc.clock
+        ready = [o for o in placements if self.cooling.get(o.label, 0.0) <= clock.monotonic()]
+        if ready:
+            return ready
+        until = min(self.cooling.get(o.label, 0.0) for o in placements)
+        self._note(
+            f"every placement lost a node in the last {self.lc.config.recovery_cooldown_s:g} s; "
+            f"trying again in {until - clock.monotonic():.0f} s"
+        )
+        while clock.monotonic() < until:
+            self.cancel.raise_if_cancelled()
+            clock.sleep(min(self.lc.config.bootstrap_poll_s, until - clock.monotonic()))
+        return placements
+
+    def _allowance(self) -> Allowance:
+        return Allowance(self.lc.store.books(), self.lc.clock.now())
+
     def _plan_and_provision(self) -> None:
         self._step(JobState.PLANNING)
-        clock, store = self.lc.clock, self.lc.store
-        allowance = Allowance(store.books(), clock.now())
-        placements = require_placements(self.spec, self.lc.providers, allowance).offers
+        placements = require_placements(self.spec, self.lc.providers, self._allowance()).offers
         self._step(JobState.PROVISIONING)
+        self._provision(placements, self.spec, restart=0)
+
+    def _provision(self, placements: list[Offer], spec: JobSpec, *, restart: int) -> None:
+        """Take the first placement that gives nodes, holding the job's cap on each tried."""
+        clock, store = self.lc.clock, self.lc.store
         self.started_at = clock.monotonic()
         key = create_job_key(self.lc.home.job_key_dir(self.job_id), self.job_id)
         attempts: list[str] = []
         refused = 0
         for offer in placements:
             self.cancel.raise_if_cancelled()
-            cap = self._hold(offer)
+            cap = self._hold(offer, spec)
             if isinstance(cap, Shortfall):  # another launch spent it since the plan
                 refused += 1
                 attempts.append(f"{offer.label}: {cap.reason()}")
                 continue
-            self.cap = cap
+            self.cap, self.offer = cap, offer
             provider = self._provider_for(offer, cap)
             store.set_placement(self.job_id, offer.label)
-            store.set_caps(self.job_id, usd=cap.usd, hours=cap.hours)
+            # The job's cap: a restart's is what the job used before it and what it may use now.
+            used_usd, used_hours = self._used() if restart else (0.0, 0.0)
+            store.set_caps(
+                self.job_id,
+                usd=None if cap.usd is None else used_usd + cap.usd,
+                hours=None if cap.hours is None else used_hours + cap.hours,
+            )
+            cap_words = "left of its cap:" if restart else "cap"
             self._note(
-                f"provisioning {offer.label} (${offer.price_per_hour:.3f}/h; cap {cap.describe()})"
+                f"provisioning {offer.label} (${offer.price_per_hour:.3f}/h; "
+                f"{cap_words} {cap.describe()})"
             )
             billing = self._billing(offer, cap)
             try:
-                nodes = provider.provision(self.job_id, offer, key.public_line, self.spec.nodes)
+                nodes = provider.provision(
+                    self.job_id, offer, key.public_line, self.spec.nodes, restart=restart
+                )
                 self._record_nodes(nodes, billing)
                 self._record_nodes(provider.wait_ready(nodes), billing)
                 return
@@ -347,22 +504,24 @@ class _Drive:
                     raise ProvisioningError(f"cleaning up {offer.label} failed: {error}") from exc
                 self.nodes = []
         if refused == len(attempts):
-            raise BudgetRefusedError(
-                "budget: another launch took the money since this one was planned; "
-                + "; ".join(attempts)
+            why = (
+                "what the job has left does not cover a restart"
+                if restart
+                else "another launch took the money since this one was planned"
             )
+            raise BudgetRefusedError(f"budget: {why}; " + "; ".join(attempts))
         raise ProvisioningError(
             f"every placement failed ({len(attempts)} tried): " + "; ".join(attempts)
         )
 
-    def _hold(self, offer: Offer) -> JobCap | Shortfall:
+    def _hold(self, offer: Offer, spec: JobSpec) -> JobCap | Shortfall:
         """Hold the job's cap on `offer` against the user's budgets, in one transaction with
         reading what they leave: two launches cannot both count on the last dollars."""
         now = self.lc.clock.now()
         outcome: list[JobCap | Shortfall] = []
 
         def decide(books: Books) -> float | None:
-            result = cap_for(self.spec, offer, Allowance(books, now))
+            result = cap_for(spec, offer, Allowance(books, now))
             outcome.append(result)
             return None if isinstance(result, Shortfall) else result.usd or 0.0
 
@@ -394,9 +553,7 @@ class _Drive:
         self._step(JobState.SETTING_UP)
         node = self.nodes[0]
         layout = NodeLayout(node.workdir)
-        self.session = NodeSession(
-            self.lc.connect(node), layout, self.lc.home.log_file(self.job_id)
-        )
+        self.session = NodeSession(self._connect(node), layout, self.lc.home.log_file(self.job_id))
         self._wait_for_bootstrap(self.session.transport, node)
         self.session.make_folders()
         if self.spec.workload is not None:
@@ -446,6 +603,20 @@ class _Drive:
             f"{report.files_sent} sent ({report.method}), verified on the node"
         )
 
+    def _restore(self) -> None:
+        """A restarted job's new node gets what the lost one had and home has: the last
+        checkpoints that came home, and the log so far (the workload appends to it, so the
+        local copy's size stays the offset to follow from)."""
+        session = self._session()
+        report = session.push_checkpoints(self.runs_dir)
+        local_log = self.lc.home.log_file(self.job_id)
+        if local_log.exists() and local_log.stat().st_size:
+            session.transport.put(local_log, session.layout.log)
+        self._note(
+            f"restored {report.files_total} checkpoint file(s) from {self.runs_dir} and the "
+            "log so far; the workload resumes from its last checkpoint"
+        )
+
     def _start(self) -> None:
         self._step(JobState.RUNNING)
         session, node = self._session(), self.nodes[0]
@@ -463,17 +634,27 @@ class _Drive:
         row = rows.get(node.node_id)
         log = self.lc.home.log_file(self.job_id)
         self.session = NodeSession(
-            self.lc.connect(node), NodeLayout(node.workdir), log, pid=row.pid if row else None
+            self._connect(node), NodeLayout(node.workdir), log, pid=row.pid if row else None
         )
         offset = self.session.follower.offset
         self._note(f"attached: following {node.host}'s log from byte {offset}")
 
     def _watch(self) -> int:
-        """Until the workload exits, is stopped at its cap, or the job is cancelled."""
+        """Until the workload exits, is stopped at its cap, or the job is cancelled; raises
+        NodeLost when its node is gone or stopped answering."""
+        try:
+            return self._follow_workload()
+        except ConnectionLostError as exc:
+            if self.cancel.cancelled:
+                raise Cancelled(self.cancel.reason or "cancelled") from exc
+            raise self._confirmed_loss() or NodeLost(f"the node stopped answering: {exc}") from exc
+
+    def _follow_workload(self) -> int:
         session, config, clock = self._session(), self.lc.config, self.lc.clock
         pull_every = self.spec.checkpoints.every_minutes * 60
         next_pull = clock.monotonic() + pull_every
         next_liveness = clock.monotonic() + config.liveness_every_s
+        self.next_loss_check = clock.monotonic() + config.loss_check_every_s
         while True:
             self._forward_log()
             code = session.exit_code()
@@ -492,10 +673,14 @@ class _Drive:
                     self._stop(f"its cap is reached: {self._cap().describe()}")
                     raise self._cap_reached()
             now = clock.monotonic()
+            if now >= self.next_loss_check and (lost := self._confirmed_loss()):
+                raise lost
             if now >= next_liveness:
                 next_liveness = now + config.liveness_every_s
                 if not session.alive() and session.exit_code() is None:
                     self._forward_log()
+                    if lost := self._confirmed_loss():
+                        raise lost
                     raise JobFailedError(
                         "the workload's process vanished without an exit code "
                         "(killed from outside, or the node rebooted)"
@@ -524,6 +709,47 @@ class _Drive:
             self._note(f"could not bring the checkpoints home: {exc}")
 
     # -- helpers ----------------------------------------------------------------------------
+    def _connect(self, node: Node) -> Transport:
+        transport = self.lc.connect(node)
+        if isinstance(transport, GivesUp):
+            # Reconnecting to a node its provider has taken back only wastes the window.
+            transport.give_up = self._loss_reason
+        return transport
+
+    def _losses(self) -> list[NodeLoss]:
+        """What the nodes' providers say is gone; a provider that cannot answer now says
+        nothing (the next check asks again)."""
+        self.next_loss_check = self.lc.clock.monotonic() + self.lc.config.loss_check_every_s
+        found: list[NodeLoss] = []
+        by_provider: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            by_provider.setdefault(node.provider, []).append(node)
+        for name, group in by_provider.items():
+            provider = self.lc.providers.get(name)
+            if not isinstance(provider, SupportsLossCheck):
+                continue
+            try:
+                found += provider.losses(group)
+            except GpuJobsError as exc:
+                self._note(f"could not ask {name} whether the job's nodes still exist: {exc}")
+        return found
+
+    def _loss_reason(self) -> str | None:
+        losses = self._losses()
+        return "; ".join(loss.reason for loss in losses) or None
+
+    def _confirmed_loss(self) -> NodeLost | None:
+        losses = self._losses()
+        if not losses:
+            return None
+        reason = "; ".join(loss.reason for loss in losses)
+        return NodeLost(reason, preempted=any(loss.preempted for loss in losses))
+
+    def _drop_session(self) -> None:
+        if self.session is not None:
+            self.session.transport.close()
+        self.session, self.runtime = None, None
+
     def _step(self, state: JobState, message: str = "") -> None:
         self.cancel.raise_if_cancelled()
         self.lc.transition(self.job_id, state, message)

@@ -100,6 +100,12 @@ class NodeSession:
                 return code
             clock.sleep(poll_s)
 
+    def push_checkpoints(self, runs_dir: Path) -> SyncReport:
+        """Home's checkpoints back onto a node (a restart); the log copy there is not one."""
+        return push_dir(
+            self.transport, runs_dir, self.layout.checkpoints, skip=lambda path: path == "job.log"
+        )
+
     def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
         return pull_dir(self.transport, self.layout.checkpoints, runs_dir)
 

@@ -16,13 +16,18 @@ STATE_STYLE = {
     JobState.FAILED: "red",
     JobState.CANCELLED: "yellow",
     JobState.RUNNING: "cyan",
+    JobState.RECOVERING: "yellow",
 }
 
 
 def state_label(view: JobView) -> str:
+    notes = []
+    if view.record.restarts:
+        notes.append(f"restarted {view.record.restarts}x")
     if view.driver_lost:
-        return f"{view.record.state.value} (driver lost)"
-    return view.record.state.value
+        notes.append("driver lost")
+    state = view.record.state.value
+    return f"{state} ({', '.join(notes)})" if notes else state
 
 
 def cap_text(cap_usd: float | None, cap_hours: float | None) -> str:
@@ -119,6 +124,7 @@ def job_json(view: JobView, costs: dict[str, float]) -> dict[str, Any]:
         "cost_usd": costs.get(record.id, 0.0),
         "cap_usd": record.cap_usd,
         "cap_hours": record.cap_hours,
+        "restarts": record.restarts,
     }
 
 

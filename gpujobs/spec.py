@@ -126,6 +126,16 @@ class Checkpoints(_Strict):
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
 
 
+class Recovery(_Strict):
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="how many times a job whose node was lost (a spot machine reclaimed, a "
+        "node that stopped answering) is restarted elsewhere from its last checkpoint; 0: never",
+    )
+
+
 # user@host:port, user@host, host; IPv6 in brackets: user@[::1]:2222.
 _SSH_HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
@@ -206,6 +216,7 @@ class JobSpec(_Strict):
     )
     dataset: Dataset | None = None
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    recovery: Recovery = Field(default_factory=Recovery)
     env: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="environment variables for the workload"
     )

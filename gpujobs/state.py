@@ -27,6 +27,7 @@ class JobState(StrEnum):
     SETTING_UP = "SETTING_UP"
     SYNCING = "SYNCING"
     RUNNING = "RUNNING"
+    RECOVERING = "RECOVERING"  # a node was lost: restarting elsewhere from the last checkpoint
     COLLECTING = "COLLECTING"
     TEARING_DOWN = "TEARING_DOWN"
     SUCCEEDED = "SUCCEEDED"
@@ -118,6 +119,10 @@ _MIGRATIONS: list[list[str]] = [
             released_at REAL
         )""",
     ],
+    [
+        # How many times a lost node (a reclaimed spot machine) made the job start again.
+        "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 _SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -127,7 +132,7 @@ _NOTE_SQL = (
 )
 _JOB_COLUMNS = (
     "id, name, state, spec_json, spec_path, runs_dir, created_at, updated_at, finished_at, "
-    "placement, exit_code, error, driver_pid, driver_lost, cap_usd, cap_hours"
+    "placement, exit_code, error, driver_pid, driver_lost, cap_usd, cap_hours, restarts"
 )
 _LEDGER_COLUMNS = (
     "job_id, node_id, provider, instance_type, region, spot, price_per_hour, started_at, "
@@ -153,6 +158,7 @@ class JobRecord:
     driver_lost: bool
     cap_usd: float | None = None  # the money cap it runs under, once its placement is held
     cap_hours: float | None = None
+    restarts: int = 0  # how many times a lost node made it start again elsewhere
 
 
 @dataclass(frozen=True)
@@ -366,6 +372,13 @@ class Store:
             db.execute(
                 "UPDATE jobs SET cap_usd = ?, cap_hours = ? WHERE id = ?", (usd, hours, job_id)
             )
+
+    def count_restart(self, job_id: str) -> int:
+        """One more restart after a lost node; returns how many there have been."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET restarts = restarts + 1 WHERE id = ?", (job_id,))
+            (count,) = db.execute("SELECT restarts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return int(count)
 
     def set_driver(self, job_id: str, pid: int | None) -> None:
         with self._write() as db:

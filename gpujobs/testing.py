@@ -10,12 +10,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpujobs.providers.base import Credentials, Node, Offer, Provider, Quota
-from gpujobs.providers.local import LocalProvider
+from gpujobs.providers.base import (
+    Credentials,
+    Node,
+    NodeLoss,
+    Offer,
+    Provider,
+    Quota,
+    SupportsLossCheck,
+)
+from gpujobs.providers.local import LocalProvider, job_pid
 from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
 from gpujobs.spec import Resources
 
@@ -36,11 +47,11 @@ class RecordingProvider:
     def name(self) -> str:  # type: ignore[override]
         return self.inner.name
 
-    def _call(self, method: str, *args: object) -> object:
+    def _call(self, method: str, *args: object, **kwargs: object) -> object:
         self.calls.append(Call(method, args))
         if method in self.fail_on:
             raise self.fail_on[method]
-        return getattr(self.inner, method)(*args)
+        return getattr(self.inner, method)(*args, **kwargs)
 
     def called(self, method: str) -> int:
         return sum(1 for call in self.calls if call.method == method)
@@ -55,9 +66,11 @@ class RecordingProvider:
         return self._call("quota", offer)  # type: ignore[return-value]
 
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
-        return self._call("provision", job_id, offer, ssh_public_key, nodes)  # type: ignore[return-value]
+        return self._call(  # type: ignore[return-value]
+            "provision", job_id, offer, ssh_public_key, nodes, restart=restart
+        )
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
         return self._call("wait_ready", nodes)  # type: ignore[return-value]
@@ -67,6 +80,11 @@ class RecordingProvider:
 
     def owned(self) -> list[Node]:
         return self._call("owned")  # type: ignore[return-value]
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        if not isinstance(self.inner, SupportsLossCheck):
+            return []
+        return self._call("losses", nodes)  # type: ignore[return-value]
 
 
 class ScriptedProvider(LocalProvider):
@@ -87,6 +105,7 @@ class ScriptedProvider(LocalProvider):
         self.provision_errors = dict(provision_errors or {})
         self.credentials_ok = credentials_ok
         self.provisioned: list[str] = []
+        self.taken_back: set[str] = set()
 
     def check(self) -> Credentials:
         if self.credentials_ok:
@@ -107,13 +126,29 @@ class ScriptedProvider(LocalProvider):
         )
 
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
         self.provisioned.append(offer.instance_type)
         if offer.instance_type in self.provision_errors:
             raise self.provision_errors[offer.instance_type]
-        made = super().provision(job_id, offer, ssh_public_key, nodes)
+        made = super().provision(job_id, offer, ssh_public_key, nodes, restart=restart)
         return [node.model_copy(update={"provider": self.name}) for node in made]
+
+    def preempt(self, node: Node) -> None:
+        """Take a node back as a spot market does: its processes die at once (SIGKILL, no
+        checkpoint), and from now on `losses` reports it."""
+        self.taken_back.add(node.node_id)
+        pid = job_pid(Path(node.workdir))
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        return [
+            NodeLoss(node_id=node.node_id, reason="taken back (scripted)", preempted=True)
+            for node in nodes
+            if node.node_id in self.taken_back
+        ]
 
 
 @dataclass

@@ -151,3 +151,18 @@ def tagged_leftovers(session: boto3.Session, regions: list[str], tag: str) -> li
         for group in ec2.describe_security_groups(Filters=tag_filter)["SecurityGroups"]:
             left.append(f"security group {group['GroupName']} in {region}")
     return left
+
+
+def reclaim_spot_instance(region: str, instance_id: str) -> None:
+    """What AWS does to a spot instance it takes back, which moto (having no spot market) never
+    does: the instance is terminated with the state reason Server.SpotInstanceTermination."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    instance = ec2_backends[DEFAULT_ACCOUNT_ID][region].get_instance(instance_id)
+    instance.terminate()
+    instance.state_reason = StateReason(
+        "Server.SpotInstanceTermination: Spot instance termination",
+        "Server.SpotInstanceTermination",
+    )

@@ -9,7 +9,14 @@ checkpoints, teardown) is the real lifecycle. Faults are injected at boto3's API
 from __future__ import annotations
 
 import base64
+import json
+import os
+import re
+import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from gpujobs.paths import HomeLayout
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY, Node
 from gpujobs.providers.cloud import CloudNodeSettings
+from gpujobs.providers.local import job_pid
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.transport import Transport
 from gpujobs.spec import JobSpec, parse_spec
@@ -33,6 +41,7 @@ from gpujobs.testing_aws import (
     THROTTLED,
     VCPU_LIMIT,
     AwsFakes,
+    reclaim_spot_instance,
     tagged_leftovers,
 )
 from gpujobs.testing_ssh import LoopbackSshd
@@ -77,6 +86,14 @@ class FakeNodes:
         )
         return connect_node(local, self.home)
 
+    def wipe(self, node: Node) -> None:
+        """The machine is gone: its processes die at once and its disk with them."""
+        workdir = Path(node.workdir)
+        pid = job_pid(workdir)
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
+
     def _boot(self, node: Node) -> None:
         ec2 = self.fakes.session().client("ec2", region_name=node.region)
         answer = ec2.describe_instance_attribute(InstanceId=node.node_id, Attribute="userData")
@@ -91,7 +108,9 @@ class FakeNodes:
 @pytest.fixture
 def fakes() -> Iterator[AwsFakes]:
     with mock_aws():
-        yield AwsFakes(applied_quotas={(region, "L-DB2E81BA"): 64 for region in REGIONS})
+        # On-demand and spot G/VT vCPUs.
+        quotas = {(region, code): 64 for region in REGIONS for code in ("L-DB2E81BA", "L-3819A6DF")}
+        yield AwsFakes(applied_quotas=quotas)
 
 
 @pytest.fixture
@@ -253,4 +272,80 @@ def test_a_budget_sets_the_nodes_own_timer_and_the_ledger_freezes_the_price(
     where = (entry.provider, entry.instance_type, entry.region)
     assert where == ("aws", "g4dn.xlarge", "us-east-1")
     assert entry.price_per_hour == 0.526 and entry.ended_at is not None and not entry.spot
+    assert_nothing_left(fakes, home, job)
+
+
+def metric_rows(runs: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (runs / "metrics.jsonl").read_text().splitlines()]
+
+
+def last_validation(runs: Path) -> dict[str, float]:
+    last = [row for row in metric_rows(runs) if row["split"] == "val"][-1]
+    return {key: last[key] for key in ("epoch", "step", "loss", "accuracy")}
+
+
+def final_weights(runs: Path) -> dict[str, torch.Tensor]:
+    newest = sorted(runs.glob("ckpt-*.pt"))[-1]
+    return torch.load(newest, map_location="cpu", weights_only=False)["models"]["model"]
+
+
+def test_a_reclaimed_spot_instance_resumes_elsewhere_to_the_same_final_metrics(
+    world, fakes, home, store, tmp_path
+) -> None:
+    """AWS takes the spot instance back mid-run (terminated, Server.SpotInstanceTermination,
+    and the machine is gone with everything on it). The driver sees it from AWS, replaces it
+    and the workload resumes from the checkpoint that came home: it ends where an uninterrupted
+    run of the same seed ends, to the last weight."""
+    controller, nodes = world
+    body = (
+        "workload: mnist_cnn\nruntime: host\nspot: true\n"
+        "args: {synthetic: 2000, epochs: 6, batch_size: 32, seed: 3}\n"
+        "budget: {max_hours: 2, max_usd: 5}\ncheckpoints: {every_minutes: 0.01, keep: 2}\n"
+    )
+    straight = launch(controller, spec_for(tmp_path, f"name: straight\n{body}"), tmp_path)
+    assert straight.state is JobState.SUCCEEDED, straight.error
+    assert straight.restarts == 0
+
+    taken: list[Node] = []
+
+    def reclaim_once_a_checkpoint_is_home() -> None:
+        while not taken:
+            jobs = [job for job in store.jobs() if job.name == "preempted"]
+            if jobs and jobs[0].state.is_terminal:
+                return
+            if (
+                jobs
+                and jobs[0].state is JobState.RUNNING
+                and any(Path(jobs[0].runs_dir).glob("ckpt-*.pt"))
+            ):
+                [row] = [r for r in store.nodes(jobs[0].id) if r.terminated_at is None]
+                node = Node.model_validate_json(row.node_json)
+                reclaim_spot_instance(node.region, node.node_id)
+                nodes.wipe(node)  # the machine and everything on it are gone
+                taken.append(node)
+            time.sleep(0.02)
+
+    reclaimer = threading.Thread(target=reclaim_once_a_checkpoint_is_home, daemon=True)
+    reclaimer.start()
+    job = launch(controller, spec_for(tmp_path, f"name: preempted\n{body}"), tmp_path)
+    reclaimer.join(timeout=30)
+    assert taken, "the instance was reclaimed while the job ran"
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.restarts == 1
+    recovering = [e for e in store.events(job.id) if e.state is JobState.RECOVERING]
+    assert "Server.SpotInstanceTermination" in recovering[0].message
+    log = (Path(job.runs_dir) / "job.log").read_text()
+    # It went on from a checkpoint, not from scratch (which ends the same, seeded).
+    assert re.search(r"resume: .+/ckpt-\d+\.pt \(epoch \d", log), log[-2000:]
+    assert "epoch 6/6" in log
+    assert last_validation(Path(job.runs_dir)) == last_validation(Path(straight.runs_dir))
+    logged = [(row["split"], row["step"]) for row in metric_rows(Path(job.runs_dir))]
+    assert len(logged) == len(set(logged)), "no row twice: the resume dropped what it redid"
+    resumed = final_weights(Path(job.runs_dir))
+    uninterrupted = final_weights(Path(straight.runs_dir))
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
+
+    ledger = store.ledger(job.id)
+    assert len(ledger) == 2 and all(entry.spot and entry.ended_at for entry in ledger)
+    assert ledger[0].node_id == taken[0].node_id != ledger[1].node_id
     assert_nothing_left(fakes, home, job)

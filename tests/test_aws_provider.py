@@ -28,6 +28,7 @@ from gpujobs.testing_aws import (
     THROTTLED,
     VCPU_LIMIT,
     AwsFakes,
+    reclaim_spot_instance,
     tagged_leftovers,
 )
 
@@ -140,6 +141,20 @@ def test_provision_is_idempotent_and_wait_ready_gives_the_public_address(
     [ready] = aws.wait_ready(second)
     assert ready.host and ready.user == "ubuntu" and ready.port == 22
     assert ready.workdir == "/opt/gpujobs/work/again-1"
+
+
+def test_losses_tell_a_reclaimed_spot_instance_from_a_running_one(
+    aws: AwsProvider, fakes: AwsFakes
+) -> None:
+    first = aws.wait_ready(aws.provision("spot-2", offer(aws, spot=True), KEY, 1))
+    assert aws.losses(first) == []
+    reclaim_spot_instance("us-east-1", first[0].node_id)
+    [loss] = aws.losses(first)
+    assert loss.node_id == first[0].node_id and loss.preempted
+    assert "terminated" in loss.reason and "Server.SpotInstanceTermination" in loss.reason
+    # A restart makes a new instance: a new idempotency token, not the terminated one's.
+    again = aws.provision("spot-2", offer(aws, spot=True), KEY, 1, restart=1)
+    assert again[0].node_id != first[0].node_id and aws.losses(again) == []
 
 
 def test_terminate_leaves_nothing_tagged_and_is_idempotent(

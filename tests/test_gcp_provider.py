@@ -412,6 +412,15 @@ def test_wait_ready_reports_a_preempted_node_as_lost_capacity(api, clock) -> Non
         gcp.wait_ready(nodes)
 
 
+def test_losses_report_a_preempted_spot_vm_and_a_stopped_one(api, clock) -> None:
+    gcp = provider(api, clock)
+    spot = gcp.wait_ready(gcp.provision(JOB, offer(spot=True), KEY, 2))
+    assert gcp.losses(spot) == []
+    api.preempt("us-central1-a", f"gpujobs-{JOB}-1")
+    [loss] = gcp.losses(spot)
+    assert loss.node_id == spot[1].node_id and loss.preempted and "deleted" in loss.reason
+
+
 def test_wait_ready_reports_a_stopped_node_as_lost_capacity(api, clock) -> None:
     gcp = provider(api, clock)
     nodes = gcp.provision(JOB, offer(), KEY, 1)

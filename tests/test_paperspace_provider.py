@@ -277,6 +277,15 @@ def test_wait_ready_fills_in_the_address_and_login(fake, clock):
     assert clock.sleeps == [10.0]  # one poll interval: ready on the second read
 
 
+def test_losses_report_a_machine_turned_off_mid_run(fake, clock):
+    ps = provider(fake, clock)
+    nodes = ps.wait_ready(ps.provision("job1", A4000_NY2, KEY, 2))
+    assert ps.losses(nodes) == []
+    fake.power_off(nodes[1].node_id)
+    [loss] = ps.losses(nodes)
+    assert loss.node_id == nodes[1].node_id and not loss.preempted and "off" in loss.reason
+
+
 def test_a_machine_that_turns_off_while_starting_is_no_capacity(fake, clock):
     fake.ready_after_polls = 99
     ps = provider(fake, clock)

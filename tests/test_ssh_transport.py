@@ -22,6 +22,7 @@ from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import pull_dir, push_dir
+from gpujobs.remote.transport import GivesUp
 from gpujobs.runtime.launcher import env_file, launch_script
 from gpujobs.testing_ssh import LoopbackSshd, free_port, make_key
 from tests.conftest import ssh_transport
@@ -210,6 +211,28 @@ def test_an_unreachable_host_gives_up_after_the_window(pins: HostKeyPins) -> Non
     with pytest.raises(ConnectionLostError, match=r"cannot reach .* within 1\.5s"):
         transport.run(["true"])
     assert time.monotonic() - started < 8
+
+
+def test_a_node_its_provider_calls_gone_is_given_up_on_without_waiting_the_window(
+    pins: HostKeyPins,
+) -> None:
+    target = SshTarget("127.0.0.1", free_port(), "nobody", None)
+    transport = SSHTransport(target, pins, SshSettings(connect_timeout_s=1, reconnect_window_s=60))
+    asked: list[float] = []
+
+    def provider_says() -> str | None:
+        asked.append(time.monotonic())
+        return (
+            "aws i-0abc is terminated: Server.SpotInstanceTermination" if len(asked) > 1 else None
+        )
+
+    assert isinstance(transport, GivesUp)
+    transport.give_up = provider_says
+    started = time.monotonic()
+    with pytest.raises(ConnectionLostError, match=r"Server\.SpotInstanceTermination"):
+        transport.run(["true"])
+    assert len(asked) == 2, "asked between attempts, and the second answer ended the retries"
+    assert time.monotonic() - started < 10, "well inside the 60 s window"
 
 
 def test_a_job_key_is_private_and_logs_in(tmp_path: Path, pins: HostKeyPins) -> None:

@@ -78,12 +78,32 @@ def test_pull_refuses_symlinks_out_of_the_checkpoint_folder(tmp_path: Path) -> N
     remote, home = tmp_path / "ckpt", tmp_path / "runs"
     remote.mkdir()
     (remote / "ckpt-1.pt").write_bytes(b"weights")
+    os.utime(remote / "ckpt-1.pt", (time.time() - 60, time.time() - 60))  # not racy (below)
     (tmp_path / "secret").write_text("not yours")
     (remote / "evil").symlink_to(tmp_path / "secret")
     report = pull_dir(LocalTransport(), str(remote), home)
     assert report.refused == ("evil",)
     assert sorted(p.name for p in home.iterdir()) == ["ckpt-1.pt"]
     assert pull_dir(LocalTransport(), str(remote), home).files_sent == 0, "unchanged: not sent"
+
+
+def test_a_file_rewritten_within_the_second_of_its_pull_is_pulled_again(tmp_path: Path) -> None:
+    """Same size, same whole-second mtime, new content: "racily clean". The copy made in that
+    second is fetched again on the next pull, and once made later it is left alone."""
+    remote, home = tmp_path / "ckpt", tmp_path / "runs"
+    remote.mkdir()
+    state = remote / "count.txt"
+    second = int(time.time()) + 5  # a whole second of the node's clock, all of it ahead
+    state.write_text("24\n")
+    os.utime(state, (second + 0.1, second + 0.1))
+    assert pull_dir(LocalTransport(), str(remote), home).files_sent == 1
+    state.write_text("30\n")
+    os.utime(state, (second + 0.9, second + 0.9))
+    assert pull_dir(LocalTransport(), str(remote), home).files_sent == 1
+    assert (home / "count.txt").read_text() == "30\n"
+    os.utime(state, (second - 10, second - 10))
+    os.utime(home / "count.txt", (second - 10, second - 10))
+    assert pull_dir(LocalTransport(), str(remote), home).files_sent == 0
 
 
 class HostileListing(LocalTransport):

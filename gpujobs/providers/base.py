@@ -27,6 +27,7 @@ __all__ = [
     "Credentials",
     "NoCapacityError",
     "Node",
+    "NodeLoss",
     "NotTerminatedError",
     "Offer",
     "Provider",
@@ -36,6 +37,7 @@ __all__ = [
     "Quota",
     "QuotaExceededError",
     "SpecConfigured",
+    "SupportsLossCheck",
     "SupportsQuotaReport",
     "SupportsSweep",
     "TaggedResource",
@@ -168,9 +170,11 @@ class Provider(Protocol):
         ...
 
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
-        """Create the nodes (idempotent for the same job) and return at once."""
+        """Create the nodes and return at once. Idempotent for the same job and `restart` (how
+        many times the job lost its nodes and started again: a restart makes new nodes, and
+        its idempotency keys and node ids differ from the lost ones')."""
         ...
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
@@ -183,6 +187,27 @@ class Provider(Protocol):
 
     def owned(self) -> list[Node]:
         """Every node that carries gpujobs' tag, live or forgotten (for gc and down)."""
+        ...
+
+
+class NodeLoss(_Frozen):
+    """A node the provider says is gone or going while its job runs."""
+
+    node_id: str
+    reason: str = Field(description="the provider's own words, e.g. its state reason code")
+    preempted: bool = Field(
+        False, description="taken back by the provider (spot/preemptible), not failed"
+    )
+
+
+@runtime_checkable
+class SupportsLossCheck(Protocol):
+    """A provider that can say whether a running job's nodes still exist (the clouds): the
+    driver asks it every so often and whenever a node stops answering, to tell a reclaimed
+    spot machine from a slow link. Optional: local and ssh nodes cannot be taken back."""
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        """The nodes that are gone or going (terminated, stopped, deleted); [] when all live."""
         ...
 
 

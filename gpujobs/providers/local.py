@@ -79,7 +79,7 @@ class LocalProvider:
         )
 
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
         if nodes != 1:
             raise ProvisioningError(
@@ -93,7 +93,7 @@ class LocalProvider:
             Node(
                 provider=self.name,
                 job_id=job_id,
-                node_id=f"{job_id}-0",
+                node_id=node_id(job_id, restart),
                 host="localhost",
                 workdir=str(workdir),
                 transport="local",
@@ -171,7 +171,7 @@ class LocalProvider:
 
     def _stop_processes(self, workdir: Path) -> None:
         """Stop the job's process group: TERM (the workload saves), then KILL after a grace."""
-        pid = _job_pid(workdir)
+        pid = job_pid(workdir)
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -189,7 +189,13 @@ class LocalProvider:
             raise NotTerminatedError(f"process group {pid} of {workdir.name} survived SIGKILL")
 
 
-def _job_pid(workdir: Path) -> int | None:
+def node_id(job_id: str, restart: int = 0) -> str:
+    """A local or ssh node's id: its job's folder is the same after a restart, while the ledger
+    and the node records need a row per node the job used."""
+    return f"{job_id}-0" if restart == 0 else f"{job_id}-0-r{restart}"
+
+
+def job_pid(workdir: Path) -> int | None:
     """The launch script's pid, if that process still belongs to this work directory.
 
     The cwd check guards against a recycled pid: we never signal a process that is not ours.

@@ -23,6 +23,7 @@ from gpujobs.providers.base import (
     ProvisioningError,
     Quota,
 )
+from gpujobs.providers.local import node_id
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.spec import JobSpec, Resources, SshHosts, parse_ssh_host
 
@@ -129,7 +130,7 @@ class SshProvider:
 
     # -- a job's nodes ----------------------------------------------------------------------------
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
         # The user's own login is used, not the job key: gpujobs does not edit authorized_keys
         # on a machine it does not own.
@@ -148,7 +149,8 @@ class SshProvider:
             raise ProvisioningError(f"{target.label}: {exc}") from exc
         finally:
             transport.close()
-        return [self._node(target, job_id, root, price_per_hour=offer.price_per_hour)]
+        node = self._node(target, job_id, root, price_per_hour=offer.price_per_hour)
+        return [node.model_copy(update={"node_id": node_id(job_id, restart)})]
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
         return nodes  # it answered while provisioning; the job folder is made at setup

@@ -42,6 +42,7 @@ from gpujobs.errors import (
     CommandFailedError,
     ConnectionLostError,
     HostKeyChangedError,
+    RemoteFileNotFoundError,
     SshAuthError,
     TransportError,
     TransportTimeoutError,
@@ -170,6 +171,8 @@ class SSHTransport:
         self._rsync_config: Path | None = None
         self._has_rsync: bool | None = None
         self.connections = 0  # successful logins; more than one means it reconnected
+        # Asked between reconnect attempts: a reason ends the retries (see GivesUp).
+        self.give_up: Callable[[], str | None] | None = None
         self._progress_at = 0.0  # when a transfer last moved bytes (extends the retry window)
 
     # -- the Transport contract -----------------------------------------------------------
@@ -271,7 +274,7 @@ class SSHTransport:
             self._retrying(attempt)
         except FileNotFoundError:
             temp.unlink(missing_ok=True)
-            raise TransportError(f"{self.target.label}:{remote}: no such file") from None
+            raise RemoteFileNotFoundError(f"{self.target.label}:{remote}: no such file") from None
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -457,11 +460,18 @@ class SSHTransport:
                 0, settings.backoff_initial_s
             )
 
+        gave_up: list[str] = []
+
         def stalled(state: RetryCallState) -> bool:
             # The window counts from the last byte moved, so a long transfer over a link that
             # drops every few minutes still completes, while a dead link gives up in time.
             since = max(started, self._progress_at)
-            return time.monotonic() - since > settings.reconnect_window_s
+            if time.monotonic() - since > settings.reconnect_window_s:
+                return True
+            if self.give_up is not None and (reason := self.give_up()):
+                gave_up.append(reason)
+                return True
+            return False
 
         try:
             for attempt in Retrying(
@@ -479,6 +489,10 @@ class SSHTransport:
             self._disconnect()
             if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EACCES):
                 raise TransportError(f"{self.target.label}: {exc.strerror or exc}") from None
+            if gave_up:
+                raise ConnectionLostError(
+                    f"lost {self.target.label}: {gave_up[-1]} ({_reason(exc)})"
+                ) from None
             what = (
                 f"lost {self.target.label} and could not reconnect"
                 if self.connections

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
-from gpujobs.errors import TransportError
+from gpujobs.errors import RemoteFileNotFoundError, TransportError
 from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
 
 # (bytes done, bytes total) after each file.
@@ -225,7 +225,11 @@ def pull_dir(
     remote_files = transport.list_files(remote_dir)
     refused = tuple(item.path for item in remote_files if _unsafe(item))
     wanted = [item for item in remote_files if item.path not in refused]
-    changed = [item for item in wanted if not _same(item, _local_file(local_dir, item.path))]
+    changed = [
+        item
+        for item in wanted
+        if not _same(item, _local_file(local_dir, item.path)) or _racy(item, local_dir)
+    ]
     total = sum(item.size for item in changed)
     done = 0
     for item in changed:
@@ -234,7 +238,12 @@ def pull_dir(
             # A symlink planted locally under runs/ would redirect the write.
             refused += (item.path,)
             continue
-        transport.get(posixpath.join(remote_dir, item.path), target)
+        try:
+            transport.get(posixpath.join(remote_dir, item.path), target)
+        except RemoteFileNotFoundError:
+            # Gone since the listing: a temp file renamed to its final name, or a checkpoint
+            # the node pruned. The next pull sees what took its place.
+            continue
         done += item.size
         if progress:
             progress(done, total)
@@ -275,6 +284,18 @@ def prune_superseded_checkpoints(local_dir: Path, remote_paths: list[str]) -> tu
 def _unsafe(item: RemoteFile) -> bool:
     parts = PurePosixPath(item.path).parts
     return item.is_symlink or item.path.startswith("/") or ".." in parts or not parts
+
+
+def _racy(item: RemoteFile, local_dir: Path) -> bool:
+    """A file whose home copy was made in the second it was last written, or before: written
+    again within that second (a command's own `state.json`), it keeps its size and whole-second
+    mtime, so the copy would look current for good ("racily clean", as git calls it). Such a
+    copy is fetched again once; the copy made then is made a second later, and is clean."""
+    try:
+        copied_at = (local_dir / item.path).lstat().st_ctime  # get() sets mtime, not ctime
+    except OSError:
+        return True
+    return int(item.mtime) >= int(copied_at)
 
 
 def _same(mine: RemoteFile, theirs: RemoteFile | None) -> bool:

@@ -13,12 +13,17 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from gpujobs.errors import CommandFailedError, TransportError, TransportTimeoutError
+from gpujobs.errors import (
+    CommandFailedError,
+    RemoteFileNotFoundError,
+    TransportError,
+    TransportTimeoutError,
+)
 
 _TAIL_LINES = 20
 
@@ -60,6 +65,15 @@ class RemoteFile:
     is_symlink: bool = False
 
 
+@runtime_checkable
+class GivesUp(Protocol):
+    """A transport that retries a lost link (SSH) and can be told to stop early: `give_up` is
+    asked between reconnect attempts, and a reason it returns (say, "the provider terminated
+    the instance") ends the retries at once with ConnectionLostError."""
+
+    give_up: Callable[[], str | None] | None
+
+
 class Transport(Protocol):
     def run(
         self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
@@ -84,7 +98,8 @@ class Transport(Protocol):
         ...
 
     def get(self, remote: str, local: Path) -> None:
-        """Copy one file from the node, atomically (temp file + rename), keeping its mtime."""
+        """Copy one file from the node, atomically (temp file + rename), keeping its mtime;
+        RemoteFileNotFoundError when it is not there."""
         ...
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
@@ -142,7 +157,12 @@ class LocalTransport:
         _copy_atomic(local, Path(remote), mode=mode)  # a local rename costs nothing
 
     def get(self, remote: str, local: Path) -> None:
-        _copy_atomic(Path(remote), local, mode=None)
+        try:
+            _copy_atomic(Path(remote), local, mode=None)
+        except FileNotFoundError:
+            if Path(remote).exists():  # the missing one was the local folder
+                raise
+            raise RemoteFileNotFoundError(f"{remote}: no such file") from None
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
         root = Path(remote_dir)

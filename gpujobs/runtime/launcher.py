@@ -29,9 +29,13 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
     watchdog = stop_watchdog = ""
     if max_seconds is not None:
         # The node's own timer for budget.max_hours: TERM the group (the workload checkpoints),
-        # and KILL it a minute later from a helper that ignores the TERM.
+        # and KILL it a minute later from a helper that ignores the TERM. It starts before the
+        # script ignores TERM (a subshell inherits that), and ends its own `sleep` when told to
+        # stop: otherwise both would outlive the job and signal a recycled group hours later.
         watchdog = (
-            f"( sleep {max(int(max_seconds), 1)}\n"
+            "( trap 'kill \"$sleeper\" 2>/dev/null; exit 0' TERM\n"
+            f"  sleep {max(int(max_seconds), 1)} & sleeper=$!\n"
+            '  wait "$sleeper"\n'
             f'  echo "gpujobs: budget.max_hours reached, stopping the job" >> {q(layout.log)}\n'
             f"  echo max_hours > {q(layout.stop_reason)}\n"
             # The KILL helper ends as soon as the script does, so it never outlives the job.
@@ -41,7 +45,7 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
             "  kill -TERM -$$ 2>/dev/null ) &\n"
             "watchdog=$!\n"
         )
-        stop_watchdog = 'kill "$watchdog" 2>/dev/null\n'
+        stop_watchdog = 'kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null\n'
     return (
         "#!/bin/sh\n"
         "# Written by gpujobs: runs the job detached and records its pid and exit code.\n"
@@ -50,8 +54,8 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         f". {q(layout.env_file)}\n"
         f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null &\n"
         "child=$!\n"
-        "trap '' TERM\n"
         f"{watchdog}"
+        "trap '' TERM\n"
         'wait "$child"; rc=$?\n'
         "# Should a signal still interrupt wait, wait again for the workload's own exit status.\n"
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done\n'

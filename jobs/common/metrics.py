@@ -26,6 +26,29 @@ def _summary_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
+def rewind_metrics(out_dir: Path, step: int) -> int:
+    """Drop the rows past `step` (the checkpoint a run resumes from): the resumed run logs
+    those steps again, and a row must not appear twice. Returns how many were dropped."""
+    path = out_dir / METRICS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return 0
+    kept = [line for line in lines if _step_of(line) <= step]
+    if len(kept) < len(lines):
+        temp = path.with_suffix(".tmp")
+        temp.write_text("".join(kept), encoding="utf-8")
+        temp.replace(path)
+    return len(lines) - len(kept)
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a torn last line (the node died mid-write): dropped with the rest
+
+
 class MetricsWriter:
     """Appends rows; a resumed run continues the same file."""
 

@@ -24,7 +24,7 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
 from jobs.common.errors import UsageError
-from jobs.common.metrics import MetricsWriter
+from jobs.common.metrics import MetricsWriter, rewind_metrics
 from jobs.common.seeding import seed_everything
 from jobs.common.signals import StopFlag
 
@@ -130,8 +130,12 @@ def find_checkpoint(
     found = load_latest_checkpoint(args.out)
     if found is None:
         print(f"resume: no checkpoint in {args.out}; starting fresh", flush=True)
+        rewind_metrics(args.out, 0)
         return None
     check_resume_compatible(found[1]["args"], args, resume_keys)
+    # A run stopped without warning (a reclaimed spot machine) logged past its checkpoint.
+    if dropped := rewind_metrics(args.out, found[1]["step"]):
+        print(f"resume: dropped {dropped} metrics row(s) logged after that checkpoint", flush=True)
     return found
 
 

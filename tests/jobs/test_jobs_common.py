@@ -28,7 +28,7 @@ from jobs.common.checkpoint import (
 from jobs.common.cli import make_parser
 from jobs.common.device import amp_settings, select_device
 from jobs.common.errors import UsageError
-from jobs.common.metrics import MetricsWriter, read_metrics
+from jobs.common.metrics import MetricsWriter, read_metrics, rewind_metrics
 from jobs.common.seeding import capture_rng_state, restore_rng_state, seed_everything
 from jobs.common.signals import stop_on_signals
 
@@ -134,6 +134,20 @@ def test_metrics_lines_parse(tmp_path: Path) -> None:
     assert rows[1]["loss"] is None  # NaN is not valid JSON
     keys = {"step", "epoch", "split", "loss", "accuracy", "lr", "samples_per_s", "time"}
     assert all(keys <= row.keys() for row in rows)
+
+
+def test_a_resume_drops_the_metrics_rows_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    """A node that died without warning logged steps 5 to 7 after its step-4 checkpoint; the
+    resumed run logs them again, so they go (and a line torn mid-write with them)."""
+    with MetricsWriter(tmp_path) as writer:
+        for step in range(1, 8):
+            writer.log(step=step, epoch=1, split="train_step", loss=1.0 / step)
+    with (tmp_path / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 8, "epo')
+    assert rewind_metrics(tmp_path, 4) == 4
+    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    assert rewind_metrics(tmp_path, 4) == 0
+    assert rewind_metrics(tmp_path / "none", 4) == 0
 
 
 def test_common_args_defaults() -> None:

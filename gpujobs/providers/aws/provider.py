@@ -20,7 +20,15 @@ from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
 from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients
 from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
-from gpujobs.providers.base import TAG_KEY, Credentials, Node, Offer, Quota, TaggedResource
+from gpujobs.providers.base import (
+    TAG_KEY,
+    Credentials,
+    Node,
+    NodeLoss,
+    Offer,
+    Quota,
+    TaggedResource,
+)
 from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,
@@ -138,7 +146,7 @@ class AwsProvider:
 
     # -- provisioning -------------------------------------------------------------------------
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
         region = offer.region
         created_here: list[str] = []
@@ -146,7 +154,9 @@ class AwsProvider:
             key_name = self._key_pair(region, job_id, ssh_public_key)
             group_id = self._security_group(region, job_id)
             made = [
-                self._instance(region, job_id, rank, offer, key_name, group_id, created_here)
+                self._instance(
+                    region, job_id, rank, offer, key_name, group_id, created_here, restart
+                )
                 for rank in range(nodes)
             ]
         except ProviderError:
@@ -179,6 +189,27 @@ class AwsProvider:
                     f"after {self.timings.wait_ready_s:g} s"
                 )
             self.clock.sleep(self.timings.poll_s)
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        """Nodes AWS stopped or terminated: a reclaimed spot instance says so in its state
+        reason (Server.SpotInstanceTermination, or ...Shutdown for a stopping one)."""
+        found = []
+        for node in nodes:
+            instance = self._describe(node.region, node.node_id)
+            state = instance["State"]["Name"] if instance else "terminated"
+            if state in ("pending", "running"):
+                continue
+            reason = (instance or {}).get("StateReason", {})
+            code = reason.get("Code", "")
+            words = reason.get("Message") or code or f"the instance is {state}"
+            found.append(
+                NodeLoss(
+                    node_id=node.node_id,
+                    reason=f"aws {node.node_id} in {node.region} is {state}: {words}",
+                    preempted=code.startswith("Server.SpotInstance"),
+                )
+            )
+        return found
 
     def terminate(self, nodes: list[Node]) -> None:
         by_region: dict[tuple[str, str], list[str]] = {}
@@ -337,6 +368,7 @@ class AwsProvider:
         key_name: str | None,
         group_id: str,
         created_here: list[str],
+        restart: int,
     ) -> dict[str, Any]:
         existing = self._job_instances(region, job_id, rank=rank)
         if existing:
@@ -347,7 +379,9 @@ class AwsProvider:
             "InstanceType": offer.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "ClientToken": f"gpujobs-{job_id}-{rank}"[:64],
+            # A new token per restart: AWS answers a token whose instance was terminated with
+            # IdempotentInstanceTerminated instead of making a new one.
+            "ClientToken": f"gpujobs-{job_id}-{rank}{f'-r{restart}' if restart else ''}"[:64],
             "SecurityGroupIds": [group_id],
             "InstanceInitiatedShutdownBehavior": "terminate",
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},

@@ -25,6 +25,7 @@ from gpujobs.errors import GpuJobsError, NoCapacityError
 from gpujobs.providers.base import (
     Credentials,
     Node,
+    NodeLoss,
     NotTerminatedError,
     Offer,
     Provider,
@@ -177,8 +178,10 @@ class GcpProvider:
 
     # -- a job's nodes -----------------------------------------------------------------------------
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
+        # `restart` needs nothing here: names are per job and rank, a lost node of the same name
+        # is deleted before its replacement is made, and request ids are new per call.
         zone = offer.zone
         if not zone:
             raise ProvisioningError(f"gcp: offer {offer.label} names no zone; GCP places by zone")
@@ -240,6 +243,30 @@ class GcpProvider:
                         f"{self.ready_timeout_s:g}s; `gpujobs down` removes them"
                     )
                 self.clock.sleep(self.poll_interval_s)
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        """Nodes GCP stopped or deleted. A preempted spot VM is deleted (its termination action
+        is DELETE), so for a spot node "gone" is read as preempted."""
+        found = []
+        with self._boundary("gcp", ProviderError):
+            client = self._client_now()
+            for node in nodes:
+                if gcp_nodes.is_rule_only(node):
+                    continue
+                zone, name = gcp_nodes.location(node)
+                info = self._api(lambda z=zone, n=name: client.get_instance(z, n))
+                if info is not None and info.status in _LIVE:
+                    continue
+                state = "deleted" if info is None else info.status
+                found.append(
+                    NodeLoss(
+                        node_id=node.node_id,
+                        reason=f"gcp {name} in {zone} is {state}"
+                        + (" (a spot VM taken back)" if node.spot else ""),
+                        preempted=node.spot,
+                    )
+                )
+        return found
 
     def terminate(self, nodes: list[Node]) -> None:
         jobs = sorted({node.job_id for node in nodes})

@@ -38,7 +38,15 @@ from gpujobs.errors import (
     ProviderError,
     ProvisioningError,
 )
-from gpujobs.providers.base import Credentials, Node, Offer, Provider, Quota, TaggedResource
+from gpujobs.providers.base import (
+    Credentials,
+    Node,
+    NodeLoss,
+    Offer,
+    Provider,
+    Quota,
+    TaggedResource,
+)
 from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,
@@ -180,8 +188,10 @@ class PaperspaceProvider:
 
     # -- a job's nodes ----------------------------------------------------------------------------
     def provision(
-        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
+        # `restart` needs nothing here: a lost machine is deleted before its replacement, which
+        # takes its name, and lookups by name skip deleted machines.
         if nodes < 1:
             raise ProvisioningError(f"asked for {nodes} nodes")
         if offer.spot:
@@ -259,6 +269,24 @@ class PaperspaceProvider:
                     f"paperspace machines not ready after {self.ready_timeout_s:g} s: {waiting}"
                 )
             self.clock.sleep(self.poll_interval_s)
+
+    def losses(self, nodes: list[Node]) -> list[NodeLoss]:
+        """Machines deleted, or turned off or stopping while their job runs (Paperspace has no
+        spot machines: a machine off mid-run was shut down, by its auto-shutdown or a person)."""
+        client = self._api()
+        found = []
+        for node in nodes:
+            machine = client.get_machine(node.node_id)
+            if machine is None or machine.deleted:
+                state = "deleted"
+            elif machine.state in (OFF, "stopping"):
+                state = machine.state
+            else:
+                continue
+            found.append(
+                NodeLoss(node_id=node.node_id, reason=f"paperspace {node.node_id} is {state}")
+            )
+        return found
 
     def terminate(self, nodes: list[Node]) -> None:
         if not nodes:
