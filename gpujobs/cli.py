@@ -183,14 +183,17 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         follow: Annotated[
             bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
         ] = False,
+        node: Annotated[
+            int, typer.Option("--node", min=0, help="A multi-node job's node (its rank).")
+        ] = 0,
     ) -> None:
-        """Print a job's log (it is kept after the job ends)."""
+        """Print a job's log (it is kept after the job ends); node 0's unless --node."""
         with errors_to_exit():
             controller = controller_factory()
             record = controller.find(job)
             out = sys.stdout.buffer
             with contextlib.suppress(KeyboardInterrupt):
-                for chunk in controller.follow_log(record.id, follow=follow):
+                for chunk in controller.follow_log(record.id, follow=follow, node=node):
                     out.write(chunk)
                     out.flush()
             if follow and controller.view(controller.store.job(record.id)).driver_lost:

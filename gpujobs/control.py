@@ -21,7 +21,7 @@ from gpujobs.clock import Clock, SystemClock
 from gpujobs.driver_lock import DriverLock, driver_alive
 from gpujobs.errors import BadInputError, GpuJobsError, UnknownJobError
 from gpujobs.paths import HomeLayout
-from gpujobs.state import JobRecord, JobState, Store
+from gpujobs.state import JobRecord, JobState, NodeRecord, Store
 
 if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need them
     from gpujobs.budget import Allowance
@@ -304,9 +304,16 @@ class Controller:
             records.sort(key=lambda record: record.created_at, reverse=True)
         return [self.view(record) for record in records], self.store.count_jobs()
 
-    def follow_log(self, job_id: str, *, follow: bool, poll_s: float = 0.2) -> Iterator[bytes]:
-        """The job's log as this machine has it, then (with follow) what arrives until it ends."""
-        path = self.home.log_file(job_id)
+    def follow_log(
+        self, job_id: str, *, follow: bool, node: int = 0, poll_s: float = 0.2
+    ) -> Iterator[bytes]:
+        """The job's log (node `node`'s) as this machine has it, then (with follow) what
+        arrives until it ends."""
+        if node and all(_rank(row) != node for row in self.store.nodes(job_id)):
+            raise BadInputError(
+                f"{job_id} has no node {node}: `gpujobs status {job_id}` lists its nodes"
+            )
+        path = self.home.node_log_file(job_id, node)
         offset = 0
         while True:
             try:
@@ -463,3 +470,9 @@ def _check_budget_provider(provider: str | None) -> None:
             f"--provider {provider}: not a provider; give one of {', '.join(known)}, or leave "
             "it out for a budget over all of them"
         )
+
+
+def _rank(row: NodeRecord) -> int:
+    import json
+
+    return int(json.loads(row.node_json).get("rank", 0))

@@ -38,6 +38,7 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
+from gpujobs.group import NodeGroup
 from gpujobs.node_layout import NodeLayout
 from gpujobs.node_session import NodeSession
 from gpujobs.paths import HomeLayout
@@ -265,13 +266,16 @@ class _Drive:
         self.spec = spec
         self.cancel = cancel
         self.nodes: list[Node] = []
-        self.session: NodeSession | None = None
-        self.runtime: Runtime | None = None
+        self.sessions: list[NodeSession] = []  # one per node, in rank order
+        self.runtimes: list[Runtime] = []
+        self.group: NodeGroup | None = None  # set for a multi-process (torchrun) job
+        self.partial: dict[int, bytes] = {}  # a node's unfinished log line (prefixed output)
         self.started_at: float | None = None
         self.cap: JobCap | None = None  # set when a placement's money is held
         self.offer: Offer | None = None  # the placement the nodes came from
         self.cooling: dict[str, float] = {}  # placement label -> monotonic time it is free again
         self.next_loss_check = 0.0
+        self.failed_rank = 0  # the node whose exit code failed the job
         self.warned = False
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
@@ -304,7 +308,7 @@ class _Drive:
             if exit_code == 0:
                 final = JobState.SUCCEEDED
             else:
-                error = self._failure_message(exit_code)
+                error = self._failure_message(exit_code, self.failed_rank)
         except (Cancelled, KeyboardInterrupt) as exc:
             final = JobState.CANCELLED
             error = str(exc) or self.cancel.reason or "cancelled"
@@ -317,8 +321,8 @@ class _Drive:
             unexpected = exc
             self._collect_quietly()
         self.lc.transition(self.job_id, JobState.TEARING_DOWN)
-        if self.session is not None:
-            self.session.transport.close()
+        for session in self.sessions:
+            session.transport.close()
         teardown_error = self.lc.tear_down(self.nodes)
         if not teardown_error:
             self.lc.forget_job_key(self.job_id, self.nodes)
@@ -551,16 +555,28 @@ class _Drive:
 
     def _set_up(self) -> None:
         self._step(JobState.SETTING_UP)
-        node = self.nodes[0]
-        layout = NodeLayout(node.workdir)
-        self.session = NodeSession(self._connect(node), layout, self.lc.home.log_file(self.job_id))
-        self._wait_for_bootstrap(self.session.transport, node)
-        self.session.make_folders()
-        if self.spec.workload is not None:
-            self.session.push_code()
-        self.runtime = self.lc.runtime_for(node, self.spec)
-        self._note(f"preparing the {self.runtime.name} runtime on {node.host}")
-        self.runtime.prepare(self.session.transport, layout, self.spec)
+        self.nodes = sorted(self.nodes, key=lambda node: node.rank)
+        self.sessions, self.runtimes = [], []
+        for node in self.nodes:
+            session = NodeSession(self._connect(node), NodeLayout(node.workdir), self._log(node))
+            self.sessions.append(session)
+            self._wait_for_bootstrap(session.transport, node)
+            session.make_folders()
+            if self.spec.workload is not None:
+                session.push_code()
+            runtime = self.lc.runtime_for(node, self.spec)
+            self._note(f"preparing the {runtime.name} runtime on {node.host}")
+            runtime.prepare(session.transport, session.layout, self.spec)
+            self.runtimes.append(runtime)
+        self.group = self._group()
+
+    def _group(self) -> NodeGroup | None:
+        """The rendezvous of a job with more than one process; None: one plain process."""
+        group = NodeGroup.of(self.job_id, self.spec, self.nodes)
+        return group if group.distributed else None
+
+    def _log(self, node: Node) -> Path:
+        return self.lc.home.node_log_file(self.job_id, node.rank)
 
     def _wait_for_bootstrap(self, transport: Transport, node: Node) -> None:
         """A cloud node installs Docker and its NVIDIA runtime at boot; set up after that."""
@@ -591,27 +607,28 @@ class _Drive:
         self._step(JobState.SYNCING)
         if self.spec.dataset is None:
             return
-        session = self._session()
+        for node, session in zip(self.nodes, self._all_sessions(), strict=True):
+            label = "dataset" if len(self.nodes) == 1 else f"dataset to node {node.rank}"
 
-        def progress(done: int, total: int) -> None:
-            self.lc.sink.progress("dataset", done, total)
-            self.cancel.raise_if_cancelled()
+            def progress(done: int, total: int, label: str = label) -> None:
+                self.lc.sink.progress(label, done, total)
+                self.cancel.raise_if_cancelled()
 
-        report = session.push_dataset(Path(self.spec.dataset.source), progress)
-        self._note(
-            f"dataset: {report.files_total} files, {report.bytes_total} bytes, "
-            f"{report.files_sent} sent ({report.method}), verified on the node"
-        )
+            report = session.push_dataset(Path(self.spec.dataset.source), progress)
+            self._note(
+                f"{label}: {report.files_total} files, {report.bytes_total} bytes, "
+                f"{report.files_sent} sent ({report.method}), verified on the node"
+            )
 
     def _restore(self) -> None:
-        """A restarted job's new node gets what the lost one had and home has: the last
-        checkpoints that came home, and the log so far (the workload appends to it, so the
-        local copy's size stays the offset to follow from)."""
-        session = self._session()
-        report = session.push_checkpoints(self.runs_dir)
-        local_log = self.lc.home.log_file(self.job_id)
-        if local_log.exists() and local_log.stat().st_size:
-            session.transport.put(local_log, session.layout.log)
+        """A restarted job's new nodes get what the lost ones had and home has: rank 0 the last
+        checkpoints that came home, and each node its log so far (the workload appends to it,
+        so the local copy's size stays the offset to follow from)."""
+        report = self._session().push_checkpoints(self.runs_dir)
+        for node, session in zip(self.nodes, self._all_sessions(), strict=True):
+            local_log = self._log(node)
+            if local_log.exists() and local_log.stat().st_size:
+                session.transport.put(local_log, session.layout.log)
         self._note(
             f"restored {report.files_total} checkpoint file(s) from {self.runs_dir} and the "
             "log so far; the workload resumes from its last checkpoint"
@@ -619,25 +636,38 @@ class _Drive:
 
     def _start(self) -> None:
         self._step(JobState.RUNNING)
-        session, node = self._session(), self.nodes[0]
-        if self.runtime is None:
+        if len(self.runtimes) != len(self.nodes):
             raise ProvisioningError("no runtime (setup did not run)")
-        argv = self.runtime.argv(self.spec, session.layout)
-        environment = job_environment(self.job_id, self.spec, session.layout)
-        pid = session.start(argv, environment, max_seconds=self._seconds_left())
-        self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
+        if self.group is not None:
+            self._note(
+                f"torchrun on {self.group.size} node(s) x {self.group.gpus_per_node} process(es), "
+                f"rendezvous at {self.group.head}:{self.group.port}"
+            )
+        parts = zip(self.nodes, self._all_sessions(), self.runtimes, strict=True)
+        for node, session, runtime in parts:
+            argv = runtime.argv(self.spec, session.layout, self.group, node.rank)
+            environment = job_environment(
+                self.job_id, self.spec, session.layout, self.group, node.rank
+            )
+            pid = session.start(argv, environment, max_seconds=self._seconds_left())
+            self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
 
     def _reconnect(self) -> None:
-        """An adopted job: reach its rank-0 node and its workload's process again."""
-        node = self.nodes[0]
+        """An adopted job: reach its nodes and their workload processes again."""
+        self.nodes = sorted(self.nodes, key=lambda node: node.rank)
         rows = {row.node_id: row for row in self.lc.store.nodes(self.job_id)}
-        row = rows.get(node.node_id)
-        log = self.lc.home.log_file(self.job_id)
-        self.session = NodeSession(
-            self._connect(node), NodeLayout(node.workdir), log, pid=row.pid if row else None
-        )
-        offset = self.session.follower.offset
-        self._note(f"attached: following {node.host}'s log from byte {offset}")
+        self.sessions = []
+        for node in self.nodes:
+            row = rows.get(node.node_id)
+            session = NodeSession(
+                self._connect(node),
+                NodeLayout(node.workdir),
+                self._log(node),
+                pid=row.pid if row else None,
+            )
+            self.sessions.append(session)
+            offset = session.follower.offset
+            self._note(f"attached: following {node.host}'s log from byte {offset}")
 
     def _watch(self) -> int:
         """Until the workload exits, is stopped at its cap, or the job is cancelled; raises
@@ -650,17 +680,16 @@ class _Drive:
             raise self._confirmed_loss() or NodeLost(f"the node stopped answering: {exc}") from exc
 
     def _follow_workload(self) -> int:
-        session, config, clock = self._session(), self.lc.config, self.lc.clock
+        head, config, clock = self._session(), self.lc.config, self.lc.clock
         pull_every = self.spec.checkpoints.every_minutes * 60
         next_pull = clock.monotonic() + pull_every
         next_liveness = clock.monotonic() + config.liveness_every_s
         self.next_loss_check = clock.monotonic() + config.loss_check_every_s
         while True:
             self._forward_log()
-            code = session.exit_code()
-            if code is not None:
+            if (code := self._group_exit()) is not None:
                 self._forward_log()
-                if session.stopped_by_node() == "max_hours":
+                if head.stopped_by_node() == "max_hours":
                     raise self._cap_reached()
                 return code
             if self.cancel.cancelled:
@@ -677,31 +706,58 @@ class _Drive:
                 raise lost
             if now >= next_liveness:
                 next_liveness = now + config.liveness_every_s
-                if not session.alive() and session.exit_code() is None:
-                    self._forward_log()
-                    if lost := self._confirmed_loss():
-                        raise lost
-                    raise JobFailedError(
-                        "the workload's process vanished without an exit code "
-                        "(killed from outside, or the node rebooted)"
-                    )
+                self._check_alive()
             if now >= next_pull:
                 next_pull = now + pull_every
                 self._pull()
             clock.sleep(config.poll_interval_s)
 
+    def _group_exit(self) -> int | None:
+        """The job's exit code once every node's workload has exited; when one node fails,
+        the others are stopped at once (a group cannot go on without a member)."""
+        codes = [session.exit_code() for session in self._all_sessions()]
+        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        if failed and None in codes:
+            rank, code = failed[0]
+            self._stop(f"node {rank} exited with code {code}")
+            codes = [session.exit_code() for session in self._all_sessions()]
+        if None in codes and not failed:
+            return None
+        if failed:
+            self.failed_rank, code = failed[0]
+            return code or 1
+        return 0
+
+    def _check_alive(self) -> None:
+        for rank, session in enumerate(self._all_sessions()):
+            if session.alive() or session.exit_code() is not None:
+                continue
+            self._forward_log()
+            if lost := self._confirmed_loss():
+                raise lost
+            where = f"node {rank}: " if len(self.sessions) > 1 else ""
+            raise JobFailedError(
+                f"{where}the workload's process vanished without an exit code "
+                "(killed from outside, or the node rebooted)"
+            )
+
     def _collect(self) -> None:
         # No cancel check here: collecting is what a cancel still owes the user.
         self.lc.transition(self.job_id, JobState.COLLECTING)
         self._forward_log()
+        for rank, rest in sorted(self.partial.items()):  # a last line without its newline
+            self.lc.sink.log(f"[node {rank}] ".encode() + rest + b"\n")
+        self.partial.clear()
         self._pull()
-        local_log = self.lc.home.log_file(self.job_id)
-        if local_log.exists():
-            shutil.copyfile(local_log, self.runs_dir / "job.log")
+        for node in self.nodes:
+            local_log = self._log(node)
+            if local_log.exists():
+                name = "job.log" if node.rank == 0 else f"job.node{node.rank}.log"
+                shutil.copyfile(local_log, self.runs_dir / name)
 
     def _collect_quietly(self) -> None:
         """After a failure or cancel: bring home what exists, without masking the first error."""
-        if self.session is None or self.session.pid is None:
+        if not self.sessions or self.sessions[0].pid is None:
             return
         try:
             self._collect()
@@ -746,9 +802,9 @@ class _Drive:
         return NodeLost(reason, preempted=any(loss.preempted for loss in losses))
 
     def _drop_session(self) -> None:
-        if self.session is not None:
-            self.session.transport.close()
-        self.session, self.runtime = None, None
+        for session in self.sessions:
+            session.transport.close()
+        self.sessions, self.runtimes = [], []
 
     def _step(self, state: JobState, message: str = "") -> None:
         self.cancel.raise_if_cancelled()
@@ -759,9 +815,14 @@ class _Drive:
         self.lc.sink.note(message)
 
     def _session(self) -> NodeSession:
-        if self.session is None:
+        if not self.sessions:
             raise ProvisioningError("no node session (setup did not run)")
-        return self.session
+        return self.sessions[0]
+
+    def _all_sessions(self) -> list[NodeSession]:
+        if not self.sessions:
+            raise ProvisioningError("no node session (setup did not run)")
+        return self.sessions
 
     def _record_nodes(self, nodes: list[Node], billing: Billing) -> None:
         self.nodes = nodes
@@ -776,8 +837,12 @@ class _Drive:
             )
 
     def _forward_log(self) -> None:
-        if self.session is not None and (chunk := self.session.follow()):
-            self.lc.sink.log(chunk)
+        for rank, session in enumerate(self.sessions):
+            chunk = session.follow()
+            if chunk and len(self.sessions) > 1:
+                chunk = self._prefixed(rank, chunk)
+            if chunk:
+                self.lc.sink.log(chunk)
 
     def _pull(self) -> None:
         report = self._session().pull_checkpoints(self.runs_dir)
@@ -790,13 +855,24 @@ class _Drive:
 
     def _stop(self, reason: str) -> None:
         self._note(f"stopping the workload ({reason}); it saves a checkpoint first")
-        self._session().stop_gracefully(
+        head, *others = self._all_sessions()
+        for session in others:  # TERM every node at once: the group agrees on when it stops
+            session.request_stop()
+        head.stop_gracefully(
             self.lc.clock,
             grace_s=self.lc.config.stop_grace_s,
             poll_s=self.lc.config.poll_interval_s,
-            on_log=self.lc.sink.log,
+            on_log=lambda chunk: self.lc.sink.log(self._prefixed(0, chunk) if others else chunk),
             forced=lambda: self.cancel.forced,
         )
+
+    def _prefixed(self, rank: int, chunk: bytes) -> bytes:
+        """Whole lines of node `rank`'s log, each led by its rank; a partial line waits."""
+        lines = (self.partial.pop(rank, b"") + chunk).split(b"\n")
+        if rest := lines.pop():  # after the last newline
+            self.partial[rank] = rest
+        lead = f"[node {rank}] ".encode()
+        return b"".join(lead + line + b"\n" for line in lines)
 
     def _cap(self) -> JobCap:
         return self.cap or JobCap(self.spec.budget.max_hours, None, "budget.max_hours")
@@ -838,8 +914,9 @@ class _Drive:
             "it is stopped, its checkpoint brought home, and its nodes torn down"
         )
 
-    def _failure_message(self, exit_code: int) -> str:
-        tail = tail_lines(self.lc.home.log_file(self.job_id), lines=10)
-        return f"the workload exited with code {exit_code}" + (
+    def _failure_message(self, exit_code: int, rank: int = 0) -> str:
+        tail = tail_lines(self.lc.home.node_log_file(self.job_id, rank), lines=10)
+        where = f"on node {rank} " if len(self.nodes) > 1 else ""
+        return f"the workload {where}exited with code {exit_code}" + (
             f"; last lines:\n{tail}" if tail else ""
         )

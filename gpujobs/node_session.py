@@ -87,10 +87,7 @@ class NodeSession:
 
         Returns its exit code, or None if it did not finish in time (teardown then kills it).
         """
-        if self.pid is not None:
-            # The shell's own kill: `kill -TERM -PID` means the group there, while procps'
-            # /usr/bin/kill wants `--` before it and dash's builtin refuses `--`.
-            self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)
+        self.request_stop()
         deadline = clock.monotonic() + grace_s
         while True:
             if chunk := self.follow():
@@ -105,6 +102,13 @@ class NodeSession:
         return push_dir(
             self.transport, runs_dir, self.layout.checkpoints, skip=lambda path: path == "job.log"
         )
+
+    def request_stop(self) -> None:
+        """TERM the job's process group; the workload saves a checkpoint and exits."""
+        if self.pid is not None:
+            # The shell's own kill: `kill -TERM -PID` means the group there, while procps'
+            # /usr/bin/kill wants `--` before it and dash's builtin refuses `--`.
+            self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)
 
     def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
         return pull_dir(self.transport, self.layout.checkpoints, runs_dir)

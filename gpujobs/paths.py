@@ -57,6 +57,10 @@ class HomeLayout:
     def log_file(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.log"
 
+    def node_log_file(self, job_id: str, rank: int) -> Path:
+        """Node `rank`'s log of a multi-node job; rank 0's is the job's log."""
+        return self.log_file(job_id) if rank == 0 else self.logs / f"{job_id}.node{rank}.log"
+
     def driver_log_file(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.driver.log"
 

@@ -38,10 +38,10 @@ from gpujobs.paths import HomeLayout
 from gpujobs.providers.base import TAG_KEY, Node, Provider
 from gpujobs.providers.cloud import CloudNodeSettings
 from gpujobs.remote.connect import connect_node
-from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
+from gpujobs.remote.transport import Transport
 from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobRecord, JobState, Store
-from gpujobs.testing import FakeClock
+from gpujobs.testing import FakeClock, FaultyTransport
 from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
 
 CALLER = "198.51.100.23"
@@ -357,7 +357,7 @@ def reap(job_id: str) -> None:
 
 
 # -- fault injection at a lifecycle step -----------------------------------------------------------
-class StepFaultTransport:
+class StepFaultTransport(FaultyTransport):
     """A Transport that raises `error` once: at the first call of `method` while the job is in
     `state` (as the watcher last heard). No rsync: syncs go file by file through `put`."""
 
@@ -370,44 +370,14 @@ class StepFaultTransport:
         error: BaseException,
         fired: list[str],
     ) -> None:
-        self.inner, self.watcher, self.state_, self.method = inner, watcher, state, method
+        super().__init__(inner)
+        self.watcher, self.state_, self.method = watcher, state, method
         self.error, self.fired = error, fired
 
     def _maybe_fail(self, method: str) -> None:
         if method == self.method and self.watcher.current is self.state_ and not self.fired:
             self.fired.append(f"{method} in {self.state_.value}")
             raise self.error
-
-    def run(
-        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
-    ) -> CommandResult:
-        self._maybe_fail("run")
-        return self.inner.run(argv, timeout=timeout, check=check)
-
-    def start(self, script: str, *, cwd: str) -> int:
-        self._maybe_fail("start")
-        return self.inner.start(script, cwd=cwd)
-
-    def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
-        self._maybe_fail("read")
-        return self.inner.read(path, offset, limit)
-
-    def put(
-        self, local: Path, remote: str, *, mode: int | None = None, atomic: bool = True
-    ) -> None:
-        self._maybe_fail("put")
-        self.inner.put(local, remote, mode=mode, atomic=atomic)
-
-    def get(self, remote: str, local: Path) -> None:
-        self._maybe_fail("get")
-        self.inner.get(remote, local)
-
-    def list_files(self, remote_dir: str) -> list[RemoteFile]:
-        self._maybe_fail("list_files")
-        return self.inner.list_files(remote_dir)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class ArmedProvider:

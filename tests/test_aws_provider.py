@@ -17,6 +17,7 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
+from gpujobs.group import rendezvous_port
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY
 from gpujobs.providers.cloud import CloudNodeSettings
@@ -155,6 +156,20 @@ def test_losses_tell_a_reclaimed_spot_instance_from_a_running_one(
     # A restart makes a new instance: a new idempotency token, not the terminated one's.
     again = aws.provision("spot-2", offer(aws, spot=True), KEY, 1, restart=1)
     assert again[0].node_id != first[0].node_id and aws.losses(again) == []
+
+
+def test_a_group_of_nodes_meets_on_its_rendezvous_port_and_nothing_else(
+    aws: AwsProvider, fakes: AwsFakes
+) -> None:
+    nodes = aws.wait_ready(aws.provision("pair-1", offer(aws), KEY, 2))
+    assert sorted(node.rank for node in nodes) == [0, 1]
+    assert all(node.private_host and node.private_host != node.host for node in nodes)
+    [group] = ec2(fakes).describe_security_groups(GroupNames=["gpujobs-pair-1"])["SecurityGroups"]
+    port = rendezvous_port("pair-1")
+    [rule] = [r for r in group["IpPermissions"] if r["FromPort"] == port]
+    assert rule["ToPort"] == port and rule["IpRanges"] == []
+    assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == [group["GroupId"]]
+    assert {r["FromPort"] for r in group["IpPermissions"]} == {22, port}
 
 
 def test_terminate_leaves_nothing_tagged_and_is_idempotent(

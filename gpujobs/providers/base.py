@@ -130,6 +130,10 @@ class Node(_Frozen):
     node_id: str
     rank: int = 0
     host: str
+    private_host: str | None = Field(
+        None,
+        description="where the job's other nodes reach it (a cloud's private address); None: host",
+    )
     port: int = 22
     user: str | None = None
     workdir: str = Field(description="the job's folder on the node; everything lives under it")

@@ -189,10 +189,10 @@ class LocalProvider:
             raise NotTerminatedError(f"process group {pid} of {workdir.name} survived SIGKILL")
 
 
-def node_id(job_id: str, restart: int = 0) -> str:
+def node_id(job_id: str, restart: int = 0, rank: int = 0) -> str:
     """A local or ssh node's id: its job's folder is the same after a restart, while the ledger
     and the node records need a row per node the job used."""
-    return f"{job_id}-0" if restart == 0 else f"{job_id}-0-r{restart}"
+    return f"{job_id}-{rank}" if restart == 0 else f"{job_id}-{rank}-r{restart}"
 
 
 def job_pid(workdir: Path) -> int | None:

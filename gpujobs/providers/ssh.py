@@ -133,24 +133,33 @@ class SshProvider:
         self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
         # The user's own login is used, not the job key: gpujobs does not edit authorized_keys
-        # on a machine it does not own.
-        if nodes != 1:
+        # on a machine it does not own. Node 0 is the offer's host, the others the spec's next
+        # hosts, one node per host.
+        hosts = [offer.instance_type] + [
+            text
+            for text in (self.hosts.hosts if self.hosts else [])
+            if self._target(text).label != offer.instance_type
+        ]
+        if nodes > len(hosts):
             raise ProvisioningError(
-                f"the ssh provider runs one node per host so far; the spec asks for {nodes}"
+                f"the spec asks for {nodes} nodes and lists {len(hosts)} ssh host(s); the ssh "
+                "provider runs one node per host: add hosts to `ssh.hosts`"
             )
-        target = self._target(offer.instance_type)
-        transport = self._transport(target, self.settings)
-        try:
-            root = self._probe(transport)["root"][0]
-            # Made now, so that from here on the job's node exists (owned() finds it).
-            workdir = posixpath.join(root, "work", job_id)
-            transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", workdir])
-        except TransportError as exc:
-            raise ProvisioningError(f"{target.label}: {exc}") from exc
-        finally:
-            transport.close()
-        node = self._node(target, job_id, root, price_per_hour=offer.price_per_hour)
-        return [node.model_copy(update={"node_id": node_id(job_id, restart)})]
+        made = []
+        for rank, text in enumerate(hosts[:nodes]):
+            target = self._target(text)
+            transport = self._transport(target, self.settings)
+            try:
+                root = self._probe(transport)["root"][0]
+                node = self._node(target, job_id, root, rank=rank, price=offer.price_per_hour)
+                # Made now, so that from here on the job's node exists (owned() finds it).
+                transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", node.workdir])
+            except TransportError as exc:
+                raise ProvisioningError(f"{target.label}: {exc}") from exc
+            finally:
+                transport.close()
+            made.append(node.model_copy(update={"node_id": node_id(job_id, restart, rank)}))
+        return made
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
         return nodes  # it answered while provisioning; the job folder is made at setup
@@ -204,17 +213,20 @@ class SshProvider:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _node(
-        self, target: SshTarget, job_id: str, root: str, *, price_per_hour: float = 0.0
+        self, target: SshTarget, job_id: str, root: str, *, rank: int = 0, price: float = 0.0
     ) -> Node:
-        """A job's node: its folder under the host's work root, reached with the user's login."""
+        """A job's node: its folder under the host's work root, reached with the user's login.
+        Node K > 0 has a folder of its own, as hosts may share a home over NFS."""
+        folder = job_id if rank == 0 else f"{job_id}-node{rank}"
         return Node(
             provider=self.name,
             job_id=job_id,
-            node_id=f"{job_id}-0",
+            node_id=node_id(job_id, 0, rank),
+            rank=rank,
             host=target.host,
             port=target.port,
             user=target.user,
-            workdir=posixpath.join(root, "work", job_id),
+            workdir=posixpath.join(root, "work", folder),
             transport="ssh",
             identity_file=target.identity_file,
             uses_job_key=False,
@@ -222,7 +234,7 @@ class SshProvider:
             cache_dir=posixpath.join(root, "venvs"),
             instance_type=target.label,
             region=REGION,
-            price_per_hour=price_per_hour,
+            price_per_hour=price,
         )
 
     def _offer(self, text: str) -> Offer:
@@ -254,7 +266,7 @@ class SshProvider:
             disk_gb=round(int(facts["disk_kb"][0] or 0) / 1e6, 1),
             price_per_hour=self.cost_per_hour,
             availability=Availability.AVAILABLE,
-            max_nodes=1,
+            max_nodes=len(self.hosts.hosts) if self.hosts else 1,  # one node per host
         )
 
     def _probe(self, transport: SSHTransport) -> dict[str, list[str]]:

@@ -7,12 +7,17 @@ script sources the job's 0600 env file, and `-e NAME` tells docker to pass NAME'
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gpujobs import __version__
 from gpujobs.errors import ProvisioningError
 from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_flags
 from gpujobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from gpujobs.group import NodeGroup
 
 # Built from docker/Dockerfile: `docker build -f docker/Dockerfile -t gpujobs-workloads:0.1.0 .`
 DEFAULT_IMAGE = f"gpujobs-workloads:{__version__}"
@@ -39,7 +44,9 @@ class DockerRuntime:
         gid = transport.run(["id", "-g"]).stdout.strip()
         self.user = f"{uid}:{gid}"
 
-    def argv(self, spec: JobSpec, layout: NodeLayout) -> list[str]:
+    def argv(
+        self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
+    ) -> list[str]:
         image = spec.image or self.image
         command = [
             "docker",
@@ -55,6 +62,9 @@ class DockerRuntime:
         ]
         if spec.resources.gpu_count > 0:
             command += ["--gpus", "all"]
+        if group is not None and group.size > 1:
+            # The other nodes reach torchrun's rendezvous (and NCCL) on the host's addresses.
+            command += ["--network", "host"]
         if self.user:
             command += ["--user", self.user]
         data_target = spec.dataset.target if spec.dataset else "/data"
@@ -64,7 +74,8 @@ class DockerRuntime:
             "-v",
             f"{layout.checkpoints}:{spec.checkpoints.path}",
         ]
-        for name in [*sorted(spec.env), "GPUJOBS_JOB_ID"]:
+        group_names = sorted(group.environment(rank)) if group is not None else []
+        for name in [*sorted(spec.env), *group_names, "GPUJOBS_JOB_ID"]:
             command += ["-e", name]
         command += [
             "-e",
@@ -74,9 +85,12 @@ class DockerRuntime:
         ]
         if spec.command is not None:
             return [*command, "--entrypoint", "sh", image, "-c", spec.command]
+        # The image's entrypoint is `python -m`.
+        launcher = [*group.torchrun(rank), "-m"] if group is not None and group.distributed else []
         return [
             *command,
             image,
+            *launcher,
             f"jobs.{spec.workload}",
             *workload_flags(spec, data=data_target, out=spec.checkpoints.path),
         ]

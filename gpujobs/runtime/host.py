@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from gpujobs.errors import ProvisioningError
 from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_argv
 from gpujobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from gpujobs.group import NodeGroup
 
 # What the bundled workloads import; checked without importing them (torch alone takes seconds).
 _WORKLOAD_MODULES = ("torch", "numpy", "PIL")
@@ -38,5 +42,7 @@ class HostRuntime:
                 "install them with `pip install 'gpujobs[train]'`"
             )
 
-    def argv(self, spec: JobSpec, layout: NodeLayout) -> list[str]:
-        return workload_argv(self.python, spec, layout)
+    def argv(
+        self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
+    ) -> list[str]:
+        return workload_argv(self.python, spec, layout, group, rank)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import posixpath
 import secrets
+from typing import TYPE_CHECKING
 
 from gpujobs.errors import (
     GpuJobsError,
@@ -28,6 +29,9 @@ from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import CommandResult, Transport
 from gpujobs.runtime.base import workload_argv
 from gpujobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from gpujobs.group import NodeGroup
 
 READY_MARKER = ".gpujobs-ready"
 MIN_PYTHON = (3, 9)
@@ -106,14 +110,16 @@ class VenvRuntime:
             self._build(transport, venv, requirements, f"{self.python} {version}")
         self._venv = venv
 
-    def argv(self, spec: JobSpec, layout: NodeLayout) -> list[str]:
+    def argv(
+        self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
+    ) -> list[str]:
         if spec.workload is None:
             return workload_argv(self.python, spec, layout)
         if self._venv is None:
             raise ProvisioningError(
                 "the venv runtime has no venv yet: prepare() runs before argv() on the same runtime"
             )
-        return workload_argv(f"{self._venv}/bin/python", spec, layout)
+        return workload_argv(f"{self._venv}/bin/python", spec, layout, group, rank)
 
     def _probe(self, transport: Transport) -> tuple[str, str]:
         """The interpreter's (sys.prefix, sys.version); a ProvisioningError says what to fix."""

@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -50,13 +50,18 @@ def _step_of(line: str) -> int:
 
 
 class MetricsWriter:
-    """Appends rows; a resumed run continues the same file."""
+    """Appends rows; a resumed run continues the same file. A disabled writer (every rank but
+    0 of a distributed run) builds its rows but writes nothing and creates no folder: rank 0
+    logs the group's numbers once, and the other ranks' --out stays untouched."""
 
-    def __init__(self, out_dir: Path, *, tensorboard: bool = True) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out_dir: Path, *, tensorboard: bool = True, enabled: bool = True) -> None:
         self.path = out_dir / METRICS_FILE
-        self._file = self.path.open("a", encoding="utf-8")
-        self._board = _summary_writer(out_dir / TENSORBOARD_DIR) if tensorboard else None
+        self._file: TextIO | None = None
+        self._board: Any = None
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+            self._board = _summary_writer(out_dir / TENSORBOARD_DIR) if tensorboard else None
 
     def log(
         self,
@@ -81,6 +86,8 @@ class MetricsWriter:
             "time": time.time(),
             **extra,
         }
+        if self._file is None:
+            return row
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._board is not None:
@@ -90,7 +97,8 @@ class MetricsWriter:
         return row
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._board is not None:
             self._board.close()
 

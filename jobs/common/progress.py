@@ -1,6 +1,8 @@
 """What every workload's training loop keeps track of, in one place: running loss/accuracy sums,
 the position within the run, which checkpoint to resume from, and how an early stop (SIGTERM,
---max-steps) is detected and reported."""
+--max-steps) is detected and reported. The group-aware helpers (``global_totals``,
+``agreed_checks``, ``save_on_main``, ``report_end``) make the same loop correct under torchrun
+and are the identity for a single process."""
 
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from jobs.common.checkpoint import (
     save_checkpoint,
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
+from jobs.common.distributed import Group, saved_world_size, state_digest
 from jobs.common.errors import UsageError
 from jobs.common.metrics import MetricsWriter, rewind_metrics
-from jobs.common.seeding import seed_everything
+from jobs.common.seeding import capture_rng_state, restore_rng_state, seed_everything
 from jobs.common.signals import StopFlag
 
 
@@ -71,12 +74,40 @@ class Totals:
         return totals
 
 
+def global_totals(group: Group, totals: Totals) -> Totals:
+    """The sums over every rank (the same object in a group of one), so what is logged, printed
+    and saved describes the whole group's samples. One all-reduce for all three."""
+    if not group.active:
+        return totals
+    seen = torch.tensor(float(totals.seen), dtype=torch.float64, device=totals.loss_sum.device)
+    # float64 holds the correct count exactly (below 2**53).
+    packed = torch.stack([totals.loss_sum, totals.correct.double(), seen])
+    loss_sum, correct, seen_all = group.all_sum(packed).unbind()
+    return Totals(loss_sum, correct.round().long(), int(seen_all.item()))
+
+
+def resume_rank(group: Group, state: dict[str, Any], totals: Totals) -> Totals:
+    """What of a group's checkpoint is this rank's own, after restore_training_state gave every
+    rank rank 0's: its RNG state (ranks draw different amounts, e.g. dropout over batches of
+    other shapes) and its share of the partial-epoch totals. Those are the group's sums, so
+    rank 0 carries them on and the others start from zero, and the epoch's all-reduce counts
+    every sample once."""
+    if not group.active:
+        return totals
+    rank_rng = state["extra"].get("rank_rng")
+    if rank_rng is not None and len(rank_rng) == group.world_size:
+        restore_rng_state(rank_rng[group.rank])
+    return totals if group.is_main else Totals.zeros(totals.loss_sum.device)
+
+
 class StepLog:
     """The `train_step` line every `--log-every` steps: loss, accuracy, lr and throughput since
-    the previous line. The loop adds each batch to `interval`."""
+    the previous line. The loop adds each batch to `interval`. With a group, every rank calls
+    ``maybe_log`` (it sums the interval over the group) and rank 0's writer records it."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, group: Group | None = None) -> None:
         self.device = device
+        self.group = group
         self.interval = Totals.zeros(device)
         self.started = time.perf_counter()
 
@@ -92,7 +123,8 @@ class StepLog:
             return
         # Read the sums first: the .item() waits for queued GPU work, so the clock below
         # covers the steps' real time, not just their launch.
-        loss, accuracy = self.interval.mean_loss(), self.interval.accuracy()
+        interval = global_totals(self.group, self.interval) if self.group else self.interval
+        loss, accuracy = interval.mean_loss(), interval.accuracy()
         now = time.perf_counter()
         metrics.log(
             step=pos.step,
@@ -101,7 +133,7 @@ class StepLog:
             loss=loss,
             accuracy=accuracy,
             lr=current_lr(optimizer),
-            samples_per_s=self.interval.seen / max(now - self.started, 1e-9),
+            samples_per_s=interval.seen / max(now - self.started, 1e-9),
             **extra,
         )
         self.interval, self.started = Totals.zeros(self.device), time.perf_counter()
@@ -117,9 +149,10 @@ class Position:
 
 
 def find_checkpoint(
-    args: argparse.Namespace, resume_keys: Iterable[str]
+    args: argparse.Namespace, resume_keys: Iterable[str], world_size: int = 1
 ) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to continue from, if any; refuses unsafe reuse of --out."""
+    """The checkpoint to continue from, if any; refuses unsafe reuse of --out. Under torchrun
+    only rank 0 calls it (its --out is the one that counts) and broadcasts the answer."""
     if not args.resume:
         if latest_checkpoint(args.out) is not None:
             raise UsageError(
@@ -133,10 +166,23 @@ def find_checkpoint(
         rewind_metrics(args.out, 0)
         return None
     check_resume_compatible(found[1]["args"], args, resume_keys)
+    check_world_size(found, world_size)
     # A run stopped without warning (a reclaimed spot machine) logged past its checkpoint.
     if dropped := rewind_metrics(args.out, found[1]["step"]):
         print(f"resume: dropped {dropped} metrics row(s) logged after that checkpoint", flush=True)
     return found
+
+
+def check_world_size(checkpoint: tuple[Path, dict[str, Any]], world_size: int) -> None:
+    """Refuse to resume with another number of processes: each one's data shard, the steps per
+    epoch (and so the position and the lr schedule) depend on it, as on --batch-size."""
+    saved = saved_world_size(checkpoint[1])
+    if saved != world_size:
+        raise UsageError(
+            f"{checkpoint[0]} was written by {saved} training process(es) and this run has "
+            f"{world_size}; resume with as many (torchrun --nnodes x --nproc-per-node), "
+            "or use a new --out"
+        )
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -147,6 +193,26 @@ def limit_reached(args: argparse.Namespace, pos: Position, stop: StopFlag) -> bo
     if args.max_steps is not None and pos.step >= args.max_steps:
         stop.set("--max-steps")
     return bool(stop)
+
+
+def agreed_checks(
+    group: Group, args: argparse.Namespace, pos: Position, stop: StopFlag, schedule: SaveSchedule
+) -> tuple[bool, bool]:
+    """(stop now, save now), the same on every rank: a SIGTERM reaches one machine, and each
+    rank's clock decides on its own when a timed checkpoint is due. One small all-reduce per
+    step, on the CPU, keeps all ranks at the same step and in the same collectives."""
+    halt, due = group.any_of(limit_reached(args, pos, stop), schedule.due())
+    if halt and not stop:
+        stop.set("a signal on another rank")
+    return halt, due
+
+
+def agreed_stop(group: Group, stop: StopFlag) -> bool:
+    """Whether any rank was asked to stop (e.g. during validation); see agreed_checks."""
+    (halt,) = group.any_of(bool(stop))
+    if halt and not stop:
+        stop.set("a signal on another rank")
+    return halt
 
 
 def resumed_position(
@@ -171,9 +237,11 @@ def restore_classifier(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     schedulers: dict[str, Any] | None = None,
+    group: Group | None = None,
 ) -> tuple[Position, Totals, dict[str, Any] | None, Path | None]:
     """A one-model classifier's run from its checkpoint (or from the start when there is none):
-    position, partial-epoch totals, last validation result and the checkpoint's path."""
+    position, partial-epoch totals, last validation result and the checkpoint's path. With a
+    group, each rank takes its own share (resume_rank)."""
     if checkpoint is None:
         return Position(), Totals.zeros(device), None, None
     path, state = checkpoint
@@ -185,6 +253,8 @@ def restore_classifier(
         scaler=scaler,
     )
     pos, totals, last_val = resumed_position(path, state, device)
+    if group is not None:
+        totals = resume_rank(group, state, totals)
     return pos, totals, last_val, path
 
 
@@ -204,6 +274,37 @@ def report_stopped(stop: StopFlag, path: Path | None, pos: Position) -> int:
     where = f"epoch {pos.epoch + 1}, step {pos.step}"
     saved = f"checkpoint {path}" if path is not None else "nothing to save yet"
     print(f"stopped by {stop.reason} at {where}; {saved}; continue with --resume", flush=True)
+    return 0
+
+
+def report_end(
+    group: Group,
+    prog: str,
+    pos: Position,
+    model: torch.nn.Module,
+    path: Path | None,
+    *,
+    stopped: StopFlag | None = None,
+    last_val: dict[str, Any] | None = None,
+    report: bool = True,
+) -> int:
+    """A classifier's last lines: rank 0 reports the result (or the stop) and its checkpoint,
+    unless the workload printed its own (``report=False``); under torchrun every rank also
+    prints its step and a digest of its parameters, which must be the same on all ranks (a
+    quick check in the log, and what the tests compare). Buffers are left out: batch-norm
+    statistics are each rank's own under DDP (rank 0's are broadcast before every forward,
+    and rank 0's are the ones saved)."""
+    if group.is_main and report:
+        if stopped is not None:
+            report_stopped(stopped, path, pos)
+        else:
+            report_done(last_val, path)
+    if group.active:
+        print(
+            f"{prog}: rank {group.rank}/{group.world_size} finished at step {pos.step}, "
+            f"weights sha256 {state_digest(dict(model.named_parameters()))}",
+            flush=True,
+        )
     return 0
 
 
@@ -272,3 +373,40 @@ def save_progress(
     path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
     schedule.mark_saved()
     return path
+
+
+def save_on_main(
+    group: Group,
+    args: argparse.Namespace,
+    pos: Position,
+    totals: Totals,
+    schedule: SaveSchedule,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    scaler: torch.amp.GradScaler,
+    schedulers: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path | None:
+    """save_progress for a group: every rank calls it at the same step (the partial totals are
+    summed over the group and every rank's RNG state gathered), rank 0 writes, and every rank
+    restarts its timed schedule. The models are the unwrapped ones, so the checkpoint loads
+    without DDP too. Returns the path on rank 0, None elsewhere."""
+    summed = global_totals(group, totals)
+    group_extra = group.checkpoint_extra()
+    if group.active:
+        group_extra["rank_rng"] = group.gather_object(capture_rng_state())
+    if not group.is_main:
+        schedule.mark_saved()
+        return None
+    return save_progress(
+        args,
+        pos,
+        summed,
+        schedule,
+        models=models,
+        optimizers=optimizers,
+        scaler=scaler,
+        schedulers=schedulers,
+        extra={**(extra or {}), **group_extra},
+    )

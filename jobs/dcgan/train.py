@@ -17,6 +17,7 @@ from jobs.common.checkpoint import (
     restore_training_state,
 )
 from jobs.common.device import describe
+from jobs.common.distributed import single_process_only
 from jobs.common.metrics import MetricsWriter
 from jobs.common.progress import (
     Position,
@@ -85,6 +86,7 @@ def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
+    single_process_only("dcgan")
     device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)

@@ -1,5 +1,7 @@
 """The training loop: AdamW + cross-entropy, per-epoch validation, checkpoints (timed, per
-epoch, at the end, on SIGTERM or --max-steps) and exact mid-epoch resume."""
+epoch, at the end, on SIGTERM or --max-steps) and exact mid-epoch resume; under torchrun the
+same loop runs as DDP (jobs/common/distributed.py): each rank trains on its shard of the
+epoch's order, rank 0 validates, logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -17,19 +19,21 @@ from jobs.common.checkpoint import (
     SaveSchedule,
 )
 from jobs.common.device import AmpSettings, describe
+from jobs.common.distributed import Group, join_group
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     StepLog,
     Totals,
+    agreed_checks,
+    agreed_stop,
     classification_step,
     current_lr,
     find_checkpoint,
-    limit_reached,
-    report_done,
-    report_stopped,
+    global_totals,
+    report_end,
     restore_classifier,
-    save_progress,
+    save_on_main,
     start_run,
 )
 from jobs.common.signals import StopFlag
@@ -64,37 +68,47 @@ EVAL_BATCH = 1000
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
     device, amp = start_run(args)
-    # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = find_checkpoint(args, RESUME_KEYS)
-    with MetricsWriter(args.out) as metrics:
-        return _run(args, device, amp, stop, metrics, checkpoint)
+    with join_group(device) as group:
+        if group.active:
+            print(f"mnist_cnn: {group.describe()}", flush=True)
+        # Read before the data is prepared, so a refused resume fails in seconds. Only rank 0's
+        # --out counts (the others' may be empty or stale): it reads, the others receive.
+        checkpoint = group.from_main(lambda: find_checkpoint(args, RESUME_KEYS, group.world_size))
+        with MetricsWriter(args.out, enabled=group.is_main) as metrics:
+            return _run(args, group, amp, stop, metrics, checkpoint)
 
 
 def _run(
     args: argparse.Namespace,
-    device: torch.device,
+    group: Group,
     amp: AmpSettings,
     stop: StopFlag,
     metrics: MetricsWriter,
     checkpoint: tuple[Path, dict[str, Any]] | None,
 ) -> int:
     started = time.perf_counter()
+    device = group.device
     data = load_digits(args.data, args.synthetic, args.val_fraction, args.seed)
     train_x, train_y = to_inputs(data.train_x).to(device), data.train_y.to(device)
     val_x, val_y = to_inputs(data.val_x).to(device), data.val_y.to(device)
-    steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+    # Per rank: --batch-size is each process's batch, as in any DDP run.
+    steps_per_epoch = math.ceil(group.shard_size(len(train_y)) / args.batch_size)
+    sharing = (
+        f" per rank (global batch {args.batch_size * group.world_size})" if group.active else ""
+    )
     print(
         f"mnist_cnn: device {describe(device, amp)}; data {data.source}: "
-        f"{len(train_y)} train / {len(val_y)} val, {steps_per_epoch} steps/epoch, "
+        f"{len(train_y)} train / {len(val_y)} val, {steps_per_epoch} steps/epoch{sharing}, "
         f"ready in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
 
     torch.manual_seed(args.seed)  # model init independent of what data preparation drew
-    model = MnistCnn()
-    initialise(model, args.init)
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    net = MnistCnn()
+    initialise(net, args.init)
+    net = net.to(device)
+    group.split_rng(args.seed)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
     scheduler = make_scheduler(
         args.lr_schedule,
         optimizer,
@@ -108,33 +122,40 @@ def _run(
     weights = sample_weights(data.train_y, args.class_weights) if args.class_weights else None
     scaler = amp.grad_scaler()
     pos, totals, last_val, last_path = restore_classifier(
-        checkpoint, model, optimizer, scaler, device, schedulers
+        checkpoint, net, optimizer, scaler, device, schedulers, group
     )
+    # `net` is what is saved and validated; `model` (DDP under torchrun) is what trains.
+    model = group.wrap(net)
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
-    def save() -> Path:
-        return save_progress(
+    def save() -> Path | None:
+        return save_on_main(
+            group,
             args,
             pos,
             totals,
             schedule,
-            models={"model": model},
+            models={"model": net},
             optimizers={"optimizer": optimizer},
             schedulers=schedulers,
             scaler=scaler,
             extra={"last_val": last_val},
         )
 
-    if limit_reached(args, pos, stop):
-        return report_stopped(stop, last_path, pos)
+    def stopped(path: Path | None) -> int:
+        return report_end(group, "mnist_cnn", pos, net, path, stopped=stop)
+
+    if agreed_checks(group, args, pos, stop, schedule)[0]:
+        return stopped(last_path)
 
     while pos.epoch < args.epochs:
         if weights is not None:
-            order = weighted_order(weights, args.seed, pos.epoch).to(device)
+            order = weighted_order(weights, args.seed, pos.epoch)
         else:
-            order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
-        step_log = StepLog(device)
+            order = epoch_order(len(train_y), args.seed, pos.epoch)
+        order = group.shard(order).to(device)
+        step_log = StepLog(device, group)
         epoch_start = step_log.started
         run_seen = 0
         model.train()
@@ -142,7 +163,10 @@ def _run(
             batch = order[pos.batch * args.batch_size : (pos.batch + 1) * args.batch_size]
             inputs = train_x[batch]
             if args.augment:
-                inputs = augment(inputs, args.seed, pos.epoch, pos.batch)
+                # The batch's index in the whole group: each rank draws its own warps, and a
+                # single process (rank 0 of 1) draws what it always drew.
+                at = pos.batch * group.world_size + group.rank
+                inputs = augment(inputs, args.seed, pos.epoch, at)
             loss, correct = classification_step(
                 model, optimizer, scaler, amp, inputs, train_y[batch]
             )
@@ -154,48 +178,49 @@ def _run(
             pos.batch += 1
             pos.step += 1
             step_log.maybe_log(args, pos, metrics, optimizer)
-            if limit_reached(args, pos, stop):
-                return report_stopped(stop, save(), pos)
-            if schedule.due():
+            halt, due = agreed_checks(group, args, pos, stop, schedule)
+            if halt:
+                return stopped(save())
+            if due:
                 last_path = save()
 
-        train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
-        val_loss, val_acc, val_rate = evaluate(model, amp, val_x, val_y)
-        metrics.log(
-            step=pos.step,
-            epoch=pos.epoch + 1,
-            split="train",
-            loss=totals.mean_loss(),
-            accuracy=totals.accuracy(),
-            lr=current_lr(optimizer),
-            samples_per_s=train_rate,
-        )
-        metrics.log(
-            step=pos.step,
-            epoch=pos.epoch + 1,
-            split="val",
-            loss=val_loss,
-            accuracy=val_acc,
-            lr=current_lr(optimizer),
-            samples_per_s=val_rate,
-        )
-        print(
-            f"epoch {pos.epoch + 1}/{args.epochs}: train loss {totals.mean_loss():.4f} "
-            f"acc {totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
-            f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
-            flush=True,
-        )
-        # A picture a person looks at, refreshed every epoch (it comes home with the checkpoints).
-        loss_curves(read_metrics(args.out), args.out / "loss.png")
+        (group_seen,) = group.sum_ints(run_seen)
+        train_rate = group_seen / max(time.perf_counter() - epoch_start, 1e-9)
+        epoch_totals = global_totals(group, totals)
+        # Rank 0 validates on the whole split, the others wait for its numbers: every rank
+        # then holds the same result, equal to a single process's.
+        val_loss, val_acc, val_rate = group.from_main(lambda: evaluate(net, amp, val_x, val_y))
+        if group.is_main:
+            for split, loss_value, accuracy, rate in (
+                ("train", epoch_totals.mean_loss(), epoch_totals.accuracy(), train_rate),
+                ("val", val_loss, val_acc, val_rate),
+            ):
+                metrics.log(
+                    step=pos.step,
+                    epoch=pos.epoch + 1,
+                    split=split,
+                    loss=loss_value,
+                    accuracy=accuracy,
+                    lr=current_lr(optimizer),
+                    samples_per_s=rate,
+                )
+            print(
+                f"epoch {pos.epoch + 1}/{args.epochs}: train loss {epoch_totals.mean_loss():.4f} "
+                f"acc {epoch_totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
+                f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
+                flush=True,
+            )
+            # A picture a person looks at, refreshed every epoch (it comes home with the
+            # checkpoints).
+            loss_curves(read_metrics(args.out), args.out / "loss.png")
         last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
         last_path = save()
-        if stop and pos.epoch < args.epochs:  # signal arrived during validation
-            return report_stopped(stop, last_path, pos)
+        if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
+            return stopped(last_path)
 
-    report_done(last_val, last_path)
-    return 0
+    return report_end(group, "mnist_cnn", pos, net, last_path, last_val=last_val)
 
 
 @torch.inference_mode()

@@ -1,6 +1,8 @@
 """The training loop: AdamW + cross-entropy with gradient clipping, per-epoch validation,
 checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps), exact mid-epoch
-resume, metrics and loss/accuracy curves."""
+resume, metrics and loss/accuracy curves; under torchrun the same loop runs as DDP
+(jobs/common/distributed.py): each rank trains on its shard of the epoch's order, rank 0
+validates, logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -19,19 +21,21 @@ from jobs.common.checkpoint import (
     SaveSchedule,
 )
 from jobs.common.device import AmpSettings, describe
+from jobs.common.distributed import Group, join_group
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     StepLog,
     Totals,
+    agreed_checks,
+    agreed_stop,
     current_lr,
     find_checkpoint,
-    limit_reached,
-    report_done,
-    report_stopped,
+    global_totals,
+    report_end,
     restore_classifier,
-    save_progress,
+    save_on_main,
     start_run,
 )
 from jobs.common.signals import StopFlag
@@ -104,10 +108,14 @@ class DeviceSplit:
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
     device, amp = start_run(args)
-    # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = find_checkpoint(args, RESUME_KEYS)
-    with MetricsWriter(args.out) as metrics:
-        return _run(args, device, amp, stop, metrics, checkpoint)
+    with join_group(device) as group:
+        if group.active:
+            print(f"text_classifier: {group.describe()}", flush=True)
+        # Read before the data is prepared, so a refused resume fails in seconds. Only rank 0's
+        # --out counts (the others' may be empty or stale): it reads, the others receive.
+        checkpoint = group.from_main(lambda: find_checkpoint(args, RESUME_KEYS, group.world_size))
+        with MetricsWriter(args.out, enabled=group.is_main) as metrics:
+            return _run(args, group, amp, stop, metrics, checkpoint)
 
 
 def load_data(args: argparse.Namespace) -> tuple[TextData, Path | None]:
@@ -157,25 +165,31 @@ def model_config(args: argparse.Namespace, data: TextData, embed_dim: int) -> Mo
 
 def _run(
     args: argparse.Namespace,
-    device: torch.device,
+    group: Group,
     amp: AmpSettings,
     stop: StopFlag,
     metrics: MetricsWriter,
     checkpoint: tuple[Path, dict[str, Any]] | None,
 ) -> int:
     started = time.perf_counter()
-    data, glove = load_data(args)
+    device = group.device
+    # The ranks of one machine share --data: one writes the synthetic files, the rest read them.
+    data, glove = group.node_leaders_first(lambda: load_data(args))
     if checkpoint is not None and list(checkpoint[1]["extra"]["vocab"]) != list(data.vocab.itos):
         raise DataError(
             f"the training data changed since {checkpoint[0]} (its vocabulary differs); "
             "restore the original CSV or use a new --out"
         )
     train_split, val_split = DeviceSplit(data.train, device), DeviceSplit(data.val, device)
-    steps_per_epoch = math.ceil(len(train_split) / args.batch_size)
+    # Per rank: --batch-size is each process's batch, as in any DDP run.
+    steps_per_epoch = math.ceil(group.shard_size(len(train_split)) / args.batch_size)
+    sharing = (
+        f" per rank (global batch {args.batch_size * group.world_size})" if group.active else ""
+    )
     print(
         f"text_classifier: device {describe(device, amp)}; data {data.source}: "
         f"{len(train_split)} train / {len(val_split)} val, labels {', '.join(data.labels)}, "
-        f"vocabulary {len(data.vocab)}, {steps_per_epoch} steps/epoch, "
+        f"vocabulary {len(data.vocab)}, {steps_per_epoch} steps/epoch{sharing}, "
         f"ready in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
@@ -183,23 +197,27 @@ def _run(
     torch.manual_seed(args.seed)  # model init independent of what data preparation drew
     embeddings = initial_embeddings(data, glove, args)
     config = model_config(args, data, embeddings.weight.shape[1])
-    model = build_model(config, embeddings.weight, args.freeze_embeddings).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    net = build_model(config, embeddings.weight, args.freeze_embeddings).to(device)
+    group.split_rng(args.seed)
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scaler = amp.grad_scaler()
     pos, totals, last_val, last_path = restore_classifier(
-        checkpoint, model, optimizer, scaler, device
+        checkpoint, net, optimizer, scaler, device, group=group
     )
+    # `net` is what is saved and validated; `model` (DDP under torchrun) is what trains.
+    model = group.wrap(net)
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
-    def save() -> Path:
-        return save_progress(
+    def save() -> Path | None:
+        return save_on_main(
+            group,
             args,
             pos,
             totals,
             schedule,
-            models={"model": model},
+            models={"model": net},
             optimizers={"optimizer": optimizer},
             scaler=scaler,
             extra={
@@ -212,13 +230,16 @@ def _run(
             },
         )
 
-    if limit_reached(args, pos, stop):
-        return report_stopped(stop, last_path, pos)
+    def stopped(path: Path | None) -> int:
+        return report_end(group, "text_classifier", pos, net, path, stopped=stop)
+
+    if agreed_checks(group, args, pos, stop, schedule)[0]:
+        return stopped(last_path)
 
     while pos.epoch < args.epochs:
-        order = epoch_order(len(train_split), args.seed, pos.epoch)
+        order = group.shard(epoch_order(len(train_split), args.seed, pos.epoch))
         order_device = order.to(device)
-        step_log = StepLog(device)
+        step_log = StepLog(device, group)
         epoch_start = step_log.started
         run_seen = 0
         model.train()
@@ -233,44 +254,51 @@ def _run(
             pos.batch += 1
             pos.step += 1
             step_log.maybe_log(args, pos, metrics, optimizer)
-            if limit_reached(args, pos, stop):
+            halt, due = agreed_checks(group, args, pos, stop, schedule)
+            if halt:
                 path = save()
-                _plot(args.out)
-                return report_stopped(stop, path, pos)
-            if schedule.due():
+                if group.is_main:
+                    _plot(args.out)
+                return stopped(path)
+            if due:
                 last_path = save()
 
-        train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
-        val_loss, val_acc, val_rate = evaluate(model, amp, val_split)
-        for split, loss_value, accuracy, rate in (
-            ("train", totals.mean_loss(), totals.accuracy(), train_rate),
-            ("val", val_loss, val_acc, val_rate),
-        ):
-            metrics.log(
-                step=pos.step,
-                epoch=pos.epoch + 1,
-                split=split,
-                loss=loss_value,
-                accuracy=accuracy,
-                lr=current_lr(optimizer),
-                samples_per_s=rate,
+        (group_seen,) = group.sum_ints(run_seen)
+        train_rate = group_seen / max(time.perf_counter() - epoch_start, 1e-9)
+        epoch_totals = global_totals(group, totals)
+        # Rank 0 validates on the whole split, the others wait for its numbers: every rank
+        # then holds the same result, equal to a single process's.
+        val_loss, val_acc, val_rate = group.from_main(lambda: evaluate(net, amp, val_split))
+        if group.is_main:
+            for split, loss_value, accuracy, rate in (
+                ("train", epoch_totals.mean_loss(), epoch_totals.accuracy(), train_rate),
+                ("val", val_loss, val_acc, val_rate),
+            ):
+                metrics.log(
+                    step=pos.step,
+                    epoch=pos.epoch + 1,
+                    split=split,
+                    loss=loss_value,
+                    accuracy=accuracy,
+                    lr=current_lr(optimizer),
+                    samples_per_s=rate,
+                )
+            print(
+                f"epoch {pos.epoch + 1}/{args.epochs}: train loss {epoch_totals.mean_loss():.4f} "
+                f"acc {epoch_totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
+                f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
+                flush=True,
             )
-        print(
-            f"epoch {pos.epoch + 1}/{args.epochs}: train loss {totals.mean_loss():.4f} "
-            f"acc {totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
-            f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
-            flush=True,
-        )
         last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
         last_path = save()
-        _plot(args.out)
-        if stop and pos.epoch < args.epochs:  # signal arrived during validation
-            return report_stopped(stop, last_path, pos)
+        if group.is_main:
+            _plot(args.out)
+        if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
+            return stopped(last_path)
 
-    report_done(last_val, last_path)
-    return 0
+    return report_end(group, "text_classifier", pos, net, last_path, last_val=last_val)
 
 
 def _train_step(

@@ -1,5 +1,7 @@
 """The training loop: two stages (frozen backbone, then fine-tuning), per-epoch validation,
-checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps) and exact resume."""
+checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps) and exact resume; under
+torchrun the same loop runs as DDP (jobs/common/distributed.py): each rank trains on its shard
+of the epoch's order, rank 0 validates, logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from jobs.common.checkpoint import (
     restore_training_state,
 )
 from jobs.common.device import AmpSettings, describe
+from jobs.common.distributed import Group, join_group
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
@@ -26,13 +29,16 @@ from jobs.common.progress import (
     Position,
     StepLog,
     Totals,
+    agreed_checks,
+    agreed_stop,
     classification_step,
     current_lr,
     find_checkpoint,
-    limit_reached,
-    report_done,
+    global_totals,
+    report_end,
+    resume_rank,
     resumed_position,
-    save_progress,
+    save_on_main,
     start_run,
 )
 from jobs.common.signals import StopFlag
@@ -74,10 +80,14 @@ RESUME_KEYS = (
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
     """Train per args; ``stop`` (set by SIGTERM) ends the run early with a checkpoint."""
     device, amp = start_run(args)
-    # Read before the data is prepared, so a refused resume fails in seconds.
-    checkpoint = find_checkpoint(args, RESUME_KEYS)
-    with MetricsWriter(args.out) as metrics:
-        return _run(args, device, amp, stop, metrics, checkpoint)
+    with join_group(device) as group:
+        if group.active:
+            print(f"transfer: {group.describe()}", flush=True)
+        # Read before the data is prepared, so a refused resume fails in seconds. Only rank 0's
+        # --out counts (the others' may be empty or stale): it reads, the others receive.
+        checkpoint = group.from_main(lambda: find_checkpoint(args, RESUME_KEYS, group.world_size))
+        with MetricsWriter(args.out, enabled=group.is_main) as metrics:
+            return _run(args, group, amp, stop, metrics, checkpoint)
 
 
 def _prepare_data(args: argparse.Namespace) -> ImageSplits:
@@ -119,14 +129,16 @@ def _init_backbone(args: argparse.Namespace, model: nn.Module) -> str:
 
 def _run(
     args: argparse.Namespace,
-    device: torch.device,
+    group: Group,
     amp: AmpSettings,
     stop: StopFlag,
     metrics: MetricsWriter,
     checkpoint: tuple[Path, dict[str, Any]] | None,
 ) -> int:
     started = time.perf_counter()
-    data = _prepare_data(args)
+    device = group.device
+    # The ranks of one machine share --data and the weights cache: one writes, the rest read.
+    data = group.node_leaders_first(lambda: _prepare_data(args))
     num_classes = _num_classes(args, data)
     if checkpoint is not None and checkpoint[1]["extra"]["class_names"] != data.class_names:
         raise DataError(
@@ -137,41 +149,55 @@ def _run(
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     normalize = Normalizer(device)
-    steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+    # Per rank: --batch-size is each process's batch, as in any DDP run.
+    steps_per_epoch = math.ceil(group.shard_size(len(train_y)) / args.batch_size)
 
     torch.manual_seed(args.seed)  # model init independent of what data preparation drew
-    model = build_model(args.arch, num_classes)
+    net = build_model(args.arch, num_classes)
     # A resumed run takes every tensor from the checkpoint: no weights download needed.
-    origin = _init_backbone(args, model) if checkpoint is None else "from checkpoint"
-    model.to(device=device, memory_format=MEMORY_FORMAT)
+    origin = (
+        group.node_leaders_first(lambda: _init_backbone(args, net))
+        if checkpoint is None
+        else "from checkpoint"
+    )
+    net.to(device=device, memory_format=MEMORY_FORMAT)
+    group.split_rng(args.seed)
+    sharing = (
+        f" per rank (global batch {args.batch_size * group.world_size})" if group.active else ""
+    )
     print(
         f"transfer: device {describe(device, amp)}; {args.arch} ({origin}), "
         f"{num_classes} classes ({', '.join(data.class_names)}); data {data.source}: "
         f"{len(train_y)} train / {len(val_y)} val at {args.image_size} px, "
-        f"{steps_per_epoch} steps/epoch; ready in {time.perf_counter() - started:.1f} s",
+        f"{steps_per_epoch} steps/epoch{sharing}; ready in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
 
     scaler = amp.grad_scaler()
     stage = stage_of(args, 0)
-    optimizer = enter_stage(model, stage, args)
+    optimizer = enter_stage(net, stage, args)
     pos, totals, last_val, last_path = Position(), Totals.zeros(device), None, None
     if checkpoint is not None:
         stage, optimizer, pos, totals, last_val, last_path = _restore(
-            checkpoint, args, model, scaler, device
+            checkpoint, args, net, scaler, device
         )
-    set_train_mode(model, stage)
+        totals = resume_rank(group, checkpoint[1], totals)
+    set_train_mode(net, stage)
+    # `net` is what is saved and validated; `model` (DDP under torchrun) is what trains. DDP
+    # learns which parameters train when it wraps them, so each stage wraps anew.
+    model = group.wrap(net)
     schedule = SaveSchedule(args.checkpoint_every_minutes)
     saved_step = pos.step if last_path is not None else None
 
-    def save() -> Path:
+    def save() -> Path | None:
         nonlocal saved_step
-        path = save_progress(
+        path = save_on_main(
+            group,
             args,
             pos,
             totals,
             schedule,
-            models={"model": model},
+            models={"model": net},
             optimizers={"optimizer": optimizer},
             scaler=scaler,
             extra={
@@ -188,20 +214,23 @@ def _run(
         return path
 
     def stopped() -> int:
-        path = last_path if saved_step == pos.step and last_path is not None else save()
-        print(
-            f"stopped by {stop.reason} at epoch {pos.epoch + 1}, step {pos.step} ({stage} "
-            f"stage); checkpoint {path}; continue with --resume",
-            flush=True,
-        )
-        return 0
+        # saved_step is the same on every rank (last_path is None except on rank 0), so all
+        # ranks agree on whether to save, which is a collective.
+        path = last_path if saved_step == pos.step else save()
+        if group.is_main:
+            print(
+                f"stopped by {stop.reason} at epoch {pos.epoch + 1}, step {pos.step} ({stage} "
+                f"stage); checkpoint {path}; continue with --resume",
+                flush=True,
+            )
+        return report_end(group, "transfer", pos, net, path, stopped=stop, report=False)
 
-    if limit_reached(args, pos, stop):
+    if agreed_checks(group, args, pos, stop, schedule)[0]:
         return stopped()
 
     while pos.epoch < args.epochs:
-        order = epoch_order(len(train_y), args.seed, pos.epoch).to(device)
-        step_log = StepLog(device)
+        order = group.shard(epoch_order(len(train_y), args.seed, pos.epoch)).to(device)
+        step_log = StepLog(device, group)
         epoch_start = step_log.started
         run_seen = 0
         while pos.batch < steps_per_epoch:
@@ -219,35 +248,46 @@ def _run(
             pos.batch += 1
             pos.step += 1
             step_log.maybe_log(args, pos, metrics, optimizer, stage=stage)
-            if limit_reached(args, pos, stop):
+            halt, due = agreed_checks(group, args, pos, stop, schedule)
+            if halt:
                 return stopped()
-            if schedule.due():
+            if due:
                 last_path = save()
 
-        train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
-        val_loss, val_acc, val_rate = evaluate(model, amp, normalize, val_x, val_y, args.batch_size)
-        set_train_mode(model, stage)
-        common = {
-            "step": pos.step,
-            "epoch": pos.epoch + 1,
-            "lr": current_lr(optimizer),
-            "stage": stage,
-        }
-        metrics.log(
-            split="train",
-            loss=totals.mean_loss(),
-            accuracy=totals.accuracy(),
-            samples_per_s=train_rate,
-            **common,
+        (group_seen,) = group.sum_ints(run_seen)
+        train_rate = group_seen / max(time.perf_counter() - epoch_start, 1e-9)
+        epoch_totals = global_totals(group, totals)
+        # Rank 0 validates on the whole split, the others wait for its numbers: every rank
+        # then holds the same result, equal to a single process's.
+        val_loss, val_acc, val_rate = group.from_main(
+            lambda: evaluate(net, amp, normalize, val_x, val_y, args.batch_size)
         )
-        metrics.log(split="val", loss=val_loss, accuracy=val_acc, samples_per_s=val_rate, **common)
-        print(
-            f"epoch {pos.epoch + 1}/{args.epochs} ({stage}): train loss {totals.mean_loss():.4f} "
-            f"acc {totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
-            f"{train_rate:.1f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
-            flush=True,
-        )
-        _draw_curves(args.out)
+        set_train_mode(net, stage)
+        if group.is_main:
+            common = {
+                "step": pos.step,
+                "epoch": pos.epoch + 1,
+                "lr": current_lr(optimizer),
+                "stage": stage,
+            }
+            metrics.log(
+                split="train",
+                loss=epoch_totals.mean_loss(),
+                accuracy=epoch_totals.accuracy(),
+                samples_per_s=train_rate,
+                **common,
+            )
+            metrics.log(
+                split="val", loss=val_loss, accuracy=val_acc, samples_per_s=val_rate, **common
+            )
+            print(
+                f"epoch {pos.epoch + 1}/{args.epochs} ({stage}): train loss "
+                f"{epoch_totals.mean_loss():.4f} acc {epoch_totals.accuracy():.2%} | "
+                f"val loss {val_loss:.4f} acc {val_acc:.2%} | "
+                f"{train_rate:.1f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
+                flush=True,
+            )
+            _draw_curves(args.out)
         last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
@@ -255,18 +295,22 @@ def _run(
         # optimizer and a resume from it continues in the right stage.
         if stage_of(args, pos.epoch) != stage and pos.epoch < args.epochs:
             stage = stage_of(args, pos.epoch)
-            optimizer = enter_stage(model, stage, args)
-            set_train_mode(model, stage)
-            print(
-                f"stage: {stage} from epoch {pos.epoch + 1}, lr {current_lr(optimizer):g}",
-                flush=True,
-            )
+            optimizer = enter_stage(net, stage, args)
+            set_train_mode(net, stage)
+            # The old DDP's hooks go with it (no cycles keep it alive) before the new one
+            # registers its own on the parameters that now train.
+            del model
+            model = group.wrap(net)
+            if group.is_main:
+                print(
+                    f"stage: {stage} from epoch {pos.epoch + 1}, lr {current_lr(optimizer):g}",
+                    flush=True,
+                )
         last_path = save()
-        if stop and pos.epoch < args.epochs:  # signal arrived during validation
+        if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
             return stopped()
 
-    report_done(last_val, last_path)
-    return 0
+    return report_end(group, "transfer", pos, net, last_path, last_val=last_val)
 
 
 def _restore(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
+from gpujobs.group import rendezvous_port
 from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients
 from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
 from gpujobs.providers.base import (
@@ -153,6 +154,8 @@ class AwsProvider:
         try:
             key_name = self._key_pair(region, job_id, ssh_public_key)
             group_id = self._security_group(region, job_id)
+            if nodes > 1:
+                self._let_members_meet(region, job_id, group_id)
             made = [
                 self._instance(
                     region, job_id, rank, offer, key_name, group_id, created_here, restart
@@ -178,7 +181,8 @@ class AwsProvider:
                     )
                 address = (instance or {}).get("PublicIpAddress")
                 if state == "running" and address:
-                    ready.append(node.model_copy(update={"host": address}))
+                    private = (instance or {}).get("PrivateIpAddress")
+                    ready.append(node.model_copy(update={"host": address, "private_host": private}))
                 else:
                     waiting.append(node.node_id)
             if not waiting:
@@ -334,6 +338,32 @@ class AwsProvider:
             if exc.code != "InvalidPermission.Duplicate":
                 raise
         return group_id
+
+    def _let_members_meet(self, region: str, job_id: str, group_id: str) -> None:
+        """A multi-node job's instances reach each other on its rendezvous port, and only
+        they: the rule admits the security group itself, no address range."""
+        port = rendezvous_port(job_id)
+        try:
+            self.clients.call(
+                "ec2",
+                region,
+                "authorize_security_group_ingress",
+                f"opening port {port} between job {job_id}'s nodes",
+                GroupId=group_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": port,
+                        "ToPort": port,
+                        "UserIdGroupPairs": [
+                            {"GroupId": group_id, "Description": "gpujobs rendezvous"}
+                        ],
+                    }
+                ],
+            )
+        except ProviderError as exc:
+            if exc.code != "InvalidPermission.Duplicate":
+                raise
 
     def _image(self, region: str) -> tuple[str, str]:
         """(image id, root device name) of the newest Deep Learning Base GPU AMI in the region."""
