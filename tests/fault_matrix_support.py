@@ -43,6 +43,7 @@ from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobRecord, JobState, Store
 from gpujobs.testing import FakeClock, FaultyTransport
 from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
+from tests.test_gcp_provider import CATALOG as GCP_CATALOG
 
 CALLER = "198.51.100.23"
 FAST = LifecycleConfig(
@@ -449,30 +450,6 @@ class Cutter:
 
 
 # -- worlds: one mocked cloud each -----------------------------------------------------------------
-def gcp_catalog() -> Catalog:
-    return parse_catalog(
-        {
-            "provider": "gcp",
-            "as_of": "2026-01-01",
-            "source": "test",
-            "instance_types": [
-                {
-                    "name": "n1-standard-4",
-                    "gpu": "T4",
-                    "gpus": 1,
-                    "cpus": 4,
-                    "memory_gb": 15,
-                    "prices": {"us-central1": [0.54, 0.18], "europe-west4": [0.6, 0.2]},
-                    "zones": {
-                        "us-central1": ["us-central1-a"],
-                        "europe-west4": ["europe-west4-b"],
-                    },
-                }
-            ],
-        }
-    )
-
-
 def paperspace_catalog() -> Catalog:
     return parse_catalog(
         {
@@ -683,7 +660,7 @@ def make_world(
         world.gcp, world.regions, world.gpu = api, GCP_REGIONS, "T4"
         world.cloud = GcpProvider(
             project=GCP_PROJECT,
-            catalog=gcp_catalog(),
+            catalog=GCP_CATALOG,
             client_factory=api.client_factory,
             caller_address=lambda: CALLER,
             clock=FakeClock(),
