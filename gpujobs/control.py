@@ -473,6 +473,6 @@ def _check_budget_provider(provider: str | None) -> None:
 
 
 def _rank(row: NodeRecord) -> int:
-    import json
+    from gpujobs.providers.base import Node  # not at the top: `status` does not need pydantic
 
-    return int(json.loads(row.node_json).get("rank", 0))
+    return Node.model_validate_json(row.node_json).rank

@@ -166,10 +166,23 @@ def _cap_left(record: JobRecord, ledger: list[LedgerEntry], since: float, by: st
     nodes had cost by then, its hours less the time since its first node."""
     if record.cap_usd is None and record.cap_hours is None:
         return None
-    first = min((entry.started_at for entry in ledger), default=since)
-    usd = None if record.cap_usd is None else record.cap_usd - sum(e.cost(since) for e in ledger)
-    hours = None if record.cap_hours is None else record.cap_hours - (since - first) / 3600
+    spent, hours_used = _usage(ledger, since)
+    usd = None if record.cap_usd is None else record.cap_usd - spent
+    hours = None if record.cap_hours is None else record.cap_hours - hours_used
     return JobCap(hours, usd, by)
+
+
+def _usage(ledger: list[LedgerEntry], at: float) -> tuple[float, float]:
+    """What a job's nodes had cost at `at`, and the hours from its first node to then."""
+    first = min((entry.started_at for entry in ledger), default=at)
+    return sum(entry.cost(at) for entry in ledger), (at - first) / 3600
+
+
+def _by_provider(nodes: list[Node]) -> dict[str, list[Node]]:
+    grouped: dict[str, list[Node]] = {}
+    for node in nodes:
+        grouped.setdefault(node.provider, []).append(node)
+    return grouped
 
 
 class Lifecycle:
@@ -216,10 +229,7 @@ class Lifecycle:
     def tear_down(self, nodes: list[Node]) -> str | None:
         """Terminate nodes, retrying transient provider errors. Returns an error, or None."""
         errors: list[str] = []
-        by_provider: dict[str, list[Node]] = {}
-        for node in nodes:
-            by_provider.setdefault(node.provider, []).append(node)
-        for name, group in by_provider.items():
+        for name, group in _by_provider(nodes).items():
             provider = self.providers.get(name)
             if provider is None:
                 ids = ", ".join(node.node_id for node in group)
@@ -429,10 +439,7 @@ class _Drive:
 
     def _used(self) -> tuple[float, float]:
         """What the job's nodes have cost so far, and the hours since its first one."""
-        now = self.lc.clock.now()
-        ledger = self.lc.store.ledger(self.job_id)
-        first = min((entry.started_at for entry in ledger), default=now)
-        return sum(entry.cost(now) for entry in ledger), (now - first) / 3600
+        return _usage(self.lc.store.ledger(self.job_id), self.lc.clock.now())
 
     def _cooled(self, placements: list[Offer]) -> list[Offer]:
         """The placements not cooling down after a loss; when every one is, wait for the first
@@ -777,10 +784,7 @@ class _Drive:
         nothing (the next check asks again)."""
         self.next_loss_check = self.lc.clock.monotonic() + self.lc.config.loss_check_every_s
         found: list[NodeLoss] = []
-        by_provider: dict[str, list[Node]] = {}
-        for node in self.nodes:
-            by_provider.setdefault(node.provider, []).append(node)
-        for name, group in by_provider.items():
+        for name, group in _by_provider(self.nodes).items():
             provider = self.lc.providers.get(name)
             if not isinstance(provider, SupportsLossCheck):
                 continue
@@ -791,8 +795,7 @@ class _Drive:
         return found
 
     def _loss_reason(self) -> str | None:
-        losses = self._losses()
-        return "; ".join(loss.reason for loss in losses) or None
+        return str(lost) if (lost := self._confirmed_loss()) else None
 
     def _confirmed_loss(self) -> NodeLost | None:
         losses = self._losses()
