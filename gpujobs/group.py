@@ -20,10 +20,25 @@ from gpujobs.spec import JobSpec
 PORT_BASE = 29500
 PORT_SPAN = 500
 
+# NCCL and Gloo do not stay on the rendezvous port: every rank listens on a port of its own,
+# drawn from the kernel's ephemeral range, and tells the others through the rendezvous. No rule
+# can name such a port in advance, so a multi-node cloud node confines its ephemeral range to
+# this band (its bootstrap sets net.ipv4.ip_local_port_range) and the group's rule admits the
+# group's own members to the band. 2,000 ports: ample for a node's own outgoing connections,
+# which come from the same range. Below Linux's default range, above the rendezvous ports.
+COLLECTIVE_PORTS = (30000, 31999)
+
 
 def rendezvous_port(job_id: str) -> int:
     digest = hashlib.sha256(job_id.encode()).digest()
     return PORT_BASE + int.from_bytes(digest[:4], "big") % PORT_SPAN
+
+
+def member_ports(job_id: str) -> list[tuple[int, int]]:
+    """The (first, last) port ranges a multi-node job's nodes must reach on each other, and
+    only those: the rendezvous port, and the band NCCL and Gloo listen in."""
+    port = rendezvous_port(job_id)
+    return [(port, port), COLLECTIVE_PORTS]
 
 
 @dataclass(frozen=True)

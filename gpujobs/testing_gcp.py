@@ -543,8 +543,11 @@ def _insert_firewall(api: FakeComputeApi, call: _Call) -> Any:
         raise _Answer(_invalid(f"Invalid value for field 'resource.name': '{name}'."))
     if name in api.firewalls and not api._repeat(call):
         raise _Answer(_exists(target))
-    if not body.get("sourceRanges") or not body.get("allowed"):
-        raise _Answer(_invalid("A firewall rule needs sourceRanges and allowed."))
+    # GCP would read an ingress rule without a source as 0.0.0.0/0; the fake refuses it, so a
+    # rule gpujobs makes can never be open to the world unnoticed.
+    has_source = body.get("sourceRanges") or body.get("sourceTags")
+    if not has_source or not body.get("allowed"):
+        raise _Answer(_invalid("A firewall rule needs sourceRanges or sourceTags, and allowed."))
 
     def create() -> None:
         api.firewalls[name] = dict(

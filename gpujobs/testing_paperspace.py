@@ -10,12 +10,16 @@ Behaviour:
 - A new machine is "provisioning" without an address, then "starting", then "ready" with a public
   IP after `ready_after_polls` reads of GET /machines/{id}. A deleted one reads "stopping" for
   `gone_after_polls` reads, then 404.
+- A private network gets the next 10.N.0.0/24; a machine created on it (`networkId`) gets its
+  private address there, and is refused when the network is in another region. Deleting a network
+  that a machine (even one being deleted) is on is refused with 400, as Paperspace does.
 - Lists honour `limit` (capped at `page_size` when set, to force pagination) and the `after`
   cursor. The `name` filter matches by substring, deliberately looser than the provider's exact
   check.
 
 Faults (`fail`), keyed by "<METHOD> <route>" with routes "/machines", "/machines/{id}",
-"/machine-availability", "/os-templates", "/startup-scripts", "/startup-scripts/{id}":
+"/machine-availability", "/os-templates", "/startup-scripts", "/startup-scripts/{id}",
+"/private-networks", "/private-networks/{id}":
 - `fail("POST /machines", status=429, headers={"Retry-After": "3"}, times=2)`: throttle twice;
 - `fail("GET /machines", error=httpx.ReadTimeout, times=99)`: hang (the client's timeout fires);
 - `fail("POST /machines", status=400, message="no capacity ...")`: a capacity refusal;
@@ -77,6 +81,7 @@ class FakePaperspace:
         self.page_size = page_size
         self.machines: dict[str, Json] = {}  # id -> machine as the API shows it
         self.scripts: dict[str, Json] = {}  # id -> startup script, with its "script" text
+        self.networks: dict[str, Json] = {}  # id -> private network
         self.templates: list[Json] = [
             _template("tml0box22", "ML-in-a-Box", "Ubuntu 22.04"),
             _template("tub22srv", "Ubuntu 22.04 Server", "Ubuntu 22.04"),
@@ -105,6 +110,9 @@ class FakePaperspace:
             ("GET", "/startup-scripts", self._list_scripts),
             ("POST", "/startup-scripts", self._create_script),
             ("DELETE", "/startup-scripts/{id}", self._delete_script),
+            ("GET", "/private-networks", self._list_networks),
+            ("POST", "/private-networks", self._create_network),
+            ("DELETE", "/private-networks/{id}", self._delete_network),
         ]
         for method, route, handler in routes:
             # "/x/{id}" becomes a regex whose group reaches the handler as `item`.
@@ -188,8 +196,18 @@ class FakePaperspace:
         if (body["machineType"], body["region"]) in self.unavailable:
             message = f"There is no capacity for {body['machineType']} in {body['region']}"
             return _error(400, "BAD_REQUEST", message)
+        network_id = body.get("networkId")
+        network = self.networks.get(network_id) if network_id else None
+        if network_id and (network is None or network["region"] != body["region"]):
+            return _error(
+                400, "BAD_REQUEST", f"no private network {network_id} in {body['region']}"
+            )
         machine_id = f"ps{next(self._ids):06d}"
         machine = _machine(machine_id, body["name"], state="provisioning", request=body)
+        if network is not None:
+            on_it = sum(1 for m in self.machines.values() if m["networkId"] == network_id)
+            prefix = network["network"].rsplit(".", 1)[0]
+            machine.update(networkId=network_id, privateIp=f"{prefix}.{on_it + 2}")
         self.machines[machine_id] = machine
         script_id = body.get("startupScriptId")
         if script_id in self.scripts:
@@ -267,6 +285,38 @@ class FakePaperspace:
         if script is None:
             return _error(404, "NOT_FOUND", "Startup script not found")
         return httpx.Response(200, json=_script_public(script))
+
+    def _list_networks(self, params: dict[str, str], body: Json | None) -> httpx.Response:
+        items = list(self.networks.values())
+        if params.get("name"):
+            items = [n for n in items if params["name"] in n["name"]]
+        return self._page(items, params)
+
+    def _create_network(self, params: dict[str, str], body: Json | None) -> httpx.Response:
+        body = body or {}
+        if not body.get("name") or body.get("region") not in ("ny2", "ca1", "ams1"):
+            return _error(400, "BAD_REQUEST", "name and a region (ny2, ca1, ams1) are required")
+        number = next(self._ids)
+        network_id = f"pn{number:06d}"
+        self.networks[network_id] = {
+            "id": network_id,
+            "name": body["name"],
+            "region": body["region"],
+            "network": f"10.{number % 250}.0.0",
+            "netmask": "255.255.255.0",
+            "dtCreated": _STAMP,
+            "dtDeleted": None,
+        }
+        return httpx.Response(200, json=self.networks[network_id])
+
+    def _delete_network(
+        self, params: dict[str, str], body: Json | None, item: str
+    ) -> httpx.Response:
+        if item not in self.networks:
+            return _error(404, "NOT_FOUND", "Private network not found")
+        if any(m["networkId"] == item for m in self.machines.values()):
+            return _error(400, "BAD_REQUEST", "Private network has machines on it")
+        return httpx.Response(200, json=self.networks.pop(item))
 
     def _page(self, items: list[Json], params: dict[str, str]) -> httpx.Response:
         limit = int(params.get("limit", 20))

@@ -17,7 +17,7 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
-from gpujobs.group import rendezvous_port
+from gpujobs.group import COLLECTIVE_PORTS, rendezvous_port
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY
 from gpujobs.providers.cloud import CloudNodeSettings
@@ -158,18 +158,37 @@ def test_losses_tell_a_reclaimed_spot_instance_from_a_running_one(
     assert again[0].node_id != first[0].node_id and aws.losses(again) == []
 
 
-def test_a_group_of_nodes_meets_on_its_rendezvous_port_and_nothing_else(
-    aws: AwsProvider, fakes: AwsFakes
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_a_group_of_nodes_meets_on_its_rendezvous_ports_and_nothing_else(
+    aws: AwsProvider, fakes: AwsFakes, count: int
 ) -> None:
-    nodes = aws.wait_ready(aws.provision("pair-1", offer(aws), KEY, 2))
-    assert sorted(node.rank for node in nodes) == [0, 1]
+    job = f"group-{count}"
+    nodes = aws.wait_ready(aws.provision(job, offer(aws), KEY, count))
+    assert sorted(node.rank for node in nodes) == list(range(count))
     assert all(node.private_host and node.private_host != node.host for node in nodes)
-    [group] = ec2(fakes).describe_security_groups(GroupNames=["gpujobs-pair-1"])["SecurityGroups"]
-    port = rendezvous_port("pair-1")
-    [rule] = [r for r in group["IpPermissions"] if r["FromPort"] == port]
-    assert rule["ToPort"] == port and rule["IpRanges"] == []
-    assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == [group["GroupId"]]
-    assert {r["FromPort"] for r in group["IpPermissions"]} == {22, port}
+    [group] = ec2(fakes).describe_security_groups(GroupNames=[f"gpujobs-{job}"])["SecurityGroups"]
+    ssh = [r for r in group["IpPermissions"] if r["FromPort"] == 22]
+    assert [r["IpRanges"][0]["CidrIp"] for r in ssh] == [f"{CALLER}/32"]
+    members = [r for r in group["IpPermissions"] if r["FromPort"] != 22]
+    user_data = [
+        base64.b64decode(
+            ec2(fakes).describe_instance_attribute(InstanceId=node.node_id, Attribute="userData")[
+                "UserData"
+            ]["Value"]
+        ).decode()
+        for node in nodes
+    ]
+    low, high = COLLECTIVE_PORTS
+    if count == 1:  # one node: nothing opened between nodes, the kernel's range untouched
+        assert members == [] and all('PORT_BAND=""' in text for text in user_data)
+        return
+    port = rendezvous_port(job)
+    # The rendezvous port and the band NCCL/Gloo listen in, from the group itself only.
+    assert sorted((r["FromPort"], r["ToPort"]) for r in members) == [(port, port), (low, high)]
+    for rule in members:
+        assert rule["IpRanges"] == [] and rule["IpProtocol"] == "tcp"
+        assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == [group["GroupId"]]
+    assert all(f'PORT_BAND="{low} {high}"' in text for text in user_data)
 
 
 def test_terminate_leaves_nothing_tagged_and_is_idempotent(

@@ -60,6 +60,41 @@ def test_values_are_quoted_so_a_hostile_key_stays_data(tmp_path: Path) -> None:
     assert (tmp_path / "root" / "bootstrap.done").exists()
 
 
+def test_a_multi_node_job_keeps_its_ephemeral_ports_in_the_band_its_rule_opens(
+    tmp_path: Path,
+) -> None:
+    """NCCL and Gloo listen on ephemeral ports; the bootstrap confines them to the band the
+    group's rule opens. A single node's script leaves the kernel's range alone."""
+    from gpujobs.group import COLLECTIVE_PORTS
+
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("shutdown", "docker", "usermod", "install", "chown"):
+        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / name).chmod(0o755)
+    (stubs / "getent").write_text(f"#!/bin/sh\necho 'ubuntu:x:1000:1000::{tmp_path}/home:'\n")
+    (stubs / "getent").chmod(0o755)
+    # Never the real sysctl: these tests run as root on a shared machine.
+    (stubs / "sysctl").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/sysctl.log\n')
+    (stubs / "sysctl").chmod(0o755)
+    settings = CloudNodeSettings("ubuntu", str(tmp_path / "root"))
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+
+    single = Bootstrap("solo", settings, None).render()
+    assert 'PORT_BAND=""' in single
+    subprocess.run(["bash", "-c", single], env=env, check=True, timeout=30)
+    assert not (tmp_path / "sysctl.log").exists()
+
+    group = Bootstrap("pair", settings, None, port_band=COLLECTIVE_PORTS).render()
+    subprocess.run(["bash", "-c", group], env=env, check=True, timeout=30)
+    low, high = COLLECTIVE_PORTS
+    assert (tmp_path / "sysctl.log").read_text() == (
+        f"-w net.ipv4.ip_local_port_range={low} {high}\n"
+    )
+    # Before Docker starts anything that could open a listening socket.
+    assert group.index("ip_local_port_range") < group.index("docker info")
+
+
 def test_a_failing_step_is_reported_in_the_failed_file(tmp_path: Path) -> None:
     stubs = tmp_path / "stubs"
     stubs.mkdir()

@@ -19,6 +19,7 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
+from gpujobs.group import rendezvous_port
 from gpujobs.providers.base import Offer, Provider, SupportsQuotaReport
 from gpujobs.providers.gcp import GcpProvider
 from gpujobs.providers.gcp.models import label_value, resource_name
@@ -28,6 +29,7 @@ from gpujobs.testing_gcp import (
     FakeComputeApi,
     FakeHttpError,
     FakeOperationError,
+    no_capacity_error,
     permission_denied,
     unavailable,
 )
@@ -365,8 +367,9 @@ def test_provision_is_idempotent(api, clock) -> None:
     first = gcp.provision(JOB, offer(), KEY, 2)
     second = gcp.provision(JOB, offer(), KEY, 2)
     assert first == second
-    assert len(api.calls("instances.insert")) == 2 and len(api.calls("firewalls.insert")) == 1
-    assert len(api.instances) == 2 and len(api.firewalls) == 1
+    # Two nodes: the SSH rule and the group's rule, each made once.
+    assert len(api.calls("instances.insert")) == 2 and len(api.calls("firewalls.insert")) == 2
+    assert len(api.instances) == 2 and len(api.firewalls) == 2
 
 
 def test_a_moved_client_gets_the_rule_moved_to_its_new_address(api, clock) -> None:
@@ -438,6 +441,64 @@ def test_wait_ready_has_a_deadline(api, clock) -> None:
         gcp.wait_ready(nodes)
 
 
+# -- a multi-node job's nodes ----------------------------------------------------------------------
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_the_nodes_of_a_job_reach_each_other_on_the_rendezvous_ports_only(
+    api, clock, count
+) -> None:
+    gcp = provider(api, clock)
+    nodes = gcp.wait_ready(gcp.provision(JOB, offer(), KEY, count))
+    assert [node.rank for node in nodes] == list(range(count))
+    private = [node.private_host for node in nodes]
+    assert all(address and address.startswith("10.128.0.") for address in private)
+    assert len(set(private)) == count
+
+    tag = f"gpujobs-{JOB}"
+    ssh = api.firewalls[f"gpujobs-{JOB}-ssh"]
+    assert ssh["sourceRanges"] == [f"{CALLER}/32"] and ssh["allowed"][0]["ports"] == ["22"]
+    scripts = [instance["metadata"]["items"] for instance in api.instances.values()]
+    band = [
+        'PORT_BAND="30000 31999"' in item["value"]
+        for items in scripts
+        for item in items
+        if item["key"] == "startup-script"
+    ]
+    if count == 1:  # one node: nothing opened between nodes, the kernel's range untouched
+        assert set(api.firewalls) == {f"gpujobs-{JOB}-ssh"} and band == [False]
+        return
+    group = api.firewalls[f"gpujobs-{JOB}-group"]
+    # From the job's own instances (their tag), to them, and no address range at all.
+    assert group["sourceTags"] == [tag] and group["targetTags"] == [tag]
+    assert "sourceRanges" not in group
+    assert group["allowed"] == [
+        {"IPProtocol": "tcp", "ports": [str(rendezvous_port(JOB)), "30000-31999"]}
+    ]
+    assert all(tag in instance["tags"]["items"] for instance in api.instances.values())
+    assert band == [True] * count  # every node keeps NCCL/Gloo inside the band the rule opens
+
+    gcp.terminate(nodes)
+    assert api.instances == {} and api.firewalls == {}
+
+
+def test_a_node_that_cannot_be_had_leaves_none_of_the_group(api, clock) -> None:
+    """All or nothing: one of two nodes out of capacity, and the other one and both rules go."""
+    api.fail_operations("instances.insert", no_capacity_error(PROJECT, "us-central1-a"), times=1)
+    with pytest.raises(NoCapacityError):
+        provider(api, clock).provision(JOB, offer(), KEY, 2)
+    assert len(api.calls("instances.insert")) == 2  # one was made, then removed again
+    assert api.instances == {} and api.firewalls == {}
+
+
+def test_a_group_rule_left_by_a_crash_is_found_and_removed(api, clock) -> None:
+    gcp = provider(api, clock)
+    nodes = gcp.provision(JOB, offer(), KEY, 2)
+    api.instances.clear()  # the instances went (their own timer); the rules stayed
+    found = {r.resource_id for r in gcp.tagged() if r.kind == "firewall-rule"}
+    assert found == {f"gpujobs-{JOB}-ssh", f"gpujobs-{JOB}-group"}
+    gcp.terminate(nodes)
+    assert api.firewalls == {}
+
+
 # -- terminate and owned ---------------------------------------------------------------------------
 def test_terminate_leaves_nothing_and_is_idempotent(api, clock) -> None:
     gcp = provider(api, clock)
@@ -452,7 +513,7 @@ def test_the_rule_stays_while_a_node_of_the_job_remains(api, clock) -> None:
     gcp = provider(api, clock)
     first, second = gcp.provision(JOB, offer(), KEY, 2)
     gcp.terminate([first])
-    assert len(api.instances) == 1 and len(api.firewalls) == 1
+    assert len(api.instances) == 1 and len(api.firewalls) == 2  # SSH, and the group's
     gcp.terminate([second])
     assert api.instances == {} and api.firewalls == {}
 

@@ -177,6 +177,7 @@ def test_provision_creates_a_script_and_machines_with_the_right_body(fake, clock
 
     assert [n.node_id for n in nodes] == [m["id"] for m in fake.live_machines()]
     (script,) = fake.scripts.values()
+    (network,) = fake.networks.values()
     assert script["name"] == "gpujobs-job1" and script["isRunOnce"] is True
     assert KEY in script["script"]
     assert 'SHUTDOWN_MINUTES="151"' in script["script"]  # ceil(2.5 h) in minutes, plus one
@@ -195,6 +196,7 @@ def test_provision_creates_a_script_and_machines_with_the_right_body(fake, clock
         "diskSize": 250,  # 200 GB rounded up to a size Paperspace offers
         "publicIpType": "dynamic",
         "startupScriptId": script["id"],
+        "networkId": network["id"],  # two nodes: a private network of the job's own
         "autoShutdownEnabled": True,
         "autoShutdownTimeout": 3,
         "autoShutdownForce": True,
@@ -247,7 +249,7 @@ def test_capacity_refusal_on_the_second_node_removes_the_first(fake, clock):
     with pytest.raises(NoCapacityError, match="Out of capacity"):
         provider(fake, clock).provision("job1", A4000_NY2, KEY, 2)
     assert len(fake.calls("POST /machines")) == 2
-    assert fake.live_machines() == [] and fake.scripts == {}
+    assert fake.machines == {} and fake.scripts == {} and fake.networks == {}
 
 
 def test_no_usable_template_is_a_clear_error(fake, clock):
@@ -255,6 +257,39 @@ def test_no_usable_template_is_a_clear_error(fake, clock):
     with pytest.raises(ProvisioningError, match="ML-in-a-Box/GPU OS template for A4000"):
         provider(fake, clock).provision("job1", A4000_NY2, KEY, 1)
     assert fake.machines == {} and fake.scripts == {}
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_the_nodes_of_a_job_meet_on_a_private_network_of_their_own(fake, clock, count):
+    other = fake.add_machine("someone-elses", privateIp="10.0.0.9")
+    ps = provider(fake, clock)
+    nodes = ps.wait_ready(ps.provision("grp1", A4000_NY2, KEY, count))
+    assert [node.rank for node in nodes] == list(range(count))
+    mine = [m for m in fake.live_machines() if m["id"] != other]
+    if count == 1:  # one node: no network made, the machine stays on the team's default
+        assert fake.networks == {} and "networkId" not in fake.calls("POST /machines")[0].body
+    else:
+        (network,) = fake.networks.values()
+        assert (network["name"], network["region"]) == ("gpujobs-grp1", "ny2")
+        assert {m["networkId"] for m in mine} == {network["id"]}
+        prefix = network["network"].rsplit(".", 1)[0]
+        private = [node.private_host for node in nodes]
+        assert all(address and address.startswith(f"{prefix}.") for address in private)
+        assert len(set(private)) == count and "10.0.0.9" not in private
+    assert all(node.host.startswith("203.0.113.") for node in nodes)
+    ps.terminate(nodes)
+    assert fake.networks == {} and fake.scripts == {}
+    assert [m["id"] for m in fake.live_machines()] == [other]
+
+
+def test_a_network_left_by_a_crash_is_found_and_removed_after_its_machines(fake, clock):
+    ps = provider(fake, clock)
+    ps.provision("grp2", A4000_NY2, KEY, 2)
+    kinds = [resource.kind for resource in ps.tagged()]
+    assert kinds == ["machine", "machine", "startup-script", "private-network"]
+    for resource in ps.tagged():  # gc's order: the machines first, so the network can go
+        ps.delete(resource)
+    assert fake.live_machines() == [] and fake.scripts == {} and fake.networks == {}
 
 
 # -- waiting -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ ROOT=$ROOT
 READY_FILE=$READY_FILE
 SHUTDOWN_MINUTES="$SHUTDOWN_MINUTES"
 SSH_PUBLIC_KEY=$SSH_PUBLIC_KEY
+PORT_BAND="$PORT_BAND"
 LOG="$$ROOT/bootstrap.log"
 
 mkdir -p "$$ROOT"
@@ -28,7 +29,14 @@ fail() {
     exit 1
 }
 
-# 2. The login user: GCP's guest agent makes it from the ssh-keys metadata in the background, so
+# 2. A multi-node job's NCCL and Gloo listen on ephemeral ports; the group's firewall rule opens
+#    only this band between the job's nodes, so the kernel must draw them from it.
+if [ -n "$$PORT_BAND" ]; then
+    sysctl -w net.ipv4.ip_local_port_range="$$PORT_BAND" ||
+        fail "cannot set net.ipv4.ip_local_port_range to $$PORT_BAND"
+fi
+
+# 3. The login user: GCP's guest agent makes it from the ssh-keys metadata in the background, so
 #    give it a minute to appear before anything is chowned to it.
 for _ in $$(seq 60); do
     getent passwd "$$SSH_USER" >/dev/null && break
@@ -36,7 +44,7 @@ for _ in $$(seq 60); do
 done
 getent passwd "$$SSH_USER" >/dev/null || fail "no user $$SSH_USER on this image"
 
-# 3. The login user's key, for clouds that do not install it themselves.
+# 4. The login user's key, for clouds that do not install it themselves.
 if [ -n "$$SSH_PUBLIC_KEY" ]; then
     home=$$(getent passwd "$$SSH_USER" | cut -d: -f6)
     [ -n "$$home" ] || fail "no user $$SSH_USER on this image"
@@ -46,11 +54,11 @@ if [ -n "$$SSH_PUBLIC_KEY" ]; then
     chmod 0600 "$$home/.ssh/authorized_keys"
 fi
 
-# 4. The job's folders, owned by the login user.
+# 5. The job's folders, owned by the login user.
 install -d -m 0700 -o "$$SSH_USER" -g "$$SSH_USER" "$$ROOT/work" "$$ROOT/cache" ||
     fail "cannot make $$ROOT/work"
 
-# 5. Docker with the NVIDIA runtime. GPU images ship both; a plain image gets them here.
+# 6. Docker with the NVIDIA runtime. GPU images ship both; a plain image gets them here.
 if ! command -v docker >/dev/null 2>&1; then
     curl -fsSL https://get.docker.com | sh || fail "installing docker failed"
 fi

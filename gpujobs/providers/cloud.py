@@ -83,6 +83,9 @@ class Bootstrap:
     settings: CloudNodeSettings
     max_hours: float | None
     ssh_public_key: str | None = None  # only for clouds that cannot install it themselves
+    # A multi-node job's node keeps its ephemeral ports (where NCCL and Gloo listen) in this
+    # band, which the group's firewall rule opens to the group (gpujobs.group.COLLECTIVE_PORTS).
+    port_band: tuple[int, int] | None = None
 
     @property
     def shutdown_minutes(self) -> int | None:
@@ -104,4 +107,5 @@ class Bootstrap:
             READY_FILE=shlex.quote(self.settings.ready_file),
             SHUTDOWN_MINUTES=str(minutes) if minutes is not None else "",
             SSH_PUBLIC_KEY=shlex.quote(self.ssh_public_key or ""),
+            PORT_BAND=" ".join(str(port) for port in self.port_band) if self.port_band else "",
         )

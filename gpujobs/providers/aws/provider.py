@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import NoCapacityError, NotTerminatedError, ProviderError, ProvisioningError
-from gpujobs.group import rendezvous_port
+from gpujobs.group import COLLECTIVE_PORTS, member_ports
 from gpujobs.providers.aws.client import CREDENTIALS_HELP, AwsClients
 from gpujobs.providers.aws.quota import AwsQuotas, instance_class, quota_code, request_url
 from gpujobs.providers.base import (
@@ -156,9 +156,10 @@ class AwsProvider:
             group_id = self._security_group(region, job_id)
             if nodes > 1:
                 self._let_members_meet(region, job_id, group_id)
+            band = COLLECTIVE_PORTS if nodes > 1 else None
             made = [
                 self._instance(
-                    region, job_id, rank, offer, key_name, group_id, created_here, restart
+                    region, job_id, rank, offer, key_name, group_id, created_here, restart, band
                 )
                 for rank in range(nodes)
             ]
@@ -340,25 +341,26 @@ class AwsProvider:
         return group_id
 
     def _let_members_meet(self, region: str, job_id: str, group_id: str) -> None:
-        """A multi-node job's instances reach each other on its rendezvous port, and only
-        they: the rule admits the security group itself, no address range."""
-        port = rendezvous_port(job_id)
+        """A multi-node job's instances reach each other on its rendezvous ports, and only
+        they: the rules admit the security group itself, no address range."""
+        ports = member_ports(job_id)
         try:
             self.clients.call(
                 "ec2",
                 region,
                 "authorize_security_group_ingress",
-                f"opening port {port} between job {job_id}'s nodes",
+                f"opening the rendezvous ports between job {job_id}'s nodes",
                 GroupId=group_id,
                 IpPermissions=[
                     {
                         "IpProtocol": "tcp",
-                        "FromPort": port,
-                        "ToPort": port,
+                        "FromPort": low,
+                        "ToPort": high,
                         "UserIdGroupPairs": [
                             {"GroupId": group_id, "Description": "gpujobs rendezvous"}
                         ],
                     }
+                    for low, high in ports
                 ],
             )
         except ProviderError as exc:
@@ -399,6 +401,7 @@ class AwsProvider:
         group_id: str,
         created_here: list[str],
         restart: int,
+        port_band: tuple[int, int] | None,
     ) -> dict[str, Any]:
         existing = self._job_instances(region, job_id, rank=rank)
         if existing:
@@ -415,7 +418,9 @@ class AwsProvider:
             "SecurityGroupIds": [group_id],
             "InstanceInitiatedShutdownBehavior": "terminate",
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
-            "UserData": Bootstrap(job_id, self.settings, self.max_hours).render(),
+            "UserData": Bootstrap(
+                job_id, self.settings, self.max_hours, port_band=port_band
+            ).render(),
             "BlockDeviceMappings": [
                 {
                     "DeviceName": root_device,

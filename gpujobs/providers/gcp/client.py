@@ -232,6 +232,7 @@ class ComputeClient:
             direction="INGRESS",
             allowed=[v1.Allowed(I_p_protocol="tcp", ports=list(spec.ports))],
             source_ranges=list(spec.source_ranges),
+            source_tags=list(spec.source_tags),
             target_tags=list(spec.target_tags),
         )
         request = v1.InsertFirewallRequest(
@@ -319,12 +320,14 @@ def _instance_info(instance: Any) -> InstanceInfo:
     for nic in instance.network_interfaces:
         for access in nic.access_configs:
             public_ip = public_ip or access.nat_i_p
+    nics = list(instance.network_interfaces)
     return InstanceInfo(
         name=instance.name,
         zone=_last(instance.zone),
         status=instance.status,
         machine_type=_last(instance.machine_type),
         public_ip=public_ip,
+        private_ip=nics[0].network_i_p if nics else "",
         labels=dict(instance.labels),
         metadata={item.key: item.value for item in instance.metadata.items},
         spot=instance.scheduling.provisioning_model == "SPOT",
@@ -339,6 +342,8 @@ def _firewall_info(rule: Any) -> FirewallInfo:
         tuple(rule.source_ranges),
         tuple(rule.target_tags),
         _epoch(rule.creation_timestamp),
+        tuple(rule.source_tags),
+        tuple(port for allowed in rule.allowed for port in allowed.ports),
     )
 
 

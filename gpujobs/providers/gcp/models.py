@@ -89,6 +89,16 @@ def firewall_name(job_id: str) -> str:
     return resource_name(job_id, "ssh")
 
 
+def group_firewall_name(job_id: str) -> str:
+    """The rule that lets a multi-node job's instances reach each other."""
+    return resource_name(job_id, "group")
+
+
+def firewall_names(job_id: str) -> tuple[str, ...]:
+    """Every rule a job may have, in the order they are made."""
+    return firewall_name(job_id), group_firewall_name(job_id)
+
+
 def network_tag(job_id: str) -> str:
     """The tag the job's instances carry and its firewall rule targets."""
     return resource_name(job_id)
@@ -167,6 +177,7 @@ class InstanceInfo:
     status: str  # PROVISIONING, STAGING, RUNNING, STOPPING, STOPPED, TERMINATED, ...
     machine_type: str = ""
     public_ip: str = ""
+    private_ip: str = ""  # the first network interface's address in the VPC
     labels: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     spot: bool = False
@@ -175,10 +186,14 @@ class InstanceInfo:
 
 @dataclass(frozen=True)
 class FirewallSpec:
+    """An ingress rule: TCP `ports` ("22", "30000-31999") to instances tagged `target_tags`,
+    from `source_ranges` or from instances tagged `source_tags` (GCP ORs the two)."""
+
     name: str
     description: str
-    source_ranges: tuple[str, ...]
     target_tags: tuple[str, ...]
+    source_ranges: tuple[str, ...] = ()
+    source_tags: tuple[str, ...] = ()
     network: str = "global/networks/default"
     ports: tuple[str, ...] = ("22",)
 
@@ -190,6 +205,8 @@ class FirewallInfo:
     source_ranges: tuple[str, ...]
     target_tags: tuple[str, ...]
     created_at: float | None = None
+    source_tags: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

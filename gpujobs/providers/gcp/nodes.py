@@ -58,8 +58,11 @@ def new_node(settings: CloudNodeSettings, job_id: str, rank: int, offer: Offer) 
     )
 
 
-def ready_node(settings: CloudNodeSettings, node: Node, host: str) -> Node:
-    return node.model_copy(update={**_common(settings, node.job_id), "host": host})
+def ready_node(settings: CloudNodeSettings, node: Node, host: str, private_host: str) -> Node:
+    """A running node: reached from the client at its public address, and from the job's other
+    nodes at its VPC address (which the group's firewall rule covers)."""
+    update = {**_common(settings, node.job_id), "host": host, "private_host": private_host or None}
+    return node.model_copy(update=update)
 
 
 def job_of(info: InstanceInfo) -> str:
@@ -81,6 +84,7 @@ def owned_node(settings: CloudNodeSettings, info: InstanceInfo, price: float) ->
         node_id=f"{info.zone}/{info.name}",
         rank=int(rank) if rank.isdigit() else 0,
         host=info.public_ip,
+        private_host=info.private_ip or None,
         instance_type=info.machine_type,
         region=info.zone.rsplit("-", 1)[0],
         price_per_hour=price,

@@ -1,6 +1,7 @@
 """The GCP provider: Compute Engine VMs with NVIDIA GPUs, in a zone of the user's project.
 
-Per job it creates one firewall rule (SSH from the caller's /32 to the job's network tag) and
+Per job it creates one firewall rule (SSH from the caller's /32 to the job's network tag), a
+second one for a multi-node job (its instances to each other, on the rendezvous ports only), and
 one instance per node, named `gpujobs-<job>-<rank>`, labelled `gpujobs-job=<job>`, from the
 newest image of a Deep Learning VM family, with the node bootstrap as its startup script. The
 budget is enforced three times: by the client, by the node's own shutdown timer, and by GCP
@@ -22,6 +23,7 @@ from typing import TypeVar
 from gpujobs.catalog import Catalog, load_catalog
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import GpuJobsError, NoCapacityError
+from gpujobs.group import COLLECTIVE_PORTS, member_ports
 from gpujobs.providers.base import (
     Credentials,
     Node,
@@ -55,10 +57,11 @@ from gpujobs.providers.gcp.models import (
     InstanceSpec,
     OperationRef,
     firewall_name,
+    firewall_names,
     label_value,
 )
 from gpujobs.providers.gcp.quotas import QuotaBook
-from gpujobs.providers.gcp.specs import firewall_spec, instance_spec
+from gpujobs.providers.gcp.specs import firewall_spec, group_firewall_spec, instance_spec
 from gpujobs.retry import call_with_retry
 from gpujobs.spec import JobSpec, Resources
 
@@ -76,7 +79,7 @@ class _Created:
     """What one provision call made, so that a failure can undo exactly that."""
 
     instances: list[tuple[str, str]] = field(default_factory=list)
-    firewall: str | None = None
+    firewalls: list[str] = field(default_factory=list)
 
 
 class GcpProvider:
@@ -195,6 +198,8 @@ class GcpProvider:
                 )
             try:
                 refs = self._ensure_firewall(job_id, cidr, created)
+                if nodes > 1:
+                    refs += self._ensure_group_firewall(job_id, created)
                 for rank in range(nodes):
                     spec = instance_spec(
                         job_id,
@@ -206,6 +211,7 @@ class GcpProvider:
                         settings=self.settings,
                         max_hours=self.max_hours,
                         ssh_public_key=ssh_public_key,
+                        port_band=COLLECTIVE_PORTS if nodes > 1 else None,
                     )
                     refs += self._ensure_instance(spec, created)
                 self._await(refs, f"creating job {job_id}'s nodes in {zone}")
@@ -232,7 +238,7 @@ class GcpProvider:
                         raise _lost(name, zone, state)
                     if info.status == "RUNNING" and info.public_ip:
                         ready[node.node_id] = gcp_nodes.ready_node(
-                            self.settings, node, info.public_ip
+                            self.settings, node, info.public_ip, info.private_ip
                         )
                 if len(ready) == len(nodes):
                     return [ready[node.node_id] for node in nodes]
@@ -336,11 +342,28 @@ class GcpProvider:
                 if exc.http_status == 409:  # made meanwhile by a concurrent call: it is there
                     return []
                 raise
-            created.firewall = name
+            created.firewalls.append(name)
             return [ref]
         if rule.source_ranges != (cidr,):  # the client moved: admit its new address only
             return [self._api(lambda: client.set_firewall_sources(name, (cidr,), request))]
         return []
+
+    def _ensure_group_firewall(self, job_id: str, created: _Created) -> list[OperationRef]:
+        """The rule between a multi-node job's instances: its tag to its tag, on the
+        rendezvous port and the collective band only (see gpujobs.group.member_ports)."""
+        client = self._client_now()
+        spec = group_firewall_spec(job_id, member_ports(job_id))
+        if self._api(lambda: client.get_firewall(spec.name)) is not None:
+            return []  # the same job provisioned again (its ports follow from its id)
+        request = str(uuid.uuid4())
+        try:
+            ref = self._api(lambda: client.insert_firewall(spec, request))
+        except GcpApiError as exc:
+            if exc.http_status == 409:
+                return []
+            raise
+        created.firewalls.append(spec.name)
+        return [ref]
 
     def _ensure_instance(self, spec: InstanceSpec, created: _Created) -> list[OperationRef]:
         client = self._client_now()
@@ -392,8 +415,8 @@ class GcpProvider:
         that cleaning up failed as well when it did."""
         try:
             self._delete_instances(created.instances)
-            if created.firewall:
-                self._delete_firewall(created.firewall)
+            for name in created.firewalls:
+                self._delete_firewall(name)
         except (GcpApiError, GpuJobsError) as exc:
             return type(cause)(
                 f"{cause}; cleaning up failed too ({exc}): run `gpujobs down {job_id}`"
@@ -425,12 +448,13 @@ class GcpProvider:
         self._await([ref] if ref else [], f"deleting firewall rule {name}", missing_ok=True)
 
     def _drop_firewall_if_unused(self, job_id: str) -> None:
-        """The job's rule goes once none of its instances is left anywhere."""
+        """The job's rules go once none of its instances is left anywhere."""
         client = self._client_now()
         label = label_value(job_id)
         left = self._api(lambda: client.list_instances(f"labels.{LABEL_KEY} = {label}"))
         if not left:
-            self._delete_firewall(firewall_name(job_id))
+            for name in firewall_names(job_id):
+                self._delete_firewall(name)
 
     def _instance_price(self, info: InstanceInfo) -> float:
         """The catalog's $/h for an instance found in the cloud (0 when the catalog lacks it)."""

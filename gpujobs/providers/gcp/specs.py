@@ -15,6 +15,7 @@ from gpujobs.providers.gcp.models import (
     firewall_name,
     gpu_model,
     gpus_are_bundled,
+    group_firewall_name,
     instance_name,
     label_value,
     network_tag,
@@ -55,8 +56,10 @@ def instance_spec(
     settings: CloudNodeSettings,
     max_hours: float | None,
     ssh_public_key: str | None,
+    port_band: tuple[int, int] | None = None,
 ) -> InstanceSpec:
-    bootstrap = Bootstrap(job_id, settings, max_hours)  # GCP installs the key from ssh-keys
+    # GCP installs the key from ssh-keys, so the bootstrap does not.
+    bootstrap = Bootstrap(job_id, settings, max_hours, port_band=port_band)
     metadata = {
         "startup-script": bootstrap.render(),
         "install-nvidia-driver": "True",  # an image without a driver installs it at first boot
@@ -87,4 +90,17 @@ def firewall_spec(job_id: str, cidr: str) -> FirewallSpec:
         description=f"{LABEL_KEY}={job_id}; SSH to the job's nodes from its client only",
         source_ranges=(cidr,),
         target_tags=(network_tag(job_id),),
+    )
+
+
+def group_firewall_spec(job_id: str, ports: list[tuple[int, int]]) -> FirewallSpec:
+    """A multi-node job's instances to each other, on the given port ranges only: the source is
+    the job's own network tag, no address range, so nothing outside the job is admitted."""
+    tag = network_tag(job_id)
+    return FirewallSpec(
+        name=group_firewall_name(job_id),
+        description=f"{LABEL_KEY}={job_id}; the job's nodes to each other (rendezvous) only",
+        target_tags=(tag,),
+        source_tags=(tag,),
+        ports=tuple(str(low) if low == high else f"{low}-{high}" for low, high in ports),
     )

@@ -43,6 +43,8 @@ from gpujobs.providers.paperspace.models import (
     MachineMutation,
     OsTemplate,
     Page,
+    PrivateNetwork,
+    PrivateNetworkCreate,
     StartupScript,
     StartupScriptCreate,
 )
@@ -186,6 +188,26 @@ class PaperspaceClient:
         return (
             self._send_or_404("DELETE", f"/startup-scripts/{script_id}", action=action) is not None
         )
+
+    # -- private networks -------------------------------------------------------------------------
+    def list_private_networks(self, name: str | None = None) -> list[PrivateNetwork]:
+        params = {"name": name} if name else {}
+        return self._all(
+            "/private-networks", PrivateNetwork, action="listing private networks", params=params
+        )
+
+    def create_private_network(self, body: PrivateNetworkCreate) -> PrivateNetwork:
+        action = f"creating private network {body.name} in {body.region}"
+        response = self._send(
+            "POST", "/private-networks", action=action, json=body.wire(), repeatable=False
+        )
+        return _parse(PrivateNetwork, response, action)
+
+    def delete_private_network(self, network_id: str) -> bool:
+        """False when it was already gone (404). Paperspace refuses while machines are on it."""
+        action = f"deleting private network {network_id}"
+        path = f"/private-networks/{network_id}"
+        return self._send_or_404("DELETE", path, action=action) is not None
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _all(

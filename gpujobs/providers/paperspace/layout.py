@@ -1,8 +1,8 @@
 """How gpujobs names, sizes and images its Paperspace resources, and turns machines into Nodes.
 
-Paperspace has no tags: ownership is the name. A job's machines are `gpujobs-<job id>-<rank>` and
-its startup script `gpujobs-<job id>`; a job id may itself contain hyphens, so the rank is the
-last hyphen-separated number.
+Paperspace has no tags: ownership is the name. A job's machines are `gpujobs-<job id>-<rank>`;
+its startup script and (for a multi-node job) its private network are `gpujobs-<job id>`. A job
+id may itself contain hyphens, so the rank is the last hyphen-separated number.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from typing import TypeVar
 from gpujobs.errors import ProvisioningError
 from gpujobs.providers.base import Node, Offer, TaggedResource
 from gpujobs.providers.cloud import CloudNodeSettings
-from gpujobs.providers.paperspace.models import Machine, OsTemplate, StartupScript
+from gpujobs.providers.paperspace.models import (
+    Machine,
+    OsTemplate,
+    PrivateNetwork,
+    StartupScript,
+)
 
 T = TypeVar("T")
 
@@ -46,6 +51,10 @@ def machine_name(job_id: str, rank: int) -> str:
 
 
 def script_name(job_id: str) -> str:
+    return f"{NAME_PREFIX}{job_id}"
+
+
+def network_name(job_id: str) -> str:
     return f"{NAME_PREFIX}{job_id}"
 
 
@@ -144,6 +153,8 @@ def addressed(settings: CloudNodeSettings, node: Node, machine: Machine) -> Node
     return node.model_copy(
         update={
             "host": machine.public_ip or "",
+            # The job's other nodes reach it on the job's private network.
+            "private_host": machine.private_ip or None,
             "port": 22,
             "user": settings.ssh_user,
             "workdir": settings.workdir(node.job_id),
@@ -177,6 +188,17 @@ def script_resource(script: StartupScript) -> TaggedResource:
         region="global",
         job_id=script.name[len(NAME_PREFIX) :],
         created_at=_epoch(script.dt_created),
+    )
+
+
+def network_resource(network: PrivateNetwork) -> TaggedResource:
+    return TaggedResource(
+        provider="paperspace",
+        kind="private-network",
+        resource_id=network.id,
+        region=network.region or "global",
+        job_id=network.name[len(NAME_PREFIX) :],
+        created_at=_epoch(network.dt_created),
     )
 
 

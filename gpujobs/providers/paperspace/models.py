@@ -72,6 +72,19 @@ class StartupScript(_Api):
     dt_deleted: str | None = None
 
 
+class PrivateNetwork(_Api):
+    """A team's private network in one region: a /24 its machines share. A multi-node job gets
+    one of its own, so its machines reach each other and nothing else shares the network."""
+
+    id: str
+    name: str
+    region: str = ""
+    network: str = ""  # the subnet's prefix, e.g. 10.3.7.0
+    netmask: str = ""
+    dt_created: str | None = None
+    dt_deleted: str | None = None
+
+
 class TemplateMachineType(_Api):
     machine_type_label: str
     is_available: bool = True
@@ -124,11 +137,22 @@ class MachineCreate(_Api):
     disk_size: int
     public_ip_type: str = "dynamic"  # static IPs bill on their own and outlive the machine
     startup_script_id: str | None = None
+    network_id: str | None = None  # a private network of the job's own (multi-node jobs)
     auto_shutdown_enabled: bool = False
     auto_shutdown_timeout: int | None = None  # hours
     auto_shutdown_force: bool | None = None
     start_on_create: bool = True
     email_password: bool = False  # no password e-mail per machine: login is by key only
+
+    def wire(self) -> dict[str, object]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class PrivateNetworkCreate(_Api):
+    """The body of POST /private-networks."""
+
+    name: str
+    region: str
 
     def wire(self) -> dict[str, object]:
         return self.model_dump(by_alias=True, exclude_none=True)

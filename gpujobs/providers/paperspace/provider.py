@@ -11,6 +11,9 @@ What Paperspace has and has not, and what gpujobs does about it:
   not narrowed to the caller's address as on AWS and GCP (`caller_address` is accepted for a
   uniform constructor and not used). SSH is key-only instead: the startup script turns password
   login off first thing, and gpujobs asks Paperspace not to e-mail a password.
+- A multi-node job's machines meet on a private network of the job's own (`gpujobs-<job id>`,
+  a /24 in the offer's region): the group's addresses are the private ones, and no machine of
+  another job (or person) shares the network. It is deleted after the machines.
 - No spot machines, and no quota system: `quota()` says so without a call, and launch checks
   `/machine-availability` first (a machine type not available there is a NoCapacityError, so the
   planner fails over). `quotas()` reports that availability per region, in its own unit.
@@ -69,6 +72,8 @@ from gpujobs.providers.paperspace.layout import (
     machine_name,
     machine_resource,
     named,
+    network_name,
+    network_resource,
     node_for,
     parse_machine_name,
     script_name,
@@ -80,6 +85,8 @@ from gpujobs.providers.paperspace.models import (
     READY,
     Machine,
     MachineCreate,
+    PrivateNetwork,
+    PrivateNetworkCreate,
     StartupScript,
     StartupScriptCreate,
 )
@@ -212,7 +219,13 @@ class PaperspaceProvider:
         template_id = self._template_id(client, offer)
         made_machines: list[str] = []
         made_script: StartupScript | None = None
+        made_network: PrivateNetwork | None = None
         try:
+            network_id = None
+            if nodes > 1:
+                network, fresh = self._ensure_network(client, job_id, offer.region)
+                made_network = network if fresh else None
+                network_id = network.id
             script_body = StartupScriptCreate(name=script_name(job_id), script=script_text)
             script, fresh = self._find_or_create(
                 lambda: named(client.list_startup_scripts(script_body.name), script_body.name),
@@ -221,14 +234,16 @@ class PaperspaceProvider:
             made_script = script if fresh else None
             result: list[Node] = []
             for rank in range(nodes):
-                body = self._machine_body(job_id, rank, offer, template_id, script.id, disk)
+                body = self._machine_body(
+                    job_id, rank, offer, template_id, script.id, disk, network_id
+                )
                 machine, fresh = self._ensure_machine(client, body)
                 if fresh:
                     made_machines.append(machine.id)
                 result.append(node_for(self.settings, job_id, rank, machine, offer=offer))
             return result
         except Exception as exc:
-            self._undo(client, made_machines, made_script, exc)
+            self._undo(client, made_machines, made_script, made_network, exc)
             raise
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
@@ -308,6 +323,10 @@ class PaperspaceProvider:
                 name = script_name(job_id)
                 for script in all_named(client.list_startup_scripts(name), name):
                     client.delete_startup_script(script.id)
+                # Only now: Paperspace refuses to delete a network that machines are on.
+                name = network_name(job_id)
+                for network in all_named(client.list_private_networks(name), name):
+                    client.delete_private_network(network.id)
         except ApiUnreachableError as exc:
             raise NotTerminatedError(
                 f"could not confirm that job {', '.join(sorted(jobs))} is gone from paperspace "
@@ -331,9 +350,15 @@ class PaperspaceProvider:
         ]
 
     def tagged(self) -> list[TaggedResource]:
-        """Machines named `gpujobs-...` (off ones too: their disks bill), then startup scripts."""
+        """Machines named `gpujobs-...` (off ones too: their disks bill), then startup scripts
+        and private networks (listed after the machines, so gc deletes them after)."""
         machines = [machine_resource(m, self._price(m)) for m in self._owned_machines()]
-        return machines + [script_resource(s) for s in self.owned_startup_scripts()]
+        networks = [
+            network_resource(network)
+            for network in self._api().list_private_networks()
+            if network.name.startswith(NAME_PREFIX) and network.dt_deleted is None
+        ]
+        return machines + [script_resource(s) for s in self.owned_startup_scripts()] + networks
 
     def delete(self, resource: TaggedResource) -> None:
         client = self._api()
@@ -342,6 +367,8 @@ class PaperspaceProvider:
                 self._delete_machines(client, {resource.resource_id})
             elif resource.kind == "startup-script":
                 client.delete_startup_script(resource.resource_id)  # a 404: already gone
+            elif resource.kind == "private-network":
+                client.delete_private_network(resource.resource_id)
             else:
                 raise ProviderError(
                     f"paperspace: gpujobs does not delete {resource.kind}s ({resource.resource_id})"
@@ -398,6 +425,15 @@ class PaperspaceProvider:
             once, is_transient=lambda exc: isinstance(exc, UnconfirmedCreateError), clock=self.clock
         )
 
+    def _ensure_network(
+        self, client: PaperspaceClient, job_id: str, region: str
+    ) -> tuple[PrivateNetwork, bool]:
+        body = PrivateNetworkCreate(name=network_name(job_id), region=region)
+        return self._find_or_create(
+            lambda: named(client.list_private_networks(body.name), body.name),
+            lambda: client.create_private_network(body),
+        )
+
     def _ensure_machine(
         self, client: PaperspaceClient, body: MachineCreate
     ) -> tuple[Machine, bool]:
@@ -407,7 +443,14 @@ class PaperspaceProvider:
         )
 
     def _machine_body(
-        self, job_id: str, rank: int, offer: Offer, template_id: str, script_id: str, disk: int
+        self,
+        job_id: str,
+        rank: int,
+        offer: Offer,
+        template_id: str,
+        script_id: str,
+        disk: int,
+        network_id: str | None,
     ) -> MachineCreate:
         hours = math.ceil(self.max_hours) if self.max_hours is not None else None
         return MachineCreate(
@@ -418,6 +461,7 @@ class PaperspaceProvider:
             disk_size=disk,
             public_ip_type="dynamic",
             startup_script_id=script_id,
+            network_id=network_id,
             auto_shutdown_enabled=hours is not None,
             auto_shutdown_timeout=hours,
             auto_shutdown_force=True if hours is not None else None,
@@ -443,15 +487,21 @@ class PaperspaceProvider:
         client: PaperspaceClient,
         machines: list[str],
         script: StartupScript | None,
+        network: PrivateNetwork | None,
         cause: BaseException,
     ) -> None:
         """Best-effort removal of what one failed provision call made; leftovers keep their
         gpujobs- names, so `gpujobs gc` finds them."""
         try:
-            for machine_id in machines:
-                client.delete_machine(machine_id)
+            if network is None:
+                for machine_id in machines:
+                    client.delete_machine(machine_id)
+            else:  # the network goes last, once no machine is on it
+                self._delete_machines(client, set(machines))
             if script is not None:
                 client.delete_startup_script(script.id)
+            if network is not None:
+                client.delete_private_network(network.id)
         except ProviderError as exc:
             cause.add_note(f"cleaning up after it also failed: {exc}; `gpujobs gc` will retry")
 
