@@ -22,6 +22,7 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.distributed import Group, join_group
+from jobs.common.epochs import finish_epoch, log_epoch
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
@@ -30,9 +31,7 @@ from jobs.common.progress import (
     Totals,
     agreed_checks,
     agreed_stop,
-    current_lr,
     find_checkpoint,
-    global_totals,
     report_end,
     restore_classifier,
     save_on_main,
@@ -263,33 +262,12 @@ def _run(
             if due:
                 last_path = save()
 
-        (group_seen,) = group.sum_ints(run_seen)
-        train_rate = group_seen / max(time.perf_counter() - epoch_start, 1e-9)
-        epoch_totals = global_totals(group, totals)
-        # Rank 0 validates on the whole split, the others wait for its numbers: every rank
-        # then holds the same result, equal to a single process's.
-        val_loss, val_acc, val_rate = group.from_main(lambda: evaluate(net, amp, val_split))
+        end = finish_epoch(
+            group, totals, run_seen, epoch_start, lambda: evaluate(net, amp, val_split)
+        )
         if group.is_main:
-            for split, loss_value, accuracy, rate in (
-                ("train", epoch_totals.mean_loss(), epoch_totals.accuracy(), train_rate),
-                ("val", val_loss, val_acc, val_rate),
-            ):
-                metrics.log(
-                    step=pos.step,
-                    epoch=pos.epoch + 1,
-                    split=split,
-                    loss=loss_value,
-                    accuracy=accuracy,
-                    lr=current_lr(optimizer),
-                    samples_per_s=rate,
-                )
-            print(
-                f"epoch {pos.epoch + 1}/{args.epochs}: train loss {epoch_totals.mean_loss():.4f} "
-                f"acc {epoch_totals.accuracy():.2%} | val loss {val_loss:.4f} acc {val_acc:.2%} | "
-                f"{train_rate:.0f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
-                flush=True,
-            )
-        last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
+            log_epoch(metrics, args, pos, optimizer, end)
+        last_val = {**end.last_val, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
         last_path = save()

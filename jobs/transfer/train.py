@@ -22,6 +22,7 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import AmpSettings, describe
 from jobs.common.distributed import Group, join_group
+from jobs.common.epochs import finish_epoch, log_epoch
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.plots import loss_curves
@@ -34,7 +35,6 @@ from jobs.common.progress import (
     classification_step,
     current_lr,
     find_checkpoint,
-    global_totals,
     report_end,
     resume_rank,
     resumed_position,
@@ -254,41 +254,18 @@ def _run(
             if due:
                 last_path = save()
 
-        (group_seen,) = group.sum_ints(run_seen)
-        train_rate = group_seen / max(time.perf_counter() - epoch_start, 1e-9)
-        epoch_totals = global_totals(group, totals)
-        # Rank 0 validates on the whole split, the others wait for its numbers: every rank
-        # then holds the same result, equal to a single process's.
-        val_loss, val_acc, val_rate = group.from_main(
-            lambda: evaluate(net, amp, normalize, val_x, val_y, args.batch_size)
+        end = finish_epoch(
+            group,
+            totals,
+            run_seen,
+            epoch_start,
+            lambda: evaluate(net, amp, normalize, val_x, val_y, args.batch_size),
         )
         set_train_mode(net, stage)
         if group.is_main:
-            common = {
-                "step": pos.step,
-                "epoch": pos.epoch + 1,
-                "lr": current_lr(optimizer),
-                "stage": stage,
-            }
-            metrics.log(
-                split="train",
-                loss=epoch_totals.mean_loss(),
-                accuracy=epoch_totals.accuracy(),
-                samples_per_s=train_rate,
-                **common,
-            )
-            metrics.log(
-                split="val", loss=val_loss, accuracy=val_acc, samples_per_s=val_rate, **common
-            )
-            print(
-                f"epoch {pos.epoch + 1}/{args.epochs} ({stage}): train loss "
-                f"{epoch_totals.mean_loss():.4f} acc {epoch_totals.accuracy():.2%} | "
-                f"val loss {val_loss:.4f} acc {val_acc:.2%} | "
-                f"{train_rate:.1f} samples/s, {time.perf_counter() - epoch_start:.1f} s",
-                flush=True,
-            )
+            log_epoch(metrics, args, pos, optimizer, end, rate_format=".1f", stage=stage)
             _draw_curves(args.out)
-        last_val = {"loss": val_loss, "accuracy": val_acc, "epoch": pos.epoch + 1}
+        last_val = {**end.last_val, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
         # Switch before saving, so the epoch-end checkpoint already holds the next stage's
