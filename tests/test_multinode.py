@@ -205,3 +205,74 @@ def test_a_node_killed_mid_run_fails_the_job_and_stops_the_other(
     assert int((runs / "ckpt.txt").read_text()) > 0, "the checkpoint home stays home"
     assert not (tmp_path / "lab" / "work" / job_id).exists(), "node 0 is stopped and cleaned"
     assert not node1.exists()
+
+
+def test_the_nodes_of_a_group_are_set_up_at_once(home, store, tmp_path: Path) -> None:
+    """Two nodes are set up concurrently: each node's first setup command (making its folders)
+    takes half a second, and the two nodes' half seconds overlap; the job then runs as before."""
+    from gpujobs.control import Controller
+    from gpujobs.lifecycle import CancelToken, LifecycleConfig
+    from gpujobs.providers.local import LocalProvider
+    from gpujobs.remote.transport import LocalTransport
+    from gpujobs.state import JobState
+    from tests.test_lifecycle import Recorder
+
+    class TwoLocalNodes(LocalProvider):
+        """This machine as two nodes, a work folder each."""
+
+        def offers(self, resources):
+            return [o.model_copy(update={"max_nodes": 2}) for o in super().offers(resources)]
+
+        def provision(self, job_id, offer, ssh_public_key, nodes, *, restart=0):
+            made = []
+            for rank in range(nodes):
+                workdir = self.work_root / (job_id if rank == 0 else f"{job_id}-node{rank}")
+                workdir.mkdir(parents=True, exist_ok=True)
+                made.append(
+                    Node(provider=self.name, job_id=job_id, node_id=f"{job_id}-{rank}",
+                         rank=rank, host="localhost", workdir=str(workdir), transport="local",
+                         runtime="host")
+                )  # fmt: skip
+            return made
+
+    making_folders: dict[int, tuple[float, float]] = {}  # rank -> (start, end), monotonic
+
+    class SlowFolders(LocalTransport):
+        def __init__(self, rank: int) -> None:
+            self.rank = rank
+
+        def run(self, argv, *, timeout=60.0, check=True):
+            if argv[0] != "mkdir" or self.rank in making_folders:
+                return super().run(argv, timeout=timeout, check=check)
+            start = time.monotonic()
+            time.sleep(0.5)
+            result = super().run(argv, timeout=timeout, check=check)
+            making_folders[self.rank] = (start, time.monotonic())
+            return result
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("hello\n")
+    command = 'cat "$GPUJOBS_DATA_DIR/a.txt"; echo "rank $GPUJOBS_NODE_RANK"'
+    spec = parse_spec(
+        f"name: pair\nnodes: 2\nruntime: host\ndataset: {{source: data}}\ncommand: '{command}'\n",
+        label="spec.yaml",
+        base_dir=tmp_path,
+    )
+    controller = Controller(
+        home,
+        store,
+        lambda: {"local": TwoLocalNodes(home.work)},
+        config=LifecycleConfig(poll_interval_s=0.05, stop_grace_s=10),
+        connect=lambda node: SlowFolders(node.rank),
+    )
+    record, lock = controller.submit(spec, tmp_path / "spec.yaml", tmp_path / "runs")
+    sink = Recorder()
+    final = controller.drive(record.id, spec, lock, CancelToken(), sink)
+    assert final.state is JobState.SUCCEEDED, final.error
+    (start0, end0), (start1, end1) = making_folders[0], making_folders[1]
+    assert max(start0, start1) < min(end0, end1), f"one after the other: {making_folders}"
+    for rank in (0, 1):
+        assert f"[node {rank}] hello\n[node {rank}] rank {rank}\n".encode() in sink.logs
+        assert any(note.startswith(f"dataset to node {rank}: 1 files") for note in sink.notes)
+    assert all(node.terminated_at is not None for node in store.nodes(record.id))
+    assert not any(home.work.iterdir()), "both nodes' folders are removed"

@@ -1,0 +1,159 @@
+"""Getting one node ready for its workload: wait for its bootstrap (a cloud node installs Docker
+and its NVIDIA runtime at boot), make its folders, push the bundled code, prepare its runtime,
+and give it the dataset.
+
+The same steps on every node of a group, so they are written once, for one node, and run on
+every node at once (a thread each): a group's setup then takes as long as its slowest node, not
+the sum of them. The launch state machine (lifecycle.py) records the SETTING_UP and SYNCING
+transitions around them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from gpujobs.clock import Clock
+from gpujobs.errors import Cancelled, ProvisioningError
+from gpujobs.events import CancelToken
+from gpujobs.node_session import NodeSession
+from gpujobs.providers.base import Node
+from gpujobs.remote.transport import Transport
+from gpujobs.runtime.base import Runtime
+from gpujobs.runtime.host import HostRuntime
+from gpujobs.spec import JobSpec
+
+T = TypeVar("T")
+
+_BOOTSTRAP_PROBE = (
+    'if [ -e "$1" ]; then echo ready; elif [ -e "$1.failed" ]; then cat "$1.failed"; fi'
+)
+
+
+def runtime_for(node: Node, spec: JobSpec) -> Runtime:
+    """The spec's runtime, or the provider's own choice for the node (`runtime: auto`)."""
+    kind = node.runtime if spec.runtime == "auto" else spec.runtime
+    remote_python = spec.ssh.python if spec.ssh else "python3"
+    if kind == "docker":
+        from gpujobs.runtime.docker import DockerRuntime
+
+        return DockerRuntime(node.job_id)
+    if kind == "venv":
+        from gpujobs.runtime.venv import VenvRuntime
+
+        if node.transport == "local":
+            return VenvRuntime(str(Path(node.workdir).parent.parent / "venvs"), sys.executable)
+        return VenvRuntime(node.cache_dir or f"{node.workdir}/venvs", remote_python)
+    return HostRuntime() if node.transport == "local" else HostRuntime(remote_python)
+
+
+@dataclass(frozen=True)
+class NodeSetup:
+    """What setting a node up needs from the driver of its job. `note` and `progress` are
+    called from the nodes' threads: the driver passes them on one at a time."""
+
+    spec: JobSpec
+    runtime_for: Callable[[Node, JobSpec], Runtime]
+    clock: Clock
+    cancel: CancelToken
+    note: Callable[[str], None]
+    progress: Callable[[str, int, int], None]
+    bootstrap_timeout_s: float
+    bootstrap_poll_s: float
+    # Set when one node's step failed: the others stop at their next check.
+    halted: threading.Event = field(default_factory=threading.Event)
+
+    def on_every_node(
+        self, step: Callable[[Node, NodeSession], T], nodes: list[Node], sessions: list[NodeSession]
+    ) -> list[T]:
+        """`step` on every node at once, a thread each; its results in the nodes' order. A
+        one-node job runs it in the caller's thread, as it always did.
+
+        The first failure is raised once every thread has ended: the other nodes stop at their
+        next check, and are waited for, so none is left working on a node that teardown is
+        about to remove. A call under way on a node (a pip install, say) finishes first, as it
+        does when the job is cancelled."""
+        if len(nodes) == 1:
+            return [step(nodes[0], sessions[0])]
+        self.halted.clear()
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(len(nodes), thread_name_prefix="gpujobs-setup") as pool:
+            futures = [pool.submit(step, n, s) for n, s in zip(nodes, sessions, strict=True)]
+            try:
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if error is not None and failure is None:
+                        failure = error
+                        self.halted.set()
+            except BaseException:  # KeyboardInterrupt where no handler turns it into a cancel
+                self.halted.set()
+                raise
+        if failure is not None:
+            raise failure
+        return [future.result() for future in futures]
+
+    def prepare(self, node: Node, session: NodeSession) -> Runtime:
+        """Make the node ready to start the workload; returns the runtime that starts it."""
+        self.wait_for_bootstrap(session.transport, node)
+        self._stop_if_halted()
+        session.make_folders()
+        if self.spec.workload is not None:
+            session.push_code()
+        self._stop_if_halted()  # before the longest step: a venv or image may take minutes
+        runtime = self.runtime_for(node, self.spec)
+        self.note(f"preparing the {runtime.name} runtime on {node.host}")
+        runtime.prepare(session.transport, session.layout, self.spec)
+        return runtime
+
+    def push_dataset(self, node: Node, session: NodeSession, *, of_several: bool) -> None:
+        """The spec's dataset onto the node; `of_several`: the node is one of a group's."""
+        if self.spec.dataset is None:
+            return
+        label = f"dataset to node {node.rank}" if of_several else "dataset"
+
+        def progress(done: int, total: int) -> None:
+            self.progress(label, done, total)
+            self.cancel.raise_if_cancelled()
+            self._stop_if_halted()
+
+        report = session.push_dataset(Path(self.spec.dataset.source), progress)
+        self.note(
+            f"{label}: {report.files_total} files, {report.bytes_total} bytes, "
+            f"{report.files_sent} sent ({report.method}), verified on the node"
+        )
+
+    def wait_for_bootstrap(self, transport: Transport, node: Node) -> None:
+        """A cloud node installs Docker and its NVIDIA runtime at boot; set up after that."""
+        if not node.ready_file:
+            return
+        clock = self.clock
+        deadline = clock.monotonic() + self.bootstrap_timeout_s
+        self.note(f"waiting for {node.host}'s bootstrap (Docker, NVIDIA runtime)")
+        while True:
+            self.cancel.raise_if_cancelled()
+            self._stop_if_halted()
+            probe = ["sh", "-c", _BOOTSTRAP_PROBE, "sh", node.ready_file]
+            answer = transport.run(probe, check=False)
+            said = answer.stdout.strip()
+            if said == "ready":
+                return
+            if said:
+                raise ProvisioningError(
+                    f"the node's bootstrap failed: {said} (its log: "
+                    f"{node.ready_file.rsplit('/', 1)[0]}/bootstrap.log on {node.host})"
+                )
+            if clock.monotonic() >= deadline:
+                raise ProvisioningError(
+                    f"the node's bootstrap did not finish in {self.bootstrap_timeout_s:g} s"
+                )
+            clock.sleep(self.bootstrap_poll_s)
+
+    def _stop_if_halted(self) -> None:
+        if self.halted.is_set():
+            # Never shown: the node whose failure halted this one gives the job its error.
+            raise Cancelled("stopped: another node's setup failed")
