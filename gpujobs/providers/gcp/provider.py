@@ -333,18 +333,15 @@ class GcpProvider:
         client = self._client_now()
         name = firewall_name(job_id)
         rule = self._api(lambda: client.get_firewall(name))
-        request = str(uuid.uuid4())  # one per logical call: retries of it are recognised
         if rule is None:
             spec = firewall_spec(job_id, cidr)
-            try:
-                ref = self._api(lambda: client.insert_firewall(spec, request))
-            except GcpApiError as exc:
-                if exc.http_status == 409:  # made meanwhile by a concurrent call: it is there
-                    return []
-                raise
+            ref = self._insert(lambda request: client.insert_firewall(spec, request))
+            if ref is None:
+                return []
             created.firewalls.append(name)
             return [ref]
         if rule.source_ranges != (cidr,):  # the client moved: admit its new address only
+            request = str(uuid.uuid4())
             return [self._api(lambda: client.set_firewall_sources(name, (cidr,), request))]
         return []
 
@@ -355,13 +352,9 @@ class GcpProvider:
         spec = group_firewall_spec(job_id, member_ports(job_id))
         if self._api(lambda: client.get_firewall(spec.name)) is not None:
             return []  # the same job provisioned again (its ports follow from its id)
-        request = str(uuid.uuid4())
-        try:
-            ref = self._api(lambda: client.insert_firewall(spec, request))
-        except GcpApiError as exc:
-            if exc.http_status == 409:
-                return []
-            raise
+        ref = self._insert(lambda request: client.insert_firewall(spec, request))
+        if ref is None:
+            return []
         created.firewalls.append(spec.name)
         return [ref]
 
@@ -372,15 +365,22 @@ class GcpProvider:
             return []  # the same job provisioned again: it is already there
         if existing is not None:  # a stopped leftover of this job: replace it
             self._delete_instances([(spec.zone, spec.name)])
-        request = str(uuid.uuid4())
-        try:
-            ref = self._api(lambda: client.insert_instance(spec, request))
-        except GcpApiError as exc:
-            if exc.http_status == 409:
-                return []
-            raise
+        ref = self._insert(lambda request: client.insert_instance(spec, request))
+        if ref is None:
+            return []
         created.instances.append((spec.zone, spec.name))
         return [ref]
+
+    def _insert(self, insert: Callable[[str], OperationRef]) -> OperationRef | None:
+        """One create, under a request id its retries share (so GCP recognises a retry); None
+        when the thing exists already (409: a concurrent call made it meanwhile)."""
+        request = str(uuid.uuid4())
+        try:
+            return self._api(lambda: insert(request))
+        except GcpApiError as exc:
+            if exc.http_status == 409:
+                return None
+            raise
 
     def _await(self, refs: list[OperationRef], what: str, *, missing_ok: bool = False) -> None:
         """Poll until every operation is done; raise the first one's error, once all are."""
