@@ -69,6 +69,16 @@ def store(home: HomeLayout) -> Store:
     opened.close()
 
 
+def write_stubs(folder: Path, bodies: dict[str, str]) -> Path:
+    """Executable sh scripts named after the commands they stand in for (what only a VM has:
+    shutdown, docker, sysctl, ...), for a PATH that puts `folder` first. Returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in bodies.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text).lstrip())

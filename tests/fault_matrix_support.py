@@ -43,6 +43,7 @@ from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobRecord, JobState, Store
 from gpujobs.testing import FakeClock, FaultyTransport
 from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
+from tests.conftest import write_stubs
 from tests.test_gcp_provider import CATALOG as GCP_CATALOG
 
 CALLER = "198.51.100.23"
@@ -275,11 +276,9 @@ class NodeHost:
         self.node_home = root.parent / "node-home"
         self.stubs = root.parent / "stubs"
         self.stub_log = root.parent / "stub.log"
-        for folder in (self.stubs, self.node_home, root.parent / "etc-ssh"):
+        for folder in (self.node_home, root.parent / "etc-ssh"):
             folder.mkdir(parents=True, exist_ok=True)
-        for name, body in STUBS.items():
-            (self.stubs / name).write_text(f"#!/bin/sh\n{body}\n")
-            (self.stubs / name).chmod(0o755)
+        write_stubs(self.stubs, STUBS)
 
     def connect(self, node: Node) -> Transport:
         if node.node_id not in self.booted:

@@ -45,6 +45,7 @@ from gpujobs.testing_aws import (
     tagged_leftovers,
 )
 from gpujobs.testing_ssh import LoopbackSshd
+from tests.conftest import write_stubs
 
 REGIONS = ["us-east-1", "us-west-2"]
 CALLER = "198.51.100.23"
@@ -67,10 +68,7 @@ class FakeNodes:
         self.booted: set[str] = set()
         self.stubs = root.parent / "stubs"
         self.stub_log = root.parent / "stub.log"
-        self.stubs.mkdir(parents=True, exist_ok=True)
-        for name, body in STUBS.items():
-            (self.stubs / name).write_text(f"#!/bin/sh\n{body}\n")
-            (self.stubs / name).chmod(0o755)
+        write_stubs(self.stubs, STUBS)
 
     def connect(self, node: Node) -> Transport:
         if node.node_id not in self.booted:

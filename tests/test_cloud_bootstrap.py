@@ -17,6 +17,13 @@ from gpujobs.providers.cloud import (
     caller_cidr,
     lookup_caller_address,
 )
+from tests.conftest import write_stubs
+
+
+def node_stubs(tmp_path: Path) -> dict[str, str]:
+    """What the bootstrap calls that must not touch this machine, and a login user at home."""
+    quiet = {name: "exit 0" for name in ("shutdown", "docker", "usermod", "install", "chown")}
+    return {**quiet, "getent": f"echo 'ubuntu:x:1000:1000::{tmp_path}/home:'"}
 
 
 def render(max_hours: float | None, key: str | None = None, root: str = "/opt/gpujobs") -> str:
@@ -45,12 +52,7 @@ def test_the_rendered_script_passes_shellcheck(tmp_path: Path) -> None:
 def test_values_are_quoted_so_a_hostile_key_stays_data(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     hostile = f"ssh-ed25519 AAAA '; touch {marker}; echo '"
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for name in ("shutdown", "docker", "usermod", "getent", "install", "chown"):
-        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
-        (stubs / name).chmod(0o755)
-    (stubs / "getent").write_text(f"#!/bin/sh\necho 'ubuntu:x:1000:1000::{tmp_path}/home:'\n")
+    stubs = write_stubs(tmp_path / "stubs", node_stubs(tmp_path))
     (tmp_path / "home" / ".ssh").mkdir(parents=True)
     script = render(1, hostile, root=str(tmp_path / "root"))
     env = {"PATH": f"{stubs}:/usr/bin:/bin"}
@@ -67,16 +69,9 @@ def test_a_multi_node_job_keeps_its_ephemeral_ports_in_the_band_its_rule_opens(
     group's rule opens. A single node's script leaves the kernel's range alone."""
     from gpujobs.group import COLLECTIVE_PORTS
 
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for name in ("shutdown", "docker", "usermod", "install", "chown"):
-        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
-        (stubs / name).chmod(0o755)
-    (stubs / "getent").write_text(f"#!/bin/sh\necho 'ubuntu:x:1000:1000::{tmp_path}/home:'\n")
-    (stubs / "getent").chmod(0o755)
     # Never the real sysctl: these tests run as root on a shared machine.
-    (stubs / "sysctl").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/sysctl.log\n')
-    (stubs / "sysctl").chmod(0o755)
+    sysctl = {"sysctl": f'echo "$*" >> {tmp_path}/sysctl.log'}
+    stubs = write_stubs(tmp_path / "stubs", {**node_stubs(tmp_path), **sysctl})
     settings = CloudNodeSettings("ubuntu", str(tmp_path / "root"))
     env = {"PATH": f"{stubs}:/usr/bin:/bin"}
 
@@ -96,11 +91,8 @@ def test_a_multi_node_job_keeps_its_ephemeral_ports_in_the_band_its_rule_opens(
 
 
 def test_a_failing_step_is_reported_in_the_failed_file(tmp_path: Path) -> None:
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for name, code in (("shutdown", 0), ("docker", 0), ("usermod", 1)):
-        (stubs / name).write_text(f"#!/bin/sh\nexit {code}\n")
-        (stubs / name).chmod(0o755)
+    codes = {"shutdown": 0, "docker": 0, "usermod": 1}
+    stubs = write_stubs(tmp_path / "stubs", {name: f"exit {code}" for name, code in codes.items()})
     root = tmp_path / "root"
     script = Bootstrap("j", CloudNodeSettings("root", str(root)), 1).render()
     subprocess.run(["bash", "-c", script], env={"PATH": f"{stubs}:/usr/bin:/bin"}, timeout=30)
