@@ -1,3 +1,3 @@
-from gpujobs.cli import main
+from gpujobs.cli.app import main
 
 main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gpujobs.providers.base import Node
+from gpujobs.models import Node
 from gpujobs.spec import JobSpec
 
 # The range rendezvous ports are taken from (torchrun's default is 29500): a job's own port,

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
+from gpujobs.workloads import bundled_workloads
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
 ProviderName = Literal["local", "ssh", "aws", "gcp", "paperspace"]

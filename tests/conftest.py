@@ -15,7 +15,7 @@ import pytest
 from gpujobs.paths import HomeLayout
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.state import Store
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.ssh import LoopbackSshd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,12 +86,14 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
 
 
 def gpujobs_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
-    """The real command in a child process (its own interpreter, signals and exit codes)."""
+    """The real command in a child process (its own interpreter, signals and exit codes);
+    `env` replaces this process's environment."""
+    env = kwargs.pop("env", None) or os.environ.copy()
     return subprocess.run(
         [sys.executable, "-m", "gpujobs", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ.copy(),
+        env=env,
         **kwargs,
     )

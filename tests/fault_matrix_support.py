@@ -30,19 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpujobs.catalog import Catalog, parse_catalog
+from gpujobs.api.controller import Controller
 from gpujobs.clock import SystemClock
-from gpujobs.control import Controller
-from gpujobs.lifecycle import CancelToken, LifecycleConfig
+from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.base import TAG_KEY, Node, Provider
+from gpujobs.providers.catalog import Catalog, parse_catalog
 from gpujobs.providers.cloud import CloudNodeSettings
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.transport import Transport
 from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobRecord, JobState, Store
 from gpujobs.testing import FakeClock, FaultyTransport
-from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
+from gpujobs.testing.ssh import CuttingProxy, LoopbackSshd
 from tests.conftest import write_stubs
 from tests.test_gcp_provider import CATALOG as GCP_CATALOG
 
@@ -560,7 +560,7 @@ class World:
 
     def cloud_leftovers(self) -> list[str]:
         if self.aws is not None:
-            from gpujobs.testing_aws import tagged_leftovers
+            from gpujobs.testing.aws import tagged_leftovers
 
             return tagged_leftovers(self.aws_session, AWS_REGIONS, TAG_KEY)
         if self.gcp is not None:
@@ -610,7 +610,7 @@ def make_world(
         from moto import mock_aws
 
         from gpujobs.providers.aws import AwsProvider
-        from gpujobs.testing_aws import AwsFakes
+        from gpujobs.testing.aws import AwsFakes
 
         stack.enter_context(mock_aws())
         # On-demand and spot G/VT vCPUs.
@@ -642,7 +642,7 @@ def make_world(
         from unittest import mock
 
         from gpujobs.providers.gcp import GcpProvider
-        from gpujobs.testing_gcp import FakeComputeApi
+        from gpujobs.testing.gcp import FakeComputeApi
 
         # Credentials `check()` finds (HOME is the test's own), and no other ADC than these.
         adc = Path.home() / ".config" / "gcloud" / "application_default_credentials.json"
@@ -682,7 +682,7 @@ def make_world(
         )
     elif provider == "paperspace":
         from gpujobs.providers.paperspace import PaperspaceProvider
-        from gpujobs.testing_paperspace import FakePaperspace
+        from gpujobs.testing.paperspace import FakePaperspace
 
         fake = FakePaperspace()
         world.ps, world.regions, world.gpu = fake, PAPERSPACE_REGIONS, "A4000"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
 from gpujobs.errors import BadInputError
-from gpujobs.lifecycle import CancelToken
+from gpujobs.lifecycle.machine import CancelToken
 from gpujobs.providers.local import LocalProvider
 from gpujobs.spec import load_spec
 from gpujobs.state import JobState

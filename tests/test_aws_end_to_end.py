@@ -24,8 +24,8 @@ import pytest
 import torch
 from moto import mock_aws
 
-from gpujobs.control import Controller
-from gpujobs.lifecycle import CancelToken, LifecycleConfig
+from gpujobs.api.controller import Controller
+from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY, Node
@@ -35,7 +35,7 @@ from gpujobs.remote.connect import connect_node
 from gpujobs.remote.transport import Transport
 from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.state import JobRecord, JobState, Store
-from gpujobs.testing_aws import (
+from gpujobs.testing.aws import (
     AUTH_FAILURE,
     NO_CAPACITY,
     THROTTLED,
@@ -44,7 +44,7 @@ from gpujobs.testing_aws import (
     reclaim_spot_instance,
     tagged_leftovers,
 )
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.ssh import LoopbackSshd
 from tests.conftest import write_stubs
 
 REGIONS = ["us-east-1", "us-west-2"]

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
-from gpujobs.catalog import Catalog, parse_catalog
 from gpujobs.errors import (
     NoCapacityError,
     ProviderAuthError,
@@ -20,10 +19,11 @@ from gpujobs.errors import (
 from gpujobs.group import COLLECTIVE_PORTS, rendezvous_port
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY
+from gpujobs.providers.catalog import Catalog, parse_catalog
 from gpujobs.providers.cloud import CloudNodeSettings
 from gpujobs.spec import Resources
 from gpujobs.testing import FakeClock
-from gpujobs.testing_aws import (
+from gpujobs.testing.aws import (
     AUTH_FAILURE,
     NO_CAPACITY,
     THROTTLED,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, job_cap
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
 from gpujobs.errors import BudgetRefusedError
-from gpujobs.lifecycle import CancelToken, LifecycleConfig
+from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
+from gpujobs.money.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, job_cap
 from gpujobs.paths import HomeLayout
-from gpujobs.planner import plan, require_placements
+from gpujobs.placement.planner import plan, require_placements
 from gpujobs.providers.base import Availability, Offer, Provider
 from gpujobs.providers.local import LocalProvider
 from gpujobs.spec import JobSpec, parse_spec

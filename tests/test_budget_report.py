@@ -16,15 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from gpujobs import state
-from gpujobs.budget import standings
-from gpujobs.budget_report import budget_report
-from gpujobs.cli import create_app
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
+from gpujobs.cli.app import create_app
+from gpujobs.cli.budget_view import budget_json
+from gpujobs.cli.clouds_view import quota_json
+from gpujobs.money.budget import standings
+from gpujobs.money.report import budget_report
 from gpujobs.paths import HomeLayout
+from gpujobs.placement.quota import QuotaReport
 from gpujobs.providers.base import Quota
-from gpujobs.quota import QuotaReport
-from gpujobs.render_budget import budget_json
-from gpujobs.render_clouds import quota_json
 from gpujobs.state import Billing, JobState, Store
 from gpujobs.testing import FakeClock
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gpujobs.catalog import CATALOG_PROVIDERS, Catalog, load_catalog
 from gpujobs.providers.base import Offer
+from gpujobs.providers.catalog import CATALOG_PROVIDERS, Catalog, load_catalog
 from gpujobs.spec import Resources
 
 # The GPU model names the catalogs use: upper case, as a spec's `resources.gpu` is normalised.
@@ -37,7 +37,9 @@ REGIONS = {
 
 
 def raw(provider: str) -> dict[str, Any]:
-    text = resources.files("gpujobs.catalog").joinpath(f"data/{provider}.json").read_text()
+    text = (
+        resources.files("gpujobs.providers.catalog").joinpath(f"data/{provider}.json").read_text()
+    )
     return json.loads(text)
 
 

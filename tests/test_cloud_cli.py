@@ -10,13 +10,13 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from gpujobs.cli import create_app
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
+from gpujobs.cli.app import create_app
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.local import LocalProvider
 from gpujobs.state import Store
-from gpujobs.testing_aws import AwsFakes
+from gpujobs.testing.aws import AwsFakes
 from tests.conftest import gpujobs_cli, write_spec
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from gpujobs.errors import ProvisioningError
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import LocalTransport
 from gpujobs.runtime.docker import DEFAULT_IMAGE, DockerRuntime
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import parse_spec
 from tests.conftest import REPO
 

@@ -35,12 +35,12 @@ import httpx
 import pytest
 
 from gpujobs.errors import TransportError
-from gpujobs.lifecycle import CancelToken
+from gpujobs.lifecycle.machine import CancelToken
 from gpujobs.providers.base import Node, Provider
 from gpujobs.retry import ATTEMPTS
 from gpujobs.state import JobRecord, JobState
-from gpujobs.testing_aws import reclaim_spot_instance
-from gpujobs.testing_ssh import CuttingProxy
+from gpujobs.testing.aws import reclaim_spot_instance
+from gpujobs.testing.ssh import CuttingProxy
 from tests.conftest import gpujobs_cli
 from tests.fault_matrix_support import (
     ArmedProvider,
@@ -200,14 +200,14 @@ def aws_quota_zero_in_first_region(world: World) -> None:
 
 
 def aws_throttle(world: World) -> None:
-    from gpujobs.testing_aws import THROTTLED
+    from gpujobs.testing.aws import THROTTLED
 
     world.aws.fail("RunInstances", THROTTLED, times=2)
     world.aws.fail("DescribeInstances", THROTTLED, times=1)
 
 
 def aws_no_capacity(region: str | None) -> Callable[[World], None]:
-    from gpujobs.testing_aws import NO_CAPACITY
+    from gpujobs.testing.aws import NO_CAPACITY
 
     return aws_fail("RunInstances", NO_CAPACITY, times=-1, region=region)
 
@@ -229,7 +229,7 @@ def fired(world: World, record: JobRecord) -> None:
 
 # GCP (the fake Compute API behind the real client).
 def gcp_throttle(world: World) -> None:
-    from gpujobs.testing_gcp import unavailable
+    from gpujobs.testing.gcp import unavailable
 
     world.gcp.throttle("instances.insert", times=2)
     world.gcp.fail_next("zoneOperations.get", unavailable(), times=2)
@@ -244,14 +244,14 @@ def gcp_no_capacity(*zones: str) -> Callable[[World], None]:
 
 
 def gcp_http_error(method: str, message: str, **options: Any) -> Callable[[World], None]:
-    from gpujobs.testing_gcp import FakeHttpError
+    from gpujobs.testing.gcp import FakeHttpError
 
     error = FakeHttpError(400, "invalid", message, "INVALID_ARGUMENT")
     return lambda world: world.gcp.fail_next(method, error, **options)
 
 
 def gcp_deny_deletes(times: int | None) -> Callable[[World], None]:
-    from gpujobs.testing_gcp import permission_denied
+    from gpujobs.testing.gcp import permission_denied
 
     denied = permission_denied("compute.instances.delete")
     return lambda world: world.gcp.fail_next("instances.delete", denied, times=times)
@@ -432,7 +432,7 @@ UNTIL_STOPPED = Workload(lines=600, pause_s=0.05)  # 30 s: it ends by a cancel
 def cloud_rows(provider: str) -> list[Scenario]:
     """The rows every cloud has, built from its own fault vocabulary."""
     if provider == "aws":
-        from gpujobs.testing_aws import AUTH_FAILURE, VCPU_LIMIT
+        from gpujobs.testing.aws import AUTH_FAILURE, VCPU_LIMIT
 
         first, second = "aws/us-east-1/g4dn.xlarge", "aws/us-west-2/g4dn.xlarge"
         return [

@@ -13,23 +13,23 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from gpujobs.catalog import Catalog, parse_catalog
-from gpujobs.cli import create_app
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
+from gpujobs.cli.app import create_app
 from gpujobs.driver_lock import DriverLock
-from gpujobs.gc import UNKNOWN_JOB, sweep_plan
 from gpujobs.paths import HomeLayout
+from gpujobs.placement.gc import UNKNOWN_JOB, sweep_plan
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import TAG_KEY, Offer, Provider, SupportsSweep
+from gpujobs.providers.catalog import Catalog, parse_catalog
 from gpujobs.providers.gcp import GcpProvider
 from gpujobs.providers.local import LocalProvider
 from gpujobs.providers.paperspace import PaperspaceProvider
 from gpujobs.spec import Resources
 from gpujobs.state import Billing, JobState, Store
 from gpujobs.testing import FakeClock
-from gpujobs.testing_aws import AwsFakes, tagged_leftovers
-from gpujobs.testing_gcp import FakeComputeApi
-from gpujobs.testing_paperspace import FakePaperspace
+from gpujobs.testing.aws import AwsFakes, tagged_leftovers
+from gpujobs.testing.gcp import FakeComputeApi
+from gpujobs.testing.paperspace import FakePaperspace
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ3cJ1ACMbUrsVtq3T1X1WhzqoFYr8MfFSeulmyX8Nm job"
 CALLER = "203.0.113.7"

@@ -1,4 +1,4 @@
-"""The GCP provider against the fake Compute API (gpujobs.testing_gcp): the real
+"""The GCP provider against the fake Compute API (gpujobs.testing.gcp): the real
 google-cloud-compute clients, with a requests adapter answering in the API's JSON shapes."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.catalog import parse_catalog
 from gpujobs.errors import (
     NoCapacityError,
     NotTerminatedError,
@@ -21,11 +20,12 @@ from gpujobs.errors import (
 )
 from gpujobs.group import rendezvous_port
 from gpujobs.providers.base import Offer, Provider, SupportsQuotaReport
+from gpujobs.providers.catalog import parse_catalog
 from gpujobs.providers.gcp import GcpProvider
 from gpujobs.providers.gcp.models import label_value, resource_name
 from gpujobs.spec import JobSpec, Resources
 from gpujobs.testing import FakeClock
-from gpujobs.testing_gcp import (
+from gpujobs.testing.gcp import (
     FakeComputeApi,
     FakeHttpError,
     FakeOperationError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
 from gpujobs.errors import (
     NoCapacityError,
     NoPlacementError,
@@ -18,7 +18,7 @@ from gpujobs.errors import (
     QuotaExceededError,
     TransportError,
 )
-from gpujobs.lifecycle import CancelToken, LifecycleConfig
+from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.base import Offer, Provider
 from gpujobs.providers.local import LocalProvider

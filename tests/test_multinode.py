@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from gpujobs.group import NodeGroup, rendezvous_port
-from gpujobs.node_layout import NodeLayout
 from gpujobs.providers.base import Node
 from gpujobs.runtime.base import job_environment
 from gpujobs.runtime.docker import DEFAULT_IMAGE, DockerRuntime
 from gpujobs.runtime.host import HostRuntime
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import parse_spec
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.ssh import LoopbackSshd
 from tests.conftest import gpujobs_cli, write_spec
 
 
@@ -210,8 +210,8 @@ def test_a_node_killed_mid_run_fails_the_job_and_stops_the_other(
 def test_the_nodes_of_a_group_are_set_up_at_once(home, store, tmp_path: Path) -> None:
     """Two nodes are set up concurrently: each node's first setup command (making its folders)
     takes half a second, and the two nodes' half seconds overlap; the job then runs as before."""
-    from gpujobs.control import Controller
-    from gpujobs.lifecycle import CancelToken, LifecycleConfig
+    from gpujobs.api.controller import Controller
+    from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
     from gpujobs.providers.local import LocalProvider
     from gpujobs.remote.transport import LocalTransport
     from gpujobs.state import JobState

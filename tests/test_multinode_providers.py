@@ -13,9 +13,8 @@ import pytest
 from moto import mock_aws
 
 from gpujobs.group import NodeGroup, rendezvous_port
-from gpujobs.lifecycle import runtime_for
-from gpujobs.node_layout import NodeLayout
-from gpujobs.planner import plan
+from gpujobs.lifecycle.machine import runtime_for
+from gpujobs.placement.planner import plan
 from gpujobs.providers.aws import AwsProvider
 from gpujobs.providers.base import Node
 from gpujobs.providers.cloud import CloudNodeSettings
@@ -24,12 +23,13 @@ from gpujobs.providers.ssh import SshProvider
 from gpujobs.remote.ssh import HostKeyPins
 from gpujobs.runtime.base import job_environment
 from gpujobs.runtime.docker import DEFAULT_IMAGE, DockerRuntime
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec, SshHosts, parse_spec
 from gpujobs.testing import FakeClock
-from gpujobs.testing_aws import AwsFakes
-from gpujobs.testing_gcp import FakeComputeApi
-from gpujobs.testing_paperspace import FakePaperspace
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.aws import AwsFakes
+from gpujobs.testing.gcp import FakeComputeApi
+from gpujobs.testing.paperspace import FakePaperspace
+from gpujobs.testing.ssh import LoopbackSshd
 from tests import test_aws_provider, test_gcp_provider, test_paperspace_provider
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJob gpujobs-job"

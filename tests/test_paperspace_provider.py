@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpujobs.catalog import parse_catalog
 from gpujobs.errors import (
     NoCapacityError,
     NotTerminatedError,
@@ -20,11 +19,12 @@ from gpujobs.errors import (
     ProvisioningError,
 )
 from gpujobs.providers.base import Provider, SupportsQuotaReport
+from gpujobs.providers.catalog import parse_catalog
 from gpujobs.providers.paperspace import PaperspaceProvider
 from gpujobs.retry import ATTEMPTS
 from gpujobs.spec import JobSpec
 from gpujobs.testing import FakeClock
-from gpujobs.testing_paperspace import FakePaperspace
+from gpujobs.testing.paperspace import FakePaperspace
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJobKeyForTests gpujobs-job"
 CATALOG = parse_catalog(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpujobs.errors import NoPlacementError, ProviderAuthError, ProviderError
-from gpujobs.planner import plan, require_placements
+from gpujobs.placement.planner import plan, require_placements
 from gpujobs.providers.base import Availability, Offer, Quota
 from gpujobs.spec import JobSpec, parse_spec
 from gpujobs.testing import ScriptedProvider

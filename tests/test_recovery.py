@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
 from gpujobs.errors import ConnectionLostError
-from gpujobs.lifecycle import CancelToken, LifecycleConfig
+from gpujobs.lifecycle.machine import CancelToken, LifecycleConfig
 from gpujobs.paths import HomeLayout
 from gpujobs.providers.base import Node, Offer
 from gpujobs.remote.connect import connect_node

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
 from gpujobs.spec import REDACTED, json_schema, load_spec
+from gpujobs.workloads import bundled_workloads
 from tests.conftest import REPO, write_spec
 
 TEMPLATES = sorted((REPO / "templates").glob("*.yaml"))

@@ -37,18 +37,17 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from gpujobs.budget import JobCap
-from gpujobs.bundle import bundled_workloads
-from gpujobs.cli import create_app
-from gpujobs.control import Controller
+from gpujobs.api.controller import Controller
+from gpujobs.cli.app import create_app
 from gpujobs.errors import EXIT_BAD_INPUT, EXIT_JOB_FAILED, NoCapacityError, SpecError
+from gpujobs.money.budget import JobCap, cap_for
 from gpujobs.paths import HomeLayout
-from gpujobs.planner import cap_for
 from gpujobs.providers.base import Availability, Offer
 from gpujobs.providers.cloud import Bootstrap, CloudNodeSettings
 from gpujobs.spec import RESERVED_ARGS, parse_spec
 from gpujobs.state import JobState, Store
 from gpujobs.testing import FakeClock, ScriptedProvider
+from gpujobs.workloads import bundled_workloads
 from tests.conftest import gpujobs_cli
 
 # -- the machines every provider offers ---------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from gpujobs.testing_ssh import LoopbackSshd, free_port, make_key
+from gpujobs.testing.ssh import LoopbackSshd, free_port, make_key
 from tests.conftest import gpujobs_cli, write_spec
 
 

@@ -19,7 +19,7 @@ import pytest
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.ssh import HostKeyPins
 from gpujobs.remote.sync import push_dir
-from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
+from gpujobs.testing.ssh import CuttingProxy, LoopbackSshd
 from tests.conftest import ssh_transport
 
 CUTS = 20

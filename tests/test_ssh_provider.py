@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from gpujobs.errors import NotTerminatedError
-from gpujobs.node_layout import NodeLayout
-from gpujobs.node_session import NodeSession
+from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Availability, Node
 from gpujobs.providers.ssh import SshProvider
 from gpujobs.remote.ssh import HostKeyPins
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import Resources, SshHosts
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.ssh import LoopbackSshd
 from tests.conftest import gpujobs_cli, ssh_transport, write_spec
 from tests.test_cli import SLOW_JOB, process_gone, status_json, wait_for
 

@@ -18,13 +18,13 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import pull_dir, push_dir
 from gpujobs.remote.transport import GivesUp
 from gpujobs.runtime.launcher import env_file, launch_script
-from gpujobs.testing_ssh import LoopbackSshd, free_port, make_key
+from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.testing.ssh import LoopbackSshd, free_port, make_key
 from tests.conftest import ssh_transport
 
 HOSTILE_WORDS = ["a b", "it's", '"quoted"', "$HOME", "`id`", "; rm -rf /", "line\nbreak", "*", ""]

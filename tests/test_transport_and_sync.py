@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from gpujobs.errors import CommandFailedError, TransportError
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.logs import LogFollower, tail_lines
 from gpujobs.remote.sync import pull_dir, push_dir
 from gpujobs.remote.transport import LocalTransport, RemoteFile
 from gpujobs.runtime.launcher import launch_script
+from gpujobs.runtime.node_layout import NodeLayout
 
 
 def test_run_quotes_nothing_into_a_shell_and_reports_failures(tmp_path: Path) -> None:

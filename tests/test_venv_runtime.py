@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gpujobs.errors import ProvisioningError
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import CommandResult, LocalTransport
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.runtime.venv import READY_MARKER, VenvRuntime
 from gpujobs.spec import JobSpec, parse_spec
 

@@ -15,7 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from gpujobs.node_layout import NodeLayout
 from gpujobs.providers.base import (
     Availability,
     Credentials,
@@ -26,6 +25,7 @@ from gpujobs.providers.base import (
     Quota,
     TaggedResource,
 )
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec, Resources
 
 _GPU_QUERY_TIMEOUT_S = 5.0

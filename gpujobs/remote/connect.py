@@ -4,8 +4,8 @@ local job never pays for it."""
 from __future__ import annotations
 
 from gpujobs.errors import ProvisioningError
+from gpujobs.models import Node
 from gpujobs.paths import HomeLayout
-from gpujobs.providers.base import Node
 from gpujobs.remote.transport import LocalTransport, Transport
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import Transport
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
 if TYPE_CHECKING:

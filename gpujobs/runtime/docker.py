@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from gpujobs import __version__
 from gpujobs.errors import ProvisioningError
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_flags
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
 if TYPE_CHECKING:

@@ -6,9 +6,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from gpujobs.errors import ProvisioningError
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_argv
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
 if TYPE_CHECKING:

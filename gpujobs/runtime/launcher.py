@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from gpujobs.node_layout import NodeLayout
+from gpujobs.runtime.node_layout import NodeLayout
 
 
 def env_file(environment: dict[str, str]) -> str:

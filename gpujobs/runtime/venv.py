@@ -25,9 +25,9 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.transport import CommandResult, Transport
 from gpujobs.runtime.base import workload_argv
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 with their time.time() to a node's job.log; the reader follows it as the driver does (each turn:
 NodeSession.follow(), then exit_code(), alive() every liveness_every_s, then a sleep of
 LifecycleConfig.poll_interval_s) and takes now - stamp for every complete line it gets. Over
-SSH to the loopback sshd (gpujobs.testing_ssh.LoopbackSshd), beside the same loop over
+SSH to the loopback sshd (gpujobs.testing.ssh.LoopbackSshd), beside the same loop over
 LocalTransport measured in the same run, so the SSH cost shows apart from the poll interval's
 (these machines are noisy: compare, don't trust absolute numbers). Target: p95 <= 200 ms over SSH.
 
@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpujobs.lifecycle import LifecycleConfig
-from gpujobs.node_layout import NodeLayout
-from gpujobs.node_session import NodeSession
+from gpujobs.lifecycle.machine import LifecycleConfig
+from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.transport import LocalTransport, Transport
-from gpujobs.testing_ssh import CuttingProxy, LoopbackSshd
+from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.testing.ssh import CuttingProxy, LoopbackSshd
 
 TARGET_P95_S = 0.2
 LINE_BYTES = 100  # about a training log line

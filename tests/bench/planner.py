@@ -40,16 +40,16 @@ def main() -> None:
 
     from moto import mock_aws
 
-    from gpujobs.catalog import load_catalog
-    from gpujobs.planner import plan
+    from gpujobs.placement.planner import plan
     from gpujobs.providers.aws import AwsProvider
+    from gpujobs.providers.catalog import load_catalog
     from gpujobs.providers.gcp import GcpProvider
     from gpujobs.providers.local import LocalProvider
     from gpujobs.providers.paperspace import PaperspaceProvider
     from gpujobs.spec import parse_spec
-    from gpujobs.testing_aws import AwsFakes
-    from gpujobs.testing_gcp import FakeComputeApi
-    from gpujobs.testing_paperspace import FakePaperspace
+    from gpujobs.testing.aws import AwsFakes
+    from gpujobs.testing.gcp import FakeComputeApi
+    from gpujobs.testing.paperspace import FakePaperspace
 
     work = Path(tempfile.mkdtemp(prefix="bench-planner-"))
     # GCP's check() looks for application default credentials on disk; give it a file.

@@ -1,4 +1,4 @@
-"""Dataset upload over the loopback sshd (gpujobs.testing_ssh.LoopbackSshd): 10,000 files of
+"""Dataset upload over the loopback sshd (gpujobs.testing.ssh.LoopbackSshd): 10,000 files of
 random bytes totalling 1 GiB, a first copy and a re-sync after 1% of the files change, through
 gpujobs' two paths (push_dir method="rsync" and method="files", the SFTP one) beside plain
 `rsync -a` over the same sshd, measured in the same run (these machines are noisy: compare, don't
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import SyncMethod, SyncReport, push_dir
-from gpujobs.testing_ssh import LoopbackSshd
+from gpujobs.testing.ssh import LoopbackSshd
 
 FIRST_COPY_SPEED = 0.95  # at least, as a fraction of plain rsync's speed
 RESYNC_TIME = 1.1  # at most, as a multiple of plain rsync's time

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     import boto3
 
-    from gpujobs.catalog import Catalog
+    from gpujobs.providers.catalog import Catalog
 
 T = TypeVar("T")
 
@@ -98,7 +98,7 @@ class AwsProvider:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            from gpujobs.catalog import load_catalog
+            from gpujobs.providers.catalog import load_catalog
 
             self._catalog = load_catalog("aws")
         return self._catalog

@@ -7,7 +7,7 @@ Errors leave as GcpApiError (plain data); the provider decides what they mean.
 
 The seam: a ComputeClient is built from credentials and, optionally, a requests adapter that is
 mounted for the API's host on the clients' HTTP session. Production passes neither (ADC, the real
-network); tests pass gpujobs.testing_gcp's fake Compute API as the adapter.
+network); tests pass gpujobs.testing.gcp's fake Compute API as the adapter.
 """
 
 from __future__ import annotations

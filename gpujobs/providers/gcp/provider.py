@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from gpujobs.catalog import Catalog, load_catalog
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import GpuJobsError, NoCapacityError
 from gpujobs.group import COLLECTIVE_PORTS, member_ports
@@ -37,6 +36,7 @@ from gpujobs.providers.base import (
     Quota,
     TaggedResource,
 )
+from gpujobs.providers.catalog import Catalog, load_catalog
 from gpujobs.providers.cloud import (
     CallerAddress,
     CloudNodeSettings,

@@ -31,7 +31,6 @@ from typing import TypeVar
 
 import httpx
 
-from gpujobs.catalog import Catalog, load_catalog
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
     GpuJobsError,
@@ -50,6 +49,7 @@ from gpujobs.providers.base import (
     Quota,
     TaggedResource,
 )
+from gpujobs.providers.catalog import Catalog, load_catalog
 from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,

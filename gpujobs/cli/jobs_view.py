@@ -8,8 +8,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from gpujobs.control import JobView
-from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord
+from gpujobs.api.controller import JobDetail, JobView
+from gpujobs.state import JobRecord, JobState, LedgerEntry
 
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
@@ -46,35 +46,80 @@ def cost_text(record: JobRecord, costs: dict[str, float]) -> str:
     return f"{spent} of {cap_text(record.cap_usd, record.cap_hours)}"
 
 
-def status_table(views: list[JobView], total: int, costs: dict[str, float], now: float) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("JOB", "STATE", "PLACEMENT", "AGE", "DURATION", "COST", "CHECKPOINTS"):
-        table.add_column(column, no_wrap=column != "CHECKPOINTS")
+# Columns in the order they give way on a narrow terminal: JOB and STATE are always whole;
+# CHECKPOINTS (a long path) folds into what is left, or goes when under _MIN_PATH_WIDTH.
+_STATUS_COLUMNS = ("JOB", "STATE", "PLACEMENT", "AGE", "DURATION", "COST", "CHECKPOINTS")
+_GIVES_WAY = ("CHECKPOINTS", "DURATION", "PLACEMENT", "AGE", "COST")
+_MIN_PATH_WIDTH = 16
+
+
+def status_table(
+    views: list[JobView],
+    total: int,
+    costs: dict[str, float],
+    now: float,
+    width: int | None = None,
+) -> Table:
+    """Jobs, one a row. Given the terminal's `width`, columns that would squeeze the id or the
+    state are left out (the least useful first) instead of cutting the id short."""
+    rows = []
     for view in views:
         record = view.record
-        style = "red" if view.driver_lost else STATE_STYLE.get(record.state, "")
         end = record.finished_at or now
-        table.add_row(
-            record.id,
-            f"[{style}]{state_label(view)}[/]" if style else state_label(view),
-            record.placement or "-",
-            _ago(now - record.created_at),
-            _duration(end - record.created_at),
-            cost_text(record, costs),
-            record.runs_dir,
+        rows.append(
+            {
+                "JOB": record.id,
+                "STATE": state_label(view),
+                "PLACEMENT": record.placement or "-",
+                "AGE": _ago(now - record.created_at),
+                "DURATION": _duration(end - record.created_at),
+                "COST": cost_text(record, costs),
+                "CHECKPOINTS": record.runs_dir,
+            }
         )
+    shown = _columns_that_fit(rows, width)
+    table = Table(box=None, header_style="bold", pad_edge=False, caption_justify="left")
+    for column in shown:
+        folds = column == "CHECKPOINTS"
+        table.add_column(column, no_wrap=not folds, overflow="fold" if folds else "ellipsis")
+    for view, row in zip(views, rows, strict=True):
+        style = "red" if view.driver_lost else STATE_STYLE.get(view.record.state, "")
+        cells = [escape(row[column]) for column in shown]
+        if style:
+            cells[1] = f"[{style}]{cells[1]}[/]"
+        table.add_row(*cells)
     if total > len(views):
         table.caption = f"{total - len(views)} older job(s) not shown: gpujobs status --all"
     return table
 
 
-def job_detail(
-    view: JobView,
-    events: list[EventRecord],
-    nodes: list[NodeRecord],
-    ledger: list[LedgerEntry],
-    now: float,
-) -> Table:
+def _columns_that_fit(rows: list[dict[str, str]], width: int | None) -> list[str]:
+    def needed(column: str) -> int:
+        return max([len(column), *(len(row[column]) for row in rows)])
+
+    shown = list(_STATUS_COLUMNS)
+    if width is None:
+        return shown
+    for column in _GIVES_WAY:
+        fixed = [c for c in shown if c != "CHECKPOINTS"]
+        used = sum(needed(c) for c in fixed) + 2 * (len(shown) - 1)  # padding between columns
+        if "CHECKPOINTS" in shown:
+            if width - used >= min(needed("CHECKPOINTS"), _MIN_PATH_WIDTH):
+                return shown
+        elif used <= width:
+            return shown
+        shown.remove(column)
+    return shown
+
+
+def job_detail(detail: JobDetail) -> Table:
+    view, events, nodes, ledger, now = (
+        detail.view,
+        detail.events,
+        detail.nodes,
+        detail.ledger,
+        detail.now,
+    )
     record = view.record
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
@@ -128,13 +173,14 @@ def job_json(view: JobView, costs: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def job_detail_json(
-    view: JobView,
-    events: list[EventRecord],
-    nodes: list[NodeRecord],
-    ledger: list[LedgerEntry],
-    now: float,
-) -> dict[str, Any]:
+def job_detail_json(detail: JobDetail) -> dict[str, Any]:
+    view, events, nodes, ledger, now = (
+        detail.view,
+        detail.events,
+        detail.nodes,
+        detail.ledger,
+        detail.now,
+    )
     prices = {entry.node_id: entry for entry in ledger}
     return {
         **job_json(view, {view.record.id: sum(entry.cost(now) for entry in ledger)}),

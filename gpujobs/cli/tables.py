@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 _WRAPPED = frozenset({"WHY", "CREDENTIALS", "QUOTA", "NOTE", "NAME"})  # prose wraps, figures don't
 
@@ -39,7 +41,7 @@ class LimitLine:
 def table(*columns: str, right: Sequence[str] = (), folded: Sequence[str] = ()) -> Table:
     """The house table: no box, bold headers, figures right-aligned and never wrapped; prose
     columns wrap, and `folded` ones (long ids) fold on a narrow terminal."""
-    drawn = Table(box=None, header_style="bold", pad_edge=False)
+    drawn = Table(box=None, header_style="bold", pad_edge=False, caption_justify="left")
     for column in columns:
         drawn.add_column(
             column,
@@ -58,7 +60,12 @@ def figure(value: float | None, unit: str = "") -> str:
     return f"{value:g}"
 
 
-def limits_table(lines: Sequence[LimitLine], problems: Mapping[str, str], *, scope: str) -> Table:
+def limits_table(
+    lines: Sequence[LimitLine], problems: Mapping[str, str], *, scope: str
+) -> RenderableType:
+    """The rows as a table, then one left-aligned line per note (where to ask for more, and why
+    a provider has no rows). Notes are lines of their own, not the table's caption: a caption
+    wraps, centred, to the width of the table, which is narrow when few rows fit."""
     columns = ["PROVIDER", scope, "CODE", "LIMIT", "IN USE", "FREE", "UNIT", "NAME", "NOTE"]
     rows = []
     for line in lines:
@@ -89,8 +96,9 @@ def limits_table(lines: Sequence[LimitLine], problems: Mapping[str, str], *, sco
     }
     notes = [f"{name}: request more at {url}" for name, url in sorted(where.items())]
     notes += [f"{name}: {why}" for name, why in problems.items()]
-    drawn.caption = "\n".join(notes) or None
-    return drawn
+    parts: list[RenderableType] = [drawn] if rows or not notes else []
+    parts += [Text(note, overflow="fold") for note in notes]
+    return Group(*parts) if len(parts) > 1 else parts[0]
 
 
 def limits_json(

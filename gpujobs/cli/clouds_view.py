@@ -14,13 +14,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from gpujobs.catalog import CatalogInfo
-from gpujobs.planner import Placement, Plan, Rejection
+from gpujobs.cli.tables import LimitLine, limits_json, limits_table
+from gpujobs.cli.tables import figure as _figure
+from gpujobs.cli.tables import table as _table
+from gpujobs.placement.planner import Placement, Plan, Rejection
+from gpujobs.placement.quota import QuotaReport
 from gpujobs.providers.base import Credentials, Offer
-from gpujobs.quota import QuotaReport
-from gpujobs.render_limits import LimitLine, limits_json, limits_table
-from gpujobs.render_limits import figure as _figure
-from gpujobs.render_limits import table as _table
+from gpujobs.providers.catalog import CatalogInfo
 
 
 def _usd(value: float | None) -> str:
@@ -64,6 +64,25 @@ def gpu_rows(offers: Sequence[Offer]) -> list[dict[str, Any]]:
         )
     )
     return listed
+
+
+def offers_in_table_order(offers: Sequence[Offer]) -> list[Offer]:
+    """The offers grouped as the table's rows and in their order (cheapest on-demand type
+    first), on-demand before spot within a row, then cheapest region first: `--json` lists
+    what the table shows, in the same order."""
+    row_of = {
+        (row["provider"], row["instance_type"], row["gpus"]): index
+        for index, row in enumerate(gpu_rows(offers))
+    }
+    return sorted(
+        offers,
+        key=lambda o: (
+            row_of[(o.provider, o.instance_type, o.gpus)],
+            o.spot,
+            o.price_per_hour,
+            o.zone or o.region,
+        ),
+    )
 
 
 def gpus_table(rows: list[dict[str, Any]], catalogs: Sequence[CatalogInfo]) -> Table:

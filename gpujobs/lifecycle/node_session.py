@@ -11,13 +11,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gpujobs.bundle import is_bundle_junk, jobs_package_dir
 from gpujobs.clock import Clock
-from gpujobs.node_layout import NodeLayout
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
 from gpujobs.remote.transport import Transport
+from gpujobs.runtime.bundle import is_bundle_junk
 from gpujobs.runtime.launcher import env_file, launch_script
+from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.workloads import jobs_package_dir
 
 
 class NodeSession:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpujobs.budget import JobCap, spent_by
 from gpujobs.clock import Clock
 from gpujobs.errors import JobFailedError
+from gpujobs.money.budget import JobCap, spent_by
 from gpujobs.spec import JobSpec
 from gpujobs.state import Store
 

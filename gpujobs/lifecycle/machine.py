@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpujobs.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall
-from gpujobs.cap_watch import CapWatch
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import (
     BudgetRefusedError,
@@ -42,22 +40,28 @@ from gpujobs.errors import (
     ProvisioningError,
     QuotaExceededError,
 )
-from gpujobs.events import CancelToken, EventSink, NullSink  # imported from here too (cli, tests)
 from gpujobs.group import NodeGroup
-from gpujobs.group_sessions import GroupSessions
-from gpujobs.node_layout import NodeLayout
-from gpujobs.node_session import NodeSession
-from gpujobs.node_setup import NodeSetup, runtime_for
+from gpujobs.lifecycle.cap_watch import CapWatch
+from gpujobs.lifecycle.events import (  # imported from here too (cli, tests)
+    CancelToken,
+    EventSink,
+    NullSink,
+)
+from gpujobs.lifecycle.group_sessions import GroupSessions
+from gpujobs.lifecycle.node_session import NodeSession
+from gpujobs.lifecycle.node_setup import NodeSetup, runtime_for
+from gpujobs.lifecycle.recovery import LossCheck, NodeLost, Restarts, by_provider, cap_left
+from gpujobs.money.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, cap_for
 from gpujobs.paths import HomeLayout
-from gpujobs.planner import cap_for, require_placements
+from gpujobs.placement.planner import require_placements
 from gpujobs.providers.base import Node, Offer, Provider, SpecConfigured
-from gpujobs.recovery import LossCheck, NodeLost, Restarts, by_provider, cap_left
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.transport import GivesUp, Transport
 from gpujobs.retry import call_with_retry
 from gpujobs.runtime.base import Runtime, job_environment
+from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 from gpujobs.state import Billing, Books, JobRecord, JobState, Store
 

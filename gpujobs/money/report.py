@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gpujobs.budget import Standing, month_bounds, month_of, standings
+from gpujobs.money.budget import Standing, month_bounds, month_of, standings
 from gpujobs.state import JobState, LedgerEntry, Store
 
 RECENT_JOBS = 20

@@ -1,6 +1,7 @@
-"""What each CLI command asks of the core: submit and drive a job (here or detached), list jobs
-with their drivers' liveness, follow a log, tear a job down. The CLI parses and renders; this
-module decides.
+"""What each command asks of the core: submit and drive a job (here or detached), list jobs
+with their drivers' liveness, follow a log, tear a job down, plan, the clouds' read commands,
+money and gc. The CLI and the public functions of `gpujobs.api` parse and render; this module
+decides. Built around its dependencies (home, store, providers, clock), so tests hand in fakes.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ from gpujobs.clock import Clock, SystemClock
 from gpujobs.driver_lock import DriverLock, driver_alive
 from gpujobs.errors import BadInputError, GpuJobsError, UnknownJobError
 from gpujobs.paths import HomeLayout
-from gpujobs.state import JobRecord, JobState, NodeRecord, Store
+from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord, Store
 
 if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need them
-    from gpujobs.budget import Allowance
-    from gpujobs.budget_report import BudgetReport
-    from gpujobs.lifecycle import CancelToken, EventSink, Lifecycle, LifecycleConfig
-    from gpujobs.planner import Plan
+    from gpujobs.lifecycle.events import CancelToken, EventSink
+    from gpujobs.lifecycle.machine import Lifecycle, LifecycleConfig
+    from gpujobs.models import Offer
+    from gpujobs.money.budget import Allowance
+    from gpujobs.money.report import BudgetReport
+    from gpujobs.placement.gc import GcItem, GcReport, SweepResult
+    from gpujobs.placement.planner import Plan
+    from gpujobs.placement.quota import QuotaReport
     from gpujobs.providers.base import Credentials, Node, Provider
-    from gpujobs.quota import QuotaReport
+    from gpujobs.providers.catalog import CatalogInfo
     from gpujobs.remote.transport import Transport
     from gpujobs.spec import JobSpec
+
+# The spec path recorded for a job launched from Python with a mapping or a JobSpec.
+SPEC_FROM_PYTHON = "<python>"
 
 # How many finished jobs `status` shows beside the active ones, unless asked for all.
 RECENT_JOBS = 20
@@ -45,6 +53,32 @@ class JobView:
     @property
     def driver_lost(self) -> bool:
         return not self.record.state.is_terminal and not self.driver_alive
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """One job as `gpujobs status JOB` shows it: its view, history, nodes and ledger rows."""
+
+    view: JobView
+    events: list[EventRecord]
+    nodes: list[NodeRecord]
+    ledger: list[LedgerEntry]
+    now: float
+
+
+def default_controller() -> Controller:
+    """The controller of this machine's gpujobs home (GPUJOBS_HOME, else the user's data dir)."""
+    from gpujobs.paths import HomeLayout, gpujobs_home
+
+    home = HomeLayout(gpujobs_home()).ensure()
+
+    def providers() -> Mapping[str, Provider]:
+        # Loaded on first use: `status` and `logs` never pay for pydantic or a cloud SDK.
+        from gpujobs.providers import default_providers
+
+        return default_providers(home)
+
+    return Controller(home, Store(home.state_db), providers)
 
 
 class Controller:
@@ -84,7 +118,7 @@ class Controller:
         }
 
     def lifecycle(self, sink: EventSink | None = None, spec: JobSpec | None = None) -> Lifecycle:
-        from gpujobs.lifecycle import Lifecycle
+        from gpujobs.lifecycle.machine import Lifecycle
 
         return Lifecycle(
             self.store,
@@ -98,7 +132,7 @@ class Controller:
 
     # -- the clouds' read commands -----------------------------------------------------------
     def plan(self, spec: JobSpec) -> Plan:
-        from gpujobs.planner import plan
+        from gpujobs.placement.planner import plan
 
         return plan(spec, self.providers_for(spec), self.allowance())
 
@@ -110,16 +144,33 @@ class Controller:
             return list(pool.map(lambda provider: provider.check(), providers))
 
     def quota(self, provider: str | None, gpu: str | None) -> QuotaReport:
-        from gpujobs.quota import quota_report
+        from gpujobs.placement.quota import quota_report
 
         return quota_report(self.providers, provider=provider, gpu=gpu)
+
+    def gpu_offers(
+        self, *, providers: list[str] | None, gpu: str | None, region: str | None
+    ) -> tuple[list[Offer], list[CatalogInfo]]:
+        """The clouds' catalog offers, cheapest first (on-demand before spot at equal price),
+        and which catalogs they came from. Needs no account."""
+        from gpujobs.providers.catalog import catalog_offers
+
+        return catalog_offers(providers=providers, gpu=gpu, region=region)
+
+    def refusal(self, spec: JobSpec, result: Plan) -> str:
+        """Why no placement fits, in one line: a budget refusal says what would fit."""
+        if any(item.kind == "budget" for item in result.rejected):
+            from gpujobs.placement.advice import refusal
+
+            return refusal(spec, result.rejected, result.allowance)
+        return "every offer above was dropped"
 
     # -- launch -----------------------------------------------------------------------------
     def preflight(self, spec: JobSpec, *, source: str = "the spec") -> None:
         """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy; `source`
         names the spec file in a budget refusal."""
         from gpujobs.errors import BudgetRefusedError
-        from gpujobs.planner import require_placements
+        from gpujobs.placement.planner import require_placements
 
         try:
             require_placements(spec, self.providers_for(spec), self.allowance())
@@ -128,18 +179,18 @@ class Controller:
 
     # -- money ------------------------------------------------------------------------------
     def allowance(self) -> Allowance:
-        from gpujobs.budget import Allowance
+        from gpujobs.money.budget import Allowance
 
         return Allowance(self.store.books(), self.clock.now())
 
     def costs(self, job_ids: list[str]) -> dict[str, float]:
         """USD spent so far, per job."""
-        from gpujobs.budget import spent_by
+        from gpujobs.money.budget import spent_by
 
         return spent_by(self.store.ledger(*job_ids), self.clock.now()) if job_ids else {}
 
     def budget_report(self, *, show_all: bool = False) -> BudgetReport:
-        from gpujobs.budget_report import budget_report
+        from gpujobs.money.report import budget_report
 
         return budget_report(self.store, self.clock.now(), show_all=show_all)
 
@@ -154,7 +205,7 @@ class Controller:
         )
 
     def remove_budget(self, *, provider: str | None, monthly: bool) -> None:
-        from gpujobs.budget import budget_flags
+        from gpujobs.money.budget import budget_flags
 
         _check_budget_provider(provider)
         if not self.store.remove_budget(provider=provider, monthly=monthly):
@@ -164,9 +215,10 @@ class Controller:
             )
 
     def submit(
-        self, spec: JobSpec, spec_path: Path, runs_root: Path
+        self, spec: JobSpec, spec_path: Path | None, runs_root: Path
     ) -> tuple[JobRecord, DriverLock]:
-        """Record a PENDING job, holding its driver lock (taken before the row exists)."""
+        """Record a PENDING job, holding its driver lock (taken before the row exists).
+        `spec_path` None: the spec came from Python, not from a file."""
         job_id = f"{spec.name}-{secrets.token_hex(3)}"
         lock = DriverLock(self.home.lock_file(job_id))
         if not lock.acquire():
@@ -175,7 +227,7 @@ class Controller:
             job_id=job_id,
             name=spec.name,
             spec_json=spec.redacted().model_dump_json(),
-            spec_path=str(spec_path.resolve()),
+            spec_path=str(spec_path.resolve()) if spec_path else SPEC_FROM_PYTHON,
             runs_dir=str((runs_root / job_id).resolve()),
             driver_pid=os.getpid(),
             now=self.clock.now(),
@@ -194,6 +246,14 @@ class Controller:
             return self.lifecycle(sink, spec).drive(job_id, spec, cancel)
         finally:
             lock.release()
+
+    def drive_as_detached_child(
+        self, job_id: str, spec: JobSpec, lock_fd: int, cancel: CancelToken, sink: EventSink
+    ) -> JobRecord:
+        """The detached driver's side of `spawn_detached`: the lock came open on `lock_fd`."""
+        self.store.set_driver(job_id, os.getpid())
+        return self.drive(job_id, spec, DriverLock(self.home.lock_file(job_id), fd=lock_fd),
+                          cancel, sink)  # fmt: skip
 
     def spawn_detached(self, job_id: str, spec: JobSpec, lock: DriverLock) -> int:
         """Hand the job to a driver process of its own session, which outlives this one.
@@ -277,7 +337,43 @@ class Controller:
             f"had not started: `gpujobs down {record.id}`, then launch it again"
         )
 
+    # -- gc ---------------------------------------------------------------------------------
+    def gc_report(self) -> GcReport:
+        """What gpujobs tagged that no live job owns, priced; nothing is deleted."""
+        from gpujobs.placement.gc import sweep_plan
+
+        return sweep_plan(self.providers, self.store, self.home, self.clock.now())
+
+    def gc_doomed(self, report: GcReport, *, include_unknown: bool) -> list[GcItem]:
+        """What of the report may be deleted: orphans of jobs known here (all with
+        include_unknown); a job whose driver is lost is never swept."""
+        from gpujobs.placement.gc import to_delete
+
+        return to_delete(report, include_unknown=include_unknown)
+
+    def gc_sweep(self, items: list[GcItem]) -> list[SweepResult]:
+        """Delete what `gc_doomed` chose and record it."""
+        from gpujobs.placement.gc import record_deleted, sweep
+
+        results = sweep(items, self.providers) if items else []
+        record_deleted(results, self.store, self.clock.now())
+        return results
+
     # -- read -------------------------------------------------------------------------------
+    def detail(self, job_ref: str) -> JobDetail:
+        view = self.view(self.find(job_ref))
+        job_id = view.record.id
+        return JobDetail(
+            view,
+            self.store.events(job_id),
+            self.store.nodes(job_id),
+            self.store.ledger(job_id),
+            self.clock.now(),
+        )
+
+    def driver_lost(self, job_id: str) -> bool:
+        return self.view(self.store.job(job_id)).driver_lost
+
     def find(self, job_ref: str) -> JobRecord:
         record = self.store.find_job(job_ref)
         if record is None:
@@ -426,8 +522,8 @@ class Controller:
     def _save_what_runs(self, record: JobRecord, nodes: list[Node], lifecycle: Lifecycle) -> None:
         """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
         home. Best effort: a node that cannot be reached must not block the teardown."""
-        from gpujobs.node_layout import NodeLayout
-        from gpujobs.node_session import NodeSession
+        from gpujobs.lifecycle.node_session import NodeSession
+        from gpujobs.runtime.node_layout import NodeLayout
 
         rows = {row.node_id: row for row in self.store.nodes(record.id)}
         for node in nodes[:1]:  # rank 0 holds the checkpoints

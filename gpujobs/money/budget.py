@@ -17,8 +17,13 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from gpujobs.state import Books, BudgetLimit, Hold, LedgerEntry
+
+if TYPE_CHECKING:  # attributes only: the status path never loads pydantic for them
+    from gpujobs.models import Offer
+    from gpujobs.spec import JobSpec
 
 # The node's shutdown timer fires a minute after the cap (see providers/bootstrap.sh); the ledger
 # bounds an unconfirmed node a little later still, as the timer counts from boot.
@@ -209,3 +214,13 @@ def spent_by(ledger: list[LedgerEntry], now: float) -> dict[str, float]:
     for entry in ledger:
         totals[entry.job_id] = totals.get(entry.job_id, 0.0) + entry.cost(now)
     return totals
+
+
+def cap_for(spec: JobSpec, offer: Offer, allowance: Allowance | None) -> JobCap | Shortfall:
+    """The job's cap on `offer`, from its own budget and what the user's budgets leave."""
+    return job_cap(
+        max_hours=spec.budget.max_hours,
+        max_usd=spec.budget.max_usd,
+        price_per_hour=offer.price_per_hour * spec.nodes,
+        left=allowance.tightest(offer.provider) if allowance else None,
+    )

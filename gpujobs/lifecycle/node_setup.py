@@ -20,8 +20,8 @@ from typing import TypeVar
 
 from gpujobs.clock import Clock
 from gpujobs.errors import Cancelled, ProvisioningError
-from gpujobs.events import CancelToken
-from gpujobs.node_session import NodeSession
+from gpujobs.lifecycle.events import CancelToken
+from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -19,15 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gpujobs import __version__
+from gpujobs.api.controller import default_controller
 from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gpujobs.control import Controller
-    from gpujobs.driver_lock import DriverLock
-    from gpujobs.lifecycle import CancelToken
-    from gpujobs.providers.base import Provider
+    from gpujobs.api import CancelToken, Controller, DriverLock
     from gpujobs.spec import JobSpec
     from gpujobs.state import JobRecord
 
@@ -37,22 +35,6 @@ ControllerFactory = Callable[[], "Controller"]
 @dataclass
 class _Settings:
     debug: bool = False
-
-
-def default_controller() -> Controller:
-    from gpujobs.control import Controller
-    from gpujobs.paths import HomeLayout, gpujobs_home
-    from gpujobs.state import Store
-
-    home = HomeLayout(gpujobs_home()).ensure()
-
-    def providers() -> Mapping[str, Provider]:
-        # Loaded on first use: `status` and `logs` never pay for pydantic or a cloud SDK.
-        from gpujobs.providers import default_providers
-
-        return default_providers(home)
-
-    return Controller(home, Store(home.state_db), providers)
 
 
 def create_app(controller_factory: ControllerFactory = default_controller) -> typer.Typer:
@@ -132,18 +114,16 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     @app.command(name="_drive", hidden=True)
     def drive_detached(job_id: str, lock_fd: Annotated[int, typer.Option("--lock-fd")]) -> None:
         """Internal: the detached driver of `launch --detach` (spec JSON on stdin)."""
-        from gpujobs.driver_lock import DriverLock
-        from gpujobs.lifecycle import CancelToken
-        from gpujobs.sinks import PlainSink
+        from gpujobs.api import CancelToken
+        from gpujobs.cli.sinks import PlainSink
         from gpujobs.spec import JobSpec
 
         spec = JobSpec.model_validate_json(sys.stdin.read())
-        controller = controller_factory()
-        controller.store.set_driver(job_id, os.getpid())
         cancel = CancelToken()
         _cancel_on_signals(cancel)
-        lock = DriverLock(controller.home.lock_file(job_id), fd=lock_fd)
-        controller.drive(job_id, spec, lock, cancel, PlainSink(sys.stdout))
+        controller_factory().drive_as_detached_child(
+            job_id, spec, lock_fd, cancel, PlainSink(sys.stdout)
+        )
 
     @app.command()
     def status(
@@ -153,19 +133,15 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     ) -> None:
         """Show jobs (active ones and the most recent), or one job in detail."""
         with errors_to_exit():
-            from gpujobs import render
+            from gpujobs.cli import jobs_view as render
 
             controller = controller_factory()
             if job is not None:
-                view = controller.view(controller.find(job))
-                events = controller.store.events(view.record.id)
-                nodes = controller.store.nodes(view.record.id)
-                ledger = controller.store.ledger(view.record.id)
-                now = controller.clock.now()
+                detail = controller.detail(job)
                 if as_json:
-                    _print_json(render.job_detail_json(view, events, nodes, ledger, now))
+                    _print_json(render.job_detail_json(detail))
                 else:
-                    _console(stdout=True).print(render.job_detail(view, events, nodes, ledger, now))
+                    _console(stdout=True).print(render.job_detail(detail))
                 return
             views, total = controller.overview(show_all=show_all)
             costs = controller.costs([view.record.id for view in views])
@@ -174,8 +150,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             elif not views:
                 _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
-                table = render.status_table(views, total, costs, controller.clock.now())
-                _console(stdout=True).print(table)
+                console = _console(stdout=True)
+                now = controller.clock.now()
+                console.print(render.status_table(views, total, costs, now, width=console.width))
 
     @app.command()
     def logs(
@@ -196,7 +173,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 for chunk in controller.follow_log(record.id, follow=follow, node=node):
                     out.write(chunk)
                     out.flush()
-            if follow and controller.view(controller.store.job(record.id)).driver_lost:
+            if follow and controller.driver_lost(record.id):
                 _info(
                     f"the driver of {record.id} is gone; `gpujobs attach {record.id}` follows "
                     f"it again to the end, `gpujobs down {record.id}` saves its checkpoint and "
@@ -217,8 +194,8 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """Adopt a job whose gpujobs process died (kill -9, a closed laptop): follow its log
         from where it stopped, keep pulling checkpoints, tear down at the end."""
         with errors_to_exit():
-            from gpujobs.lifecycle import CancelToken
-            from gpujobs.sinks import ConsoleSink
+            from gpujobs.api import CancelToken
+            from gpujobs.cli.sinks import ConsoleSink
 
             controller = controller_factory()
             console = _console()
@@ -240,20 +217,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     ) -> None:
         """List the GPU machines of the clouds' catalogs, cheapest first (no account needed)."""
         with errors_to_exit():
-            from gpujobs import render_clouds
-            from gpujobs.catalog import catalog_offers
+            from gpujobs.cli import clouds_view
 
-            offers, catalogs = catalog_offers(providers=provider, gpu=gpu, region=region)
+            controller = controller_factory()
+            offers, catalogs = controller.gpu_offers(providers=provider, gpu=gpu, region=region)
             if as_json:
+                ordered = clouds_view.offers_in_table_order(offers)
                 _print_json(
                     {
-                        "offers": [offer.model_dump(mode="json") for offer in offers],
+                        "offers": [offer.model_dump(mode="json") for offer in ordered],
                         "catalogs": [info.__dict__ for info in catalogs],
                     }
                 )
                 return
-            rows = render_clouds.gpu_rows(offers)
-            _console(stdout=True).print(render_clouds.gpus_table(rows, catalogs))
+            rows = clouds_view.gpu_rows(offers)
+            _console(stdout=True).print(clouds_view.gpus_table(rows, catalogs))
 
     @app.command()
     def plan(
@@ -266,25 +244,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """Show where a spec would run: placements in the order a launch tries them, and why
         every other offer was dropped (resources, region, spot, budget, quota). Starts nothing."""
         with errors_to_exit():
-            from gpujobs import render_clouds
+            from gpujobs.cli import clouds_view
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
-            result = controller_factory().plan(spec)
+            controller = controller_factory()
+            result = controller.plan(spec)
             hours = spec.budget.max_hours
             if as_json:
-                _print_json(render_clouds.plan_json(result, hours))
+                _print_json(clouds_view.plan_json(result, hours))
                 return
             console = _console(stdout=True)
-            for table in render_clouds.plan_tables(result, hours, limit=None if show_all else 10):
+            for table in clouds_view.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
             if not result.placements:
-                if any(item.kind == "budget" for item in result.rejected):
-                    from gpujobs.budget_advice import refusal
-
-                    _error(f"{spec_file}: {refusal(spec, result.rejected, result.allowance)}")
-                else:
-                    _error(f"no placement fits {spec_file}: every offer above was dropped")
+                _error(f"no placement fits {spec_file}: {controller.refusal(spec, result)}")
                 raise typer.Exit(2)
 
     @app.command()
@@ -293,13 +267,13 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     ) -> None:
         """Which providers have credentials, and what is missing for the others. Calls no API."""
         with errors_to_exit():
-            from gpujobs import render_clouds
+            from gpujobs.cli import clouds_view
 
             found = controller_factory().check()
             if as_json:
                 _print_json([item.model_dump(mode="json") for item in found])
                 return
-            _console(stdout=True).print(render_clouds.check_table(found))
+            _console(stdout=True).print(clouds_view.check_table(found))
 
     @app.command()
     def quota(
@@ -312,13 +286,13 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """GPU quotas per provider and region: limit, in use and free in the provider's own
         unit, the quota code, and where to request more."""
         with errors_to_exit():
-            from gpujobs import render_clouds
+            from gpujobs.cli import clouds_view
 
             report = controller_factory().quota(provider, gpu)
             if as_json:
-                _print_json(render_clouds.quota_json(report))
+                _print_json(clouds_view.quota_json(report))
                 return
-            _console(stdout=True).print(render_clouds.quota_table(report))
+            _console(stdout=True).print(clouds_view.quota_table(report))
 
     budget_app = typer.Typer(
         help="What was spent, per job, provider and month, and what your budgets leave.",
@@ -338,13 +312,13 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         if ctx.invoked_subcommand is not None:
             return
         with errors_to_exit():
-            from gpujobs import render_budget
+            from gpujobs.cli import budget_view
 
             report = controller_factory().budget_report(show_all=show_all)
             if as_json:
-                _print_json(render_budget.budget_json(report))
+                _print_json(budget_view.budget_json(report))
                 return
-            _console(stdout=True).print(render_budget.budget_view(report))
+            _console(stdout=True).print(budget_view.budget_view(report))
 
     @budget_app.command("set")
     def budget_set(
@@ -398,17 +372,15 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         it once you confirm. Jobs whose driver is lost are listed, not deleted: `gpujobs down
         JOB` brings their checkpoint home first. ssh hosts are not swept."""
         with errors_to_exit():
-            from gpujobs import render_gc
-            from gpujobs.gc import record_deleted, sweep, sweep_plan, to_delete
+            from gpujobs.cli import gc_view
 
             controller = controller_factory()
-            now = controller.clock.now()
-            report = sweep_plan(controller.providers, controller.store, controller.home, now)
-            for line in render_gc.problem_lines(report):
+            report = controller.gc_report()
+            for line in gc_view.problem_lines(report):
                 _info(line)
             if not as_json:
-                _console(stdout=True).print(render_gc.plan_view(report))
-            doomed = to_delete(report, include_unknown=include_unknown)
+                _console(stdout=True).print(gc_view.plan_view(report))
+            doomed = controller.gc_doomed(report, include_unknown=include_unknown)
             if len(doomed) < len(report.orphans):
                 _info(
                     f"{len(report.orphans) - len(doomed)} resource(s) of jobs unknown here are "
@@ -424,12 +396,11 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                         _info("nothing deleted")
                 else:
                     _info("run gpujobs gc --yes to delete them")
-            results = sweep(doomed, controller.providers) if delete else []
-            record_deleted(results, controller.store, controller.clock.now())
+            results = controller.gc_sweep(doomed) if delete else []
             if as_json:
-                _print_json(render_gc.gc_json(report, results if yes else None))
+                _print_json(gc_view.gc_json(report, results if yes else None))
             else:
-                for line in render_gc.sweep_lines(results):
+                for line in gc_view.sweep_lines(results):
                     _info(line)
             if any(not result.deleted for result in results):
                 raise typer.Exit(EXIT_JOB_FAILED)
@@ -453,8 +424,8 @@ def _print_version(value: bool) -> None:
 def _drive_in_foreground(
     controller: Controller, job_id: str, spec: JobSpec, lock: DriverLock
 ) -> JobRecord:
-    from gpujobs.lifecycle import CancelToken
-    from gpujobs.sinks import ConsoleSink
+    from gpujobs.api import CancelToken
+    from gpujobs.cli.sinks import ConsoleSink
 
     console = _console()
     console.print(f"[bold]{job_id}[/]  (Ctrl-C cancels; the checkpoint still comes home)")

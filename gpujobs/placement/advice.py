@@ -11,17 +11,22 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gpujobs.budget import Allowance, JobCap, Shortfall, fitting_hours, raise_command
-from gpujobs.providers.base import Availability
+from gpujobs.models import Availability
+from gpujobs.money.budget import (
+    Allowance,
+    JobCap,
+    Shortfall,
+    cap_for,
+    fitting_hours,
+    raise_command,
+)
 from gpujobs.spec import JobSpec
 
 if TYPE_CHECKING:
-    from gpujobs.planner import Rejection
+    from gpujobs.placement.planner import Rejection
 
 
 def refusal(spec: JobSpec, rejected: Sequence[Rejection], allowance: Allowance | None) -> str:
-    from gpujobs.planner import cap_for
-
     over = [
         (item, shortfall)
         for item in rejected
@@ -62,8 +67,6 @@ def _cheapest_fitting(
 ) -> tuple[str, str, JobCap] | None:
     """The cheapest offer dropped only for `kind` (spot not allowed, region left out) whose
     worst case would fit, with its cap."""
-    from gpujobs.planner import cap_for
-
     fitting = []
     for item in rejected:
         offer = item.offer

@@ -8,10 +8,10 @@ from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.text import Text
 
-from gpujobs.budget import month_of, raise_command
-from gpujobs.budget_report import BudgetReport, LimitRow
-from gpujobs.render import cap_text
-from gpujobs.render_limits import LimitLine, iso_time, limits_json, limits_table, table
+from gpujobs.cli.jobs_view import cap_text
+from gpujobs.cli.tables import LimitLine, iso_time, limits_json, limits_table, table
+from gpujobs.money.budget import month_of, raise_command
+from gpujobs.money.report import BudgetReport, LimitRow
 
 _BAR = "▏▎▍▌▋▊▉█"  # eighths: a day's bar is drawn to an eighth of a character
 _BAR_WIDTH = 40

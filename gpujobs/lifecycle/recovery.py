@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from gpujobs.budget import JobCap
 from gpujobs.clock import Clock
 from gpujobs.errors import GpuJobsError, JobFailedError
-from gpujobs.events import CancelToken
+from gpujobs.lifecycle.events import CancelToken
+from gpujobs.money.budget import JobCap
 from gpujobs.providers.base import Node, NodeLoss, Offer, Provider, SupportsLossCheck
 from gpujobs.spec import JobSpec
 from gpujobs.state import JobRecord, LedgerEntry, Store

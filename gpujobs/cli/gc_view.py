@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gpujobs.gc import UNKNOWN_JOB, GcItem, GcReport, SweepResult
-from gpujobs.render_limits import table
+from gpujobs.cli.tables import table
+from gpujobs.placement.gc import UNKNOWN_JOB, GcItem, GcReport, SweepResult
 
 UNKNOWN_NOTE = (
     "state unknown: this machine's store has no such job; one launched from another machine "

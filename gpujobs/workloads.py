@@ -1,4 +1,5 @@
-"""The bundled workloads in `jobs/`: where they are, which exist, and which files a node needs."""
+"""The bundled workloads in `jobs/`: where the package is and which workloads it holds. Plain
+ground floor: the spec validates `workload:` against it, and the runtimes send the package."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from gpujobs.errors import GpuJobsError
-
-# Everything under jobs/ that is not code a node needs.
-_SKIPPED_NAMES = {"__pycache__", ".pytest_cache"}
 
 
 @lru_cache(maxsize=1)
@@ -31,9 +29,3 @@ def bundled_workloads() -> list[str]:
         for child in root.iterdir()
         if child.is_dir() and (child / "__main__.py").is_file()
     )
-
-
-def is_bundle_junk(relative_path: str) -> bool:
-    """Files of jobs/ that a node does not need (caches, compiled bytecode)."""
-    parts = relative_path.split("/")
-    return bool(_SKIPPED_NAMES.intersection(parts)) or relative_path.endswith((".pyc", ".pyo"))

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gpujobs.budget import Allowance, JobCap, Shortfall, job_cap
 from gpujobs.errors import BudgetRefusedError, NoPlacementError, ProviderAuthError, ProviderError
+from gpujobs.money.budget import Allowance, JobCap, Shortfall, cap_for
 from gpujobs.providers.base import Availability, Offer, Provider, Quota
 from gpujobs.spec import JobSpec
 
@@ -114,21 +114,11 @@ def require_placements(
     result = plan(spec, providers, allowance)
     if not result.placements:
         if any(item.kind == "budget" for item in result.rejected):
-            from gpujobs.budget_advice import refusal
+            from gpujobs.placement.advice import refusal
 
             raise BudgetRefusedError(refusal(spec, result.rejected, allowance))
         raise NoPlacementError(f"no placement fits the spec: {result.explain()}")
     return result
-
-
-def cap_for(spec: JobSpec, offer: Offer, allowance: Allowance | None) -> JobCap | Shortfall:
-    """The job's cap on `offer`, from its own budget and what the user's budgets leave."""
-    return job_cap(
-        max_hours=spec.budget.max_hours,
-        max_usd=spec.budget.max_usd,
-        price_per_hour=offer.price_per_hour * spec.nodes,
-        left=allowance.tightest(offer.provider) if allowance else None,
-    )
 
 
 def _offers_of(spec: JobSpec, provider: Provider) -> tuple[list[Offer], str]:

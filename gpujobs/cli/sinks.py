@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from gpujobs.render import STATE_STYLE
+from gpujobs.cli.jobs_view import STATE_STYLE
 from gpujobs.state import JobState
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 from gpujobs.clock import Clock
 from gpujobs.errors import JobFailedError, ProvisioningError
-from gpujobs.events import CancelToken
-from gpujobs.node_session import NodeSession
+from gpujobs.lifecycle.events import CancelToken
+from gpujobs.lifecycle.node_session import NodeSession
 
 
 class GroupSessions:

@@ -72,7 +72,7 @@ def load_catalog(provider: str) -> Catalog:
     """The catalog of one provider (read once per process)."""
     if provider not in CATALOG_PROVIDERS:
         raise GpuJobsError(f"no catalog for provider {provider!r}")
-    text = resources.files("gpujobs.catalog").joinpath(f"data/{provider}.json").read_text()
+    text = resources.files(__name__).joinpath(f"data/{provider}.json").read_text()
     return parse_catalog(json.loads(text))
 
 
