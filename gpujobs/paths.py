@@ -64,6 +64,12 @@ class HomeLayout:
     def driver_log_file(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.driver.log"
 
+    @property
+    def content_hashes(self) -> Path:
+        """sha256 of the files jobs send (`files:`), keyed by path, size and mtime: a 500 MB
+        weights file is hashed once, not at every launch."""
+        return self.root / "content_hashes.json"
+
     def lock_file(self, job_id: str) -> Path:
         return self.locks / f"{job_id}.lock"
 

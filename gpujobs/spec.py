@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,7 +52,22 @@ JobName = Annotated[
     StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
     Field(description="lowercase letters, digits and dashes, at most 40, e.g. mnist-run"),
 ]
-ArgValue = str | int | float | bool
+ArgValue = str | int | float | bool | list[str | int | float]
+
+
+def _node_path(value: str) -> str:
+    """Where a `files` entry lands: absolute, or relative to the job's working folder; never
+    above it, never a control character (it becomes a shell word and a mount point)."""
+    if not value or any(ch in value for ch in "\0\n\r:,") or "\\" in value:
+        raise ValueError(f"{value!r}: give a path such as /files/vgg19.pth or weights/model.pt")
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"{value!r}: a node path may not be empty or climb with '..'")
+    return ("/" if value.startswith("/") else "") + "/".join(parts)
+
+
+NodePath = Annotated[str, AfterValidator(_node_path)]
+URL_SOURCE = re.compile(r"^https?://[^\s]+$")
 
 
 class _Strict(BaseModel):
@@ -193,6 +209,24 @@ class JobSpec(_Strict):
         default_factory=dict, description="flags for the workload: {epochs: 3} -> --epochs 3"
     )
     command: str | None = Field(None, description="your own shell command, instead of workload")
+    workdir: str | None = Field(
+        None,
+        description="your code folder (relative to the spec file), sent to every node "
+        "(.gitignore and .gpujobsignore honoured); `command` and `setup` run inside it",
+    )
+    setup: str | None = Field(
+        None,
+        description="shell lines run once per node before the job, e.g. "
+        "`pip install -r requirements.txt`; skipped when the same setup and requirement files "
+        "already ran there",
+    )
+    files: dict[NodePath, str] = Field(
+        default_factory=dict,
+        description="files and folders the job needs besides the dataset (weights, "
+        "embeddings): {node path: local path or https:// URL}; cached on the node by content, "
+        "so the next job does not send them again. A relative node path is inside the job's "
+        "working folder; args may name a file by its node path",
+    )
     image: str | None = Field(None, description="the Docker image for `command` (docker runtime)")
     runtime: RuntimeName = Field(
         "auto",
@@ -290,20 +324,33 @@ class JobSpec(_Strict):
             raise ValueError("`args` goes with `workload:`; put flags in `command:` itself")
         return self
 
-    def workload_flags(self) -> list[str]:
-        """`args` as command-line flags: {epochs: 3, amp: true} -> --epochs 3 --amp."""
+    def workload_flags(self, node_paths: Mapping[str, str] | None = None) -> list[str]:
+        """`args` as command-line flags: {epochs: 3, amp: true} -> --epochs 3 --amp; a list
+        becomes one comma string ([0.1, 1] -> 0.1,1). `node_paths` maps a `files` node path
+        to where that file really is on a node without containers: an arg naming it (or a
+        path inside it) is given the real place."""
         flags: list[str] = []
         for key, value in self.args.items():
             flag = "--" + key.replace("_", "-")
             if value is True:
                 flags.append(flag)
+            elif isinstance(value, list):
+                flags += [flag, ",".join(str(item) for item in value)]
             elif value is not False:
-                flags += [flag, str(value)]
+                text = str(value)
+                flags += [flag, _placed(text, node_paths) if node_paths else text]
         return flags
 
     def redacted(self) -> JobSpec:
         """A copy safe to store and show: environment values may be secrets."""
         return self.model_copy(update={"env": dict.fromkeys(self.env, REDACTED)})
+
+
+def _placed(text: str, node_paths: Mapping[str, str]) -> str:
+    for node_path, real in node_paths.items():
+        if text == node_path or text.startswith(node_path.rstrip("/") + "/"):
+            return real + text[len(node_path) :]
+    return text
 
 
 def _env_text(value: object) -> str:
@@ -344,6 +391,8 @@ def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
             f"{label}: a string holds a lone UTF-16 surrogate (an escape like \\ud800); remove it"
         ) from None
     spec = _resolve_dataset(spec, label, root, base_dir)
+    spec = _resolve_workdir(spec, label, root, base_dir)
+    spec = _resolve_files(spec, label, root, base_dir)
     return _resolve_identity_file(spec, label, root, base_dir)
 
 
@@ -553,6 +602,41 @@ def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Pa
     return spec.model_copy(update={"dataset": dataset})
 
 
+def _resolve_workdir(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
+    if spec.workdir is None:
+        return spec
+    folder = _local_path(spec.workdir, base, label, root, ("workdir",))
+    if not _is(folder, Path.is_dir):
+        raise SpecError(
+            f"{_where(label, root, ('workdir',))}: workdir: {str(folder)!r} is not a folder; "
+            "give your code's folder (relative paths are read from the spec's folder)"
+        )
+    return spec.model_copy(update={"workdir": str(folder)})
+
+
+def _resolve_files(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
+    resolved: dict[str, str] = {}
+    for node_path, source in spec.files.items():
+        loc = ("files", node_path)
+        if re.match(r"^[a-z][a-z0-9+.-]*://", source):
+            if not URL_SOURCE.match(source):
+                raise SpecError(
+                    f"{_where(label, root, loc)}: files.{node_path}: {_short(source)}: only "
+                    "https:// and http:// URLs are fetched by the node; give a URL or a local path"
+                )
+            resolved[node_path] = source
+            continue
+        path = _local_path(source, base, label, root, loc)
+        if not path.exists():
+            raise SpecError(
+                f"{_where(label, root, loc)}: files.{node_path}: {str(path)!r} does not exist; "
+                "give a local file or folder (relative paths are read from the spec's folder) "
+                "or an https:// URL"
+            )
+        resolved[node_path] = str(path)
+    return spec.model_copy(update={"files": resolved}) if resolved else spec
+
+
 def _resolve_identity_file(
     spec: JobSpec, label: str, root: yaml.Node | None, base: Path
 ) -> JobSpec:
@@ -570,7 +654,7 @@ def _resolve_identity_file(
 
 
 def _local_path(
-    value: str, base: Path, label: str, root: yaml.Node | None, loc: tuple[str, str]
+    value: str, base: Path, label: str, root: yaml.Node | None, loc: tuple[str, ...]
 ) -> Path:
     """A path on this machine as a spec gives it: ~ expanded, relative to the spec's folder."""
     try:

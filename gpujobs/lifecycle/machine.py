@@ -48,6 +48,7 @@ from gpujobs.lifecycle.events import (  # imported from here too (cli, tests)
     NullSink,
 )
 from gpujobs.lifecycle.group_sessions import GroupSessions
+from gpujobs.lifecycle.job_files import ContentHashes
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.lifecycle.node_setup import NodeSetup, runtime_for
 from gpujobs.lifecycle.recovery import LossCheck, NodeLost, Restarts, by_provider, cap_left
@@ -223,6 +224,9 @@ class _Drive:
             self._progress,
             bootstrap_timeout_s=config.bootstrap_timeout_s,
             bootstrap_poll_s=config.bootstrap_poll_s,
+            on_log=self._setup_log,
+            hashes=ContentHashes(lifecycle.home.content_hashes),
+            runs_root=Path(lifecycle.store.job(job_id).runs_dir).parent,
         )
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
@@ -509,7 +513,8 @@ class _Drive:
             environment = job_environment(
                 self.job_id, self.spec, session.layout, self.group, node.rank
             )
-            pid = session.start(argv, environment, max_seconds=self.cap.seconds_left())
+            cwd = session.layout.run_dir(self.spec.workdir is not None)
+            pid = session.start(argv, environment, max_seconds=self.cap.seconds_left(), cwd=cwd)
             self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
 
     def _reconnect(self) -> None:
@@ -619,6 +624,10 @@ class _Drive:
         with self.reporting:
             self.lc.store.note(self.job_id, message, now=self.lc.clock.now())
             self.lc.sink.note(message)
+
+    def _setup_log(self, chunk: bytes) -> None:
+        with self.reporting:
+            self.lc.sink.log(chunk)
 
     def _progress(self, label: str, done: int, total: int) -> None:
         with self.reporting:

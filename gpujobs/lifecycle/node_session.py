@@ -45,11 +45,17 @@ class NodeSession:
         return push_dir(self.transport, source, self.layout.data, progress=progress)
 
     def start(
-        self, argv: list[str], environment: dict[str, str], *, max_seconds: float | None
+        self,
+        argv: list[str],
+        environment: dict[str, str],
+        *,
+        max_seconds: float | None,
+        cwd: str | None = None,
     ) -> int:
-        self._put_text(env_file(environment), self.layout.env_file)
-        script = launch_script(argv, self.layout, max_seconds=max_seconds)
-        self._put_text(script, self.layout.launch_script)
+        """Start the workload detached; `cwd`: its working folder (default: the job's)."""
+        self.write_private(env_file(environment), self.layout.env_file)
+        script = launch_script(argv, self.layout, max_seconds=max_seconds, cwd=cwd)
+        self.write_private(script, self.layout.launch_script)
         self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
         return self.pid
 
@@ -114,8 +120,9 @@ class NodeSession:
     def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
         return pull_dir(self.transport, self.layout.checkpoints, runs_dir)
 
-    def _put_text(self, text: str, remote: str) -> None:
-        # The env file may hold secrets: it is 0600 here and on the node, and removed at once.
+    def write_private(self, text: str, remote: str) -> None:
+        """A file only the node's user may read (an env file may hold secrets): 0600 here and
+        on the node, and the local copy removed at once."""
         with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
             local = Path(folder) / "file"
             fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

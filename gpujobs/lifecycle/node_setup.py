@@ -21,10 +21,11 @@ from typing import TypeVar
 from gpujobs.clock import Clock
 from gpujobs.errors import Cancelled, ProvisioningError
 from gpujobs.lifecycle.events import CancelToken
+from gpujobs.lifecycle.job_files import ContentHashes, run_setup, send_files, send_workdir
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
 from gpujobs.remote.transport import Transport
-from gpujobs.runtime.base import Runtime
+from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import JobSpec
 
@@ -65,6 +66,9 @@ class NodeSetup:
     progress: Callable[[str, int, int], None]
     bootstrap_timeout_s: float
     bootstrap_poll_s: float
+    on_log: Callable[[bytes], None]  # a setup's output, as it arrives (called like note)
+    hashes: ContentHashes  # of `files`, remembered across launches
+    runs_root: Path | None = None  # left out of the code folder's sync when inside it
     # Set when one node's step failed: the others stop at their next check.
     halted: threading.Event = field(default_factory=threading.Event)
 
@@ -98,17 +102,43 @@ class NodeSetup:
         return [future.result() for future in futures]
 
     def prepare(self, node: Node, session: NodeSession) -> Runtime:
-        """Make the node ready to start the workload; returns the runtime that starts it."""
+        """Make the node ready to start the workload: its folders, the bundled code, the
+        user's code folder and files, the runtime, and the setup. Returns the runtime that
+        starts the workload."""
+        spec = self.spec
         self.wait_for_bootstrap(session.transport, node)
         self._stop_if_halted()
         session.make_folders()
-        if self.spec.workload is not None:
+        if spec.workload is not None:
             session.push_code()
+        send_workdir(session, spec, runs_root=self.runs_root, note=self.note,
+                     progress=lambda done, total: self._sent("workdir", done, total))  # fmt: skip
+        cached = send_files(session, spec, self.hashes, progress=self._sent, note=self.note)
         self._stop_if_halted()  # before the longest step: a venv or image may take minutes
-        runtime = self.runtime_for(node, self.spec)
+        runtime = self.runtime_for(node, spec)
         self.note(f"preparing the {runtime.name} runtime on {node.host}")
-        runtime.prepare(session.transport, session.layout, self.spec)
+        runtime.prepare(session.transport, session.layout, spec)
+        if cached:
+            runtime.use_files(session.transport, session.layout, spec, cached)
+        self._stop_if_halted()
+        environment = job_environment(node.job_id, spec, session.layout, None, node.rank)
+        run_setup(
+            session,
+            runtime,
+            spec,
+            environment,
+            clock=self.clock,
+            cancel=self.cancel,
+            on_log=self.on_log,
+            note=self.note,
+            poll_s=self.bootstrap_poll_s,
+        )
         return runtime
+
+    def _sent(self, label: str, done: int, total: int) -> None:
+        self.progress(label, done, total)
+        self.cancel.raise_if_cancelled()
+        self._stop_if_halted()
 
     def push_dataset(self, node: Node, session: NodeSession, *, of_several: bool) -> None:
         """The spec's dataset onto the node; `of_several`: the node is one of a group's."""

@@ -88,9 +88,7 @@ def push_dir(
     `skip(relative_path)` leaves out files the node does not need. `method` "auto" takes rsync
     where both ends have it, else copies file by file; "rsync" and "files" force one.
     """
-    local_files = [
-        item for item in _local_manifest(local_dir) if skip is None or not skip(item.path)
-    ]
+    local_files = _local_manifest(local_dir, skip)
     rsync = _rsync_route(transport, remote_dir, method)
     if rsync is not None:
         # rsync makes its own size+mtime check (the same rule), so no listing of ours first:
@@ -310,12 +308,23 @@ def _local_file(root: Path, relative: str) -> RemoteFile | None:
     return RemoteFile(path=relative, size=stat.st_size, mtime=stat.st_mtime)
 
 
-def _local_manifest(root: Path) -> list[RemoteFile]:
+def _local_manifest(root: Path, skip: Callable[[str], bool] | None = None) -> list[RemoteFile]:
+    """Every file below root that `skip` keeps; a folder `skip` refuses (asked with a trailing
+    slash) is not walked; a dangling symlink is no file to send."""
     files: list[RemoteFile] = []
-    for folder, _dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        here = Path(folder).relative_to(root).as_posix()
+        prefix = "" if here == "." else here + "/"
+        if skip is not None:
+            dirs[:] = [name for name in dirs if not skip(prefix + name + "/")]
         for name in names:
+            if skip is not None and skip(prefix + name):
+                continue
             path = Path(folder) / name
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
             files.append(
                 RemoteFile(
                     path=path.relative_to(root).as_posix(), size=stat.st_size, mtime=stat.st_mtime

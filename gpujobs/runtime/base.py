@@ -25,9 +25,60 @@ class Runtime(Protocol):
         """The command that runs the workload on the node (node `rank` of `group`)."""
         ...
 
+    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
+        """The command that runs the spec's `setup:` in the environment the job will run in;
+        `key` names that setup's result. Called whether or not the setup must run (a runtime
+        whose setup makes something new, an image, starts using it from here on)."""
+        ...
+
+    def environment_id(self) -> str:
+        """What the job's environment is made of (an interpreter, a venv, an image): a setup
+        that ran in one need not run again in the same one."""
+        ...
+
+    def use_files(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+    ) -> None:
+        """Make the spec's `files` (node path -> where the node's cache holds it) appear where
+        the job looks for them."""
+        ...
+
+
+def in_path_env(bin_dir: str | None, argv: list[str]) -> list[str]:
+    """argv run with `bin_dir` first on PATH (and as VIRTUAL_ENV when it is a venv's), so a
+    `pip install` in a setup or a `python` in a command is the runtime's own."""
+    if not bin_dir:
+        return argv
+    script = 'PATH="$1:$PATH"; export PATH; shift; exec "$@"'
+    return ["sh", "-c", script, "sh", bin_dir, *argv]
+
+
+def link_files(
+    transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+) -> dict[str, str]:
+    """A node without containers: each `files` entry becomes a symlink to its cached copy at
+    its place (an absolute node path under the job's `files/`, a relative one in the job's
+    working folder). Returns absolute node path -> real place, for the workload's args."""
+    places: dict[str, str] = {}
+    has_code = spec.workdir is not None
+    for node_path, source in cached.items():
+        place = layout.file_place(node_path, has_code)
+        transport.run(
+            ["sh", "-c", 'mkdir -p "$(dirname "$2")" && ln -sfn "$1" "$2"', "sh", source, place]
+        )
+        if node_path.startswith("/"):
+            places[node_path] = place
+    return places
+
 
 def workload_argv(
-    python: str, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
+    python: str,
+    spec: JobSpec,
+    layout: NodeLayout,
+    group: NodeGroup | None = None,
+    rank: int = 0,
+    *,
+    node_paths: dict[str, str] | None = None,
 ) -> list[str]:
     """The bundled-workload convention: python -m jobs.<name> --data --out --resume ... + args;
     under torchrun (`python -m torch.distributed.run ... -m jobs.<name> ...`) when the group
@@ -41,11 +92,13 @@ def workload_argv(
     launcher = [*group.torchrun(rank), "-m"] if group is not None and group.distributed else []
     return [
         python, "-m", *launcher, f"jobs.{spec.workload}",
-        *workload_flags(spec, data=layout.data, out=layout.checkpoints),
+        *workload_flags(spec, data=layout.data, out=layout.checkpoints, node_paths=node_paths),
     ]  # fmt: skip
 
 
-def workload_flags(spec: JobSpec, *, data: str, out: str) -> list[str]:
+def workload_flags(
+    spec: JobSpec, *, data: str, out: str, node_paths: dict[str, str] | None = None
+) -> list[str]:
     """The flags every bundled workload takes, then the spec's own `args`."""
     return [
         "--data", data,
@@ -53,7 +106,7 @@ def workload_flags(spec: JobSpec, *, data: str, out: str) -> list[str]:
         "--resume",
         "--checkpoint-every-minutes", f"{spec.checkpoints.every_minutes:g}",
         "--keep", str(spec.checkpoints.keep),
-        *spec.workload_flags(),
+        *spec.workload_flags(node_paths),
     ]  # fmt: skip
 
 
@@ -72,6 +125,9 @@ def job_environment(
         "GPUJOBS_JOB_ID": job_id,
         "GPUJOBS_DATA_DIR": layout.data,
         "GPUJOBS_CKPT_DIR": layout.checkpoints,
+        # `files` with an absolute node path are at "$GPUJOBS_FILES<path>" (a container has
+        # them at <path> itself, and sets this empty).
+        "GPUJOBS_FILES": layout.files,
         "PYTHONPATH": layout.code,
         "PYTHONUNBUFFERED": "1",
     }

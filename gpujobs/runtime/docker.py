@@ -21,6 +21,19 @@ if TYPE_CHECKING:
 
 # Built from docker/Dockerfile: `docker build -f docker/Dockerfile -t gpujobs-workloads:0.1.0 .`
 DEFAULT_IMAGE = f"gpujobs-workloads:{__version__}"
+# Inside the container: the user's code folder (`workdir:`), and the working folder of every job
+# (relative `files` paths are inside it).
+CONTAINER_WORKDIR = "/workspace"
+# A setup's result: the image the setup ran in, committed, tagged by the setup's key.
+SETUP_IMAGE = "gpujobs-setup"
+# Runs the setup in a container of the image, commits it as the setup's image, and removes the
+# container whatever happened. Arguments: name, tag, then the `docker run` options and image.
+_SETUP_IN_CONTAINER = (
+    'name=$1; tag=$2; shift 2; docker rm -f "$name" >/dev/null 2>&1\n'
+    'docker run --name "$name" "$@"; rc=$?\n'
+    'if [ "$rc" -eq 0 ]; then docker commit "$name" "$tag" >/dev/null; rc=$?; fi\n'
+    'docker rm -f "$name" >/dev/null 2>&1; exit "$rc"\n'
+)
 
 
 class DockerRuntime:
@@ -30,6 +43,8 @@ class DockerRuntime:
         self.job_id = job_id
         self.image = image
         self.user: str | None = None  # uid:gid on the node, so checkpoints belong to its user
+        self.mounts: list[tuple[str, str]] = []  # `files`: (cached copy, path in the container)
+        self.setup_image: str | None = None  # the image a setup made, once it has a key
 
     def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
         probe = transport.run(
@@ -40,20 +55,71 @@ class DockerRuntime:
                 f"docker is not usable on the node ({probe.tail(2) or 'not installed'}); "
                 "use a node with docker, or the venv runtime where there is no root"
             )
+        self.image = spec.image or self.image
         uid = transport.run(["id", "-u"]).stdout.strip()
         gid = transport.run(["id", "-g"]).stdout.strip()
         self.user = f"{uid}:{gid}"
 
+    def environment_id(self) -> str:
+        return f"docker:{self.image}"  # prepare() made it the spec's image, if it names one
+
+    def use_files(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+    ) -> None:
+        """Each file is mounted read-only at its node path (a relative one inside the job's
+        working folder), straight from the node's cache."""
+        self.mounts = [
+            (source, path if path.startswith("/") else f"{CONTAINER_WORKDIR}/{path}")
+            for path, source in cached.items()
+        ]
+
+    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
+        base = spec.image or self.image
+        self.setup_image = f"{SETUP_IMAGE}:{key}"
+        # As the container's root: what it installs lands in the image for every user.
+        run = self._run_options(spec, layout, group=None, rank=0, as_node_user=False)
+        return [
+            "sh", "-c", _SETUP_IN_CONTAINER, "sh", f"gpujobs-setup-{self.job_id}",
+            self.setup_image, *run, "--entrypoint", "sh", base, "-c", spec.setup or "true",
+        ]  # fmt: skip
+
     def argv(
         self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
     ) -> list[str]:
-        image = spec.image or self.image
+        image = self.setup_image or spec.image or self.image
         command = [
             "docker",
             "run",
             "--rm",
             "--name",
             f"gpujobs-{self.job_id}",
+            *self._run_options(spec, layout, group, rank),
+        ]
+        if spec.command is not None:
+            return [*command, "--entrypoint", "sh", image, "-c", spec.command]
+        # The image's entrypoint is `python -m`.
+        launcher = [*group.torchrun(rank), "-m"] if group is not None and group.distributed else []
+        data_target = spec.dataset.target if spec.dataset else "/data"
+        return [
+            *command,
+            image,
+            *launcher,
+            f"jobs.{spec.workload}",
+            *workload_flags(spec, data=data_target, out=spec.checkpoints.path),
+        ]
+
+    def _run_options(
+        self,
+        spec: JobSpec,
+        layout: NodeLayout,
+        group: NodeGroup | None,
+        rank: int,
+        *,
+        as_node_user: bool = True,
+    ) -> list[str]:
+        """What a job's containers (its setup's and its own) are run with: labels, GPUs,
+        network, user, mounts, environment names and working folder."""
+        command = [
             # The default 64 MB /dev/shm starves PyTorch DataLoader workers.
             "--ipc",
             "host",
@@ -65,7 +131,7 @@ class DockerRuntime:
         if group is not None and group.size > 1:
             # The other nodes reach torchrun's rendezvous (and NCCL) on the host's addresses.
             command += ["--network", "host"]
-        if self.user:
+        if self.user and as_node_user:
             command += ["--user", self.user]
         data_target = spec.dataset.target if spec.dataset else "/data"
         command += [
@@ -74,6 +140,12 @@ class DockerRuntime:
             "-v",
             f"{layout.checkpoints}:{spec.checkpoints.path}",
         ]
+        if spec.workdir is not None:
+            command += ["-v", f"{layout.src}:{CONTAINER_WORKDIR}"]
+        for source, target in self.mounts:
+            command += ["-v", f"{source}:{target}:ro"]
+        if spec.workdir is not None or any(not path.startswith("/") for path in spec.files):
+            command += ["-w", CONTAINER_WORKDIR]
         group_names = sorted(group.environment(rank)) if group is not None else []
         for name in [*sorted(spec.env), *group_names, "GPUJOBS_JOB_ID"]:
             command += ["-e", name]
@@ -82,15 +154,7 @@ class DockerRuntime:
             f"GPUJOBS_DATA_DIR={data_target}",
             "-e",
             f"GPUJOBS_CKPT_DIR={spec.checkpoints.path}",
+            "-e",
+            "GPUJOBS_FILES=",
         ]
-        if spec.command is not None:
-            return [*command, "--entrypoint", "sh", image, "-c", spec.command]
-        # The image's entrypoint is `python -m`.
-        launcher = [*group.torchrun(rank), "-m"] if group is not None and group.distributed else []
-        return [
-            *command,
-            image,
-            *launcher,
-            f"jobs.{spec.workload}",
-            *workload_flags(spec, data=data_target, out=spec.checkpoints.path),
-        ]
+        return command

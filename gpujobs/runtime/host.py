@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 import sys
 from typing import TYPE_CHECKING
 
 from gpujobs.errors import ProvisioningError
 from gpujobs.remote.transport import Transport
-from gpujobs.runtime.base import workload_argv
+from gpujobs.runtime.base import in_path_env, link_files, workload_argv
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
@@ -28,6 +29,13 @@ class HostRuntime:
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
+        self.node_paths: dict[str, str] = {}  # `files` node path -> its place (use_files)
+
+    @property
+    def bin_dir(self) -> str | None:
+        """The interpreter's folder, first on PATH for setup and command: `pip` there is the
+        one of the Python that runs the job (a conda env's, a venv's)."""
+        return posixpath.dirname(self.python) if posixpath.isabs(self.python) else None
 
     def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
         if spec.workload is None:
@@ -45,4 +53,16 @@ class HostRuntime:
     def argv(
         self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
     ) -> list[str]:
-        return workload_argv(self.python, spec, layout, group, rank)
+        argv = workload_argv(self.python, spec, layout, group, rank, node_paths=self.node_paths)
+        return in_path_env(self.bin_dir, argv) if spec.command is not None else argv
+
+    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
+        return in_path_env(self.bin_dir, ["sh", "-c", spec.setup or "true"])
+
+    def environment_id(self) -> str:
+        return f"host:{self.python}"
+
+    def use_files(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+    ) -> None:
+        self.node_paths = link_files(transport, layout, spec, cached)

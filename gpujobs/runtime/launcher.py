@@ -19,7 +19,9 @@ def env_file(environment: dict[str, str]) -> str:
     )
 
 
-def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | None) -> str:
+def launch_script(
+    argv: list[str], layout: NodeLayout, *, max_seconds: float | None, cwd: str | None = None
+) -> str:
     """The script; its shell's pid is the job's process group (it runs in a session of its own).
 
     TERM is sent to the whole group (a graceful stop, teardown), so that every process of a
@@ -49,7 +51,7 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
     return (
         "#!/bin/sh\n"
         "# Written by gpujobs: runs the job detached and records its pid and exit code.\n"
-        f"cd {q(layout.workdir)} || exit 1\n"
+        f"cd {q(cwd or layout.workdir)} || exit 1\n"
         f"echo $$ > {q(layout.pid)}.tmp && mv {q(layout.pid)}.tmp {q(layout.pid)}\n"
         f". {q(layout.env_file)}\n"
         f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null &\n"
@@ -62,4 +64,25 @@ def launch_script(argv: list[str], layout: NodeLayout, *, max_seconds: float | N
         f"{stop_watchdog}"
         f'echo "$rc" > {q(layout.exit_code)}.tmp && '
         f"mv {q(layout.exit_code)}.tmp {q(layout.exit_code)}\n"
+    )
+
+
+def setup_script(argv: list[str], layout: NodeLayout, *, cwd: str, marker: str) -> str:
+    """The script of a job's `setup:` on one node: its output goes to the job log (so it
+    streams like the job's own), success leaves `marker` (the next job with the same setup
+    skips it), and the exit code is written last, atomically, as the launch script does."""
+    q = shlex.quote
+    exit_file = layout.setup_exit_code
+    return (
+        "#!/bin/sh\n"
+        "# Written by gpujobs: runs the job's setup once on this node.\n"
+        f"rm -f {q(exit_file)}\n"
+        f"cd {q(cwd)} || {{ echo 1 > {q(exit_file)}; exit 1; }}\n"
+        f". {q(layout.env_file)}\n"
+        f'echo "gpujobs: setup (once per node, until it changes)" >> {q(layout.log)}\n'
+        f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null\n"
+        "rc=$?\n"
+        f'if [ "$rc" -eq 0 ]; then mkdir -p {q(marker.rsplit("/", 1)[0])} && '
+        f"date > {q(marker)}; fi\n"
+        f'echo "$rc" > {q(exit_file)}.tmp && mv {q(exit_file)}.tmp {q(exit_file)}\n'
     )

@@ -30,6 +30,47 @@ class NodeLayout:
         return self._join("ckpt")
 
     @property
+    def src(self) -> str:
+        """The user's code folder (`workdir:`), where `command` and `setup` run."""
+        return self._join("src")
+
+    @property
+    def files(self) -> str:
+        """Where `files` with an absolute node path land on a node without containers (the
+        workload is told the real place): `/files/w.pth` -> `<job>/files/files/w.pth`."""
+        return self._join("files")
+
+    @property
+    def cache(self) -> str:
+        """A folder beside the jobs' folders that outlives them (`<root>/work/<job>` ->
+        `<root>/cache`): `files` by content hash, and which setups already ran."""
+        return posixpath.join(posixpath.dirname(posixpath.dirname(self.workdir)), "cache")
+
+    def run_dir(self, has_code: bool) -> str:
+        """The working folder of the job's command: its code folder when it sent one."""
+        return self.src if has_code else self.workdir
+
+    def file_place(self, node_path: str, has_code: bool) -> str:
+        """Where a `files` entry is on a node without containers."""
+        if node_path.startswith("/"):
+            return self.files + node_path
+        return posixpath.join(self.run_dir(has_code), node_path)
+
+    @property
+    def setup_dir(self) -> str:
+        """The setup's own folder: its detached start keeps its marker there, apart from the
+        job's (a transport starts one script per folder, see remote.transport.DETACH)."""
+        return self._join(".setup")
+
+    @property
+    def setup_script(self) -> str:
+        return posixpath.join(self.setup_dir, "setup.sh")
+
+    @property
+    def setup_exit_code(self) -> str:
+        return posixpath.join(self.setup_dir, "exit_code")
+
+    @property
     def log(self) -> str:
         return self._join("job.log")
 

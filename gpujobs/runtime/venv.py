@@ -26,7 +26,7 @@ from gpujobs.errors import (
     TransportTimeoutError,
 )
 from gpujobs.remote.transport import CommandResult, Transport
-from gpujobs.runtime.base import workload_argv
+from gpujobs.runtime.base import in_path_env, link_files, workload_argv
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
@@ -65,6 +65,12 @@ _RENAME = (
     "    raise\n"
 )
 _LOST_RACE = 3
+# `pip` and `pip3` in a venv made --without-pip: its python's `-m pip` (relative to the script,
+# so the venv may be renamed into place).
+_PIP_SHIMS = (
+    'for name in pip pip3; do [ -e "$1/$name" ] || { printf \'%s\\n\' "#!/bin/sh" '
+    '\'exec "$(dirname "$0")/python" -m pip "$@"\' > "$1/$name" && chmod 755 "$1/$name"; }; done'
+)
 _WRITE_MARKER = 'printf "%s\\n" "$2" > "$1"'
 
 
@@ -84,6 +90,7 @@ class VenvRuntime:
         self.root = posixpath.normpath(root)
         self.python = python
         self._venv: str | None = None
+        self.node_paths: dict[str, str] = {}  # `files` node path -> its place (use_files)
 
     @property
     def venv(self) -> str | None:
@@ -92,7 +99,9 @@ class VenvRuntime:
 
     def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
         if spec.workload is None:
-            return  # A custom `command:` brings its own environment.
+            if spec.setup is not None:
+                self._prepare_for_setup(transport, spec.setup)
+            return  # A custom `command:` without a setup brings its own environment.
         prefix, version = self._probe(transport)
         requirements = f"{layout.code}/jobs/requirements.txt"
         wanted = transport.read(requirements, 0)
@@ -110,16 +119,41 @@ class VenvRuntime:
             self._build(transport, venv, requirements, f"{self.python} {version}")
         self._venv = venv
 
+    def _prepare_for_setup(self, transport: Transport, setup: str) -> None:
+        """A `command:` job with a `setup:` gets a venv of its own setup (keyed by it), where
+        `pip install` works without root; the host's packages stay visible in it, so a lab
+        machine's CUDA torch is not downloaded again."""
+        prefix, version = self._probe(transport)
+        inputs = b"\0".join([b"setup", setup.encode(), version.encode(), prefix.encode()])
+        venv = f"{self.root}/setup-{hashlib.sha256(inputs).hexdigest()[:12]}"
+        if not self._is_ready(transport, venv):
+            self._build(transport, venv, None, f"{self.python} {version}")
+        self._venv = venv
+
+    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
+        bin_dir = f"{self._venv}/bin" if self._venv else None
+        return in_path_env(bin_dir, ["sh", "-c", spec.setup or "true"])
+
+    def environment_id(self) -> str:
+        return f"venv:{self._venv or self.python}"
+
+    def use_files(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+    ) -> None:
+        self.node_paths = link_files(transport, layout, spec, cached)
+
     def argv(
         self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
     ) -> list[str]:
         if spec.workload is None:
-            return workload_argv(self.python, spec, layout)
+            argv = workload_argv(self.python, spec, layout)
+            return in_path_env(f"{self._venv}/bin", argv) if self._venv else argv
         if self._venv is None:
             raise ProvisioningError(
                 "the venv runtime has no venv yet: prepare() runs before argv() on the same runtime"
             )
-        return workload_argv(f"{self._venv}/bin/python", spec, layout, group, rank)
+        python = f"{self._venv}/bin/python"
+        return workload_argv(python, spec, layout, group, rank, node_paths=self.node_paths)
 
     def _probe(self, transport: Transport) -> tuple[str, str]:
         """The interpreter's (sys.prefix, sys.version); a ProvisioningError says what to fix."""
@@ -167,7 +201,9 @@ class VenvRuntime:
         # The marker is written last, before the rename, and is never empty: present means whole.
         return bool(transport.read(f"{venv}/{READY_MARKER}", 0, 64))
 
-    def _build(self, transport: Transport, venv: str, requirements: str, built_from: str) -> None:
+    def _build(
+        self, transport: Transport, venv: str, requirements: str | None, built_from: str
+    ) -> None:
         """Build the venv beside its final place and rename it there.
 
         Lock-free on purpose: a lock held by a job that dies (or a node that reboots) would need
@@ -189,7 +225,8 @@ class VenvRuntime:
             )
         try:
             self._create(transport, tmp)
-            self._install(transport, tmp, requirements)
+            if requirements is not None:
+                self._install(transport, tmp, requirements)
             transport.run(
                 ["sh", "-c", _WRITE_MARKER, "sh", f"{tmp}/{READY_MARKER}", built_from], timeout=30
             )
@@ -222,6 +259,9 @@ class VenvRuntime:
         if not created.ok:
             raise ProvisioningError(_no_venv(self.python, created))
         if transport.run([f"{tmp}/bin/python", "-m", "pip", "--version"], check=False).ok:
+            # The interpreter's own pip serves the venv; `pip` on PATH must be the venv's too,
+            # or a setup's `pip install` would reach past it (to ~/.local, or refused).
+            transport.run(["sh", "-c", _PIP_SHIMS, "sh", f"{tmp}/bin"], timeout=30)
             return
         seeded = transport.run([f"{tmp}/bin/python", "-m", "ensurepip"], timeout=300, check=False)
         if not seeded.ok:
