@@ -26,10 +26,10 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import paramiko
 from tenacity import (
@@ -248,31 +248,52 @@ class SSHTransport:
         self._retrying(attempt)
 
     def get(self, remote: str, local: Path) -> None:
-        local.parent.mkdir(parents=True, exist_ok=True)
+        """Copy a file home. What is copied is the file that was opened: its size and mtime are
+        read from the open handle, so a file renamed or removed on the node meanwhile (a
+        checkpoint's temp file renamed, an old one pruned) arrives whole, as it was. A retry
+        after a dropped link continues the partial copy only when the node's file is still the
+        same version. Errors on this machine's side (the home folder, its disk) are
+        TransportErrors at once: never retried as a lost link, never taken for the node's file
+        being gone."""
+        with _at_home(local):
+            local.parent.mkdir(parents=True, exist_ok=True)
         temp = local.parent / f".{local.name}.gpujobs-part"
-        first_try = True
+        copied: tuple[int, float] | None = None  # (size, mtime) of the version temp holds
 
         def attempt() -> None:
-            nonlocal first_try
+            nonlocal copied
             sftp = self._sftp_client()
-            remote_stat = sftp.stat(remote)
-            size = remote_stat.st_size or 0
-            done = 0 if first_try or not temp.exists() else temp.stat().st_size
-            first_try = False
-            if done > size:
-                done = 0
-            with sftp.open(remote, "rb") as source, temp.open("ab" if done else "wb") as target:
-                source.seek(done)
-                source.prefetch(size)
-                while chunk := source.read(1 << 20):
-                    target.write(chunk)
-                    self._progress_at = time.monotonic()
-            os.utime(temp, (remote_stat.st_atime or 0, remote_stat.st_mtime or 0))
-            os.replace(temp, local)
+            try:
+                source = sftp.open(remote, "rb")
+            except PermissionError as exc:
+                raise TransportError(
+                    f"cannot read {self.target.label}:{remote}: {_reason(exc)}"
+                ) from None
+            with source:
+                remote_stat = source.stat()  # of the open file, whatever its name is now
+                size = remote_stat.st_size or 0
+                version = (size, float(remote_stat.st_mtime or 0))
+                with _at_home(temp):
+                    done = temp.stat().st_size if copied == version and temp.exists() else 0
+                copied = version
+                if done > size:
+                    done = 0
+                with _at_home(temp):
+                    target = temp.open("ab" if done else "wb", buffering=0)
+                with target:
+                    source.seek(done)
+                    source.prefetch(size)
+                    while chunk := source.read(1 << 20):
+                        _write_home(target, chunk, temp)
+                        self._progress_at = time.monotonic()
+            with _at_home(local):
+                os.utime(temp, (remote_stat.st_atime or 0, remote_stat.st_mtime or 0))
+                os.replace(temp, local)
 
         try:
             self._retrying(attempt)
         except FileNotFoundError:
+            # Only the node's side is left to raise it (this side's errors are TransportErrors).
             temp.unlink(missing_ok=True)
             raise RemoteFileNotFoundError(f"{self.target.label}:{remote}: no such file") from None
         except BaseException:
@@ -620,6 +641,23 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def _at_home(path: Path) -> Iterator[None]:
+    """This machine's side of a transfer: an OSError here is no lost link and no missing
+    remote file, but a TransportError that names the local file and says why."""
+    try:
+        yield
+    except OSError as exc:
+        raise TransportError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def _write_home(handle: BinaryIO, data: bytes, path: Path) -> None:
+    view = memoryview(data)
+    with _at_home(path):
+        while view:
+            view = view[handle.write(view) or 0 :]
 
 
 def _remote_size(sftp: paramiko.SFTPClient, path: str) -> int:

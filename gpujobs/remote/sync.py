@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
-from gpujobs.errors import RemoteFileNotFoundError, TransportError
+from gpujobs.errors import (
+    ConnectionLostError,
+    HostKeyChangedError,
+    RemoteFileNotFoundError,
+    SshAuthError,
+    TransportError,
+    TransportTimeoutError,
+)
 from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
 
 # (bytes done, bytes total) after each file.
@@ -40,6 +47,13 @@ _RSYNC_SENT_FILE = re.compile(rb"^[<>]f\S* (.*)$")
 
 # How the bundled workloads name checkpoints (jobs/common/checkpoint.py).
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+# Files a pull leaves on the node: still being written under a temporary name, renamed when
+# complete (the bundled workloads' .ckpt-*.tmp; the usual <name>.tmp; this transport's own
+# partial uploads and rsync's partial folder when checkpoints were pushed back for a restart).
+IN_PROGRESS_SUFFIXES = (".tmp", ".gpujobs-part")
+IN_PROGRESS_FOLDERS = frozenset({".gpujobs-partial"})
+# Errors about the link, not the file: no use asking the node whether the file is still there.
+_LINK_ERRORS = (ConnectionLostError, TransportTimeoutError, SshAuthError, HostKeyChangedError)
 
 # rsync exit codes that mean the link failed (socket I/O, protocol stream, timeouts, ssh),
 # worth a retry; anything else is a real error.
@@ -72,6 +86,9 @@ class SyncReport:
     refused: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
     method: str = "files"  # how it went: rsync, files (one by one), or none (nothing changed)
+    # Listed, then gone before their turn (renamed or pruned on the node): the next pull sees
+    # what took their place.
+    skipped: tuple[str, ...] = ()
 
 
 def push_dir(
@@ -218,11 +235,19 @@ def _run_rsync(
 def pull_dir(
     transport: Transport, remote_dir: str, local_dir: Path, *, progress: Progress | None = None
 ) -> SyncReport:
-    """Bring new and changed files home; refuse (and report) names that would escape local_dir."""
+    """Bring new and changed files home; refuse (and report) names that would escape local_dir.
+
+    The node keeps writing while this runs. Files still being written under a temporary name
+    (see IN_PROGRESS_SUFFIXES) are left there. A listed file that is gone when its turn comes
+    (renamed to its final name, pruned) is skipped and reported, whatever the transport called
+    the error; any other failure is raised as it came.
+    """
     local_dir.mkdir(parents=True, exist_ok=True)
     remote_files = transport.list_files(remote_dir)
     refused = tuple(item.path for item in remote_files if _unsafe(item))
-    wanted = [item for item in remote_files if item.path not in refused]
+    wanted = [
+        item for item in remote_files if item.path not in refused and not _in_progress(item.path)
+    ]
     changed = [
         item
         for item in wanted
@@ -230,18 +255,28 @@ def pull_dir(
     ]
     total = sum(item.size for item in changed)
     done = 0
+    fetched = 0
+    skipped: list[str] = []
     for item in changed:
         target = local_dir / item.path
         if not target.resolve().is_relative_to(local_dir.resolve()):
             # A symlink planted locally under runs/ would redirect the write.
             refused += (item.path,)
             continue
+        remote = posixpath.join(remote_dir, item.path)
         try:
-            transport.get(posixpath.join(remote_dir, item.path), target)
+            transport.get(remote, target)
         except RemoteFileNotFoundError:
             # Gone since the listing: a temp file renamed to its final name, or a checkpoint
             # the node pruned. The next pull sees what took its place.
+            skipped.append(item.path)
             continue
+        except TransportError as exc:
+            if not _gone(transport, remote, exc):
+                raise
+            skipped.append(item.path)  # the same, under another name for the error
+            continue
+        fetched += 1
         done += item.size
         if progress:
             progress(done, total)
@@ -249,11 +284,36 @@ def pull_dir(
     return SyncReport(
         files_total=len(wanted),
         bytes_total=sum(item.size for item in wanted),
-        files_sent=len(changed),
+        files_sent=fetched,
         bytes_sent=done,
         refused=refused,
         pruned=pruned,
+        skipped=tuple(skipped),
     )
+
+
+def _in_progress(path: str) -> bool:
+    """A file still being written under a temporary name, which the node renames when done."""
+    *folders, name = PurePosixPath(path).parts or ("",)
+    return name.endswith(IN_PROGRESS_SUFFIXES) or any(
+        part in IN_PROGRESS_FOLDERS for part in folders
+    )
+
+
+def _gone(transport: Transport, remote: str, error: TransportError) -> bool:
+    """Whether a file whose get failed with `error` is simply no longer on the node: asked of
+    the node itself (a listing of its folder), since not every transport, and not every step
+    of a copy, reports a vanished file as RemoteFileNotFoundError. A lost link or a timeout is
+    not asked about (it would only wait, or be refused, again), and a failed question keeps
+    the first error."""
+    if isinstance(error, _LINK_ERRORS):
+        return False
+    folder, name = posixpath.split(remote)
+    try:
+        listing = transport.list_files(folder)
+    except TransportError:
+        return False
+    return all(item.path != name for item in listing)
 
 
 def prune_superseded_checkpoints(local_dir: Path, remote_paths: list[str]) -> tuple[str, ...]:

@@ -8,15 +8,17 @@ word itself, so user input cannot become shell syntax.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from gpujobs.errors import (
     CommandFailedError,
@@ -26,6 +28,7 @@ from gpujobs.errors import (
 )
 
 _TAIL_LINES = 20
+_COPY_CHUNK = 1 << 20
 
 # `sh -c DETACH script cwd`: start `sh script` in a new session (its pid is its process group),
 # detached from our stdio, and print its pid. Shared by every transport. Idempotent: the marker
@@ -154,15 +157,12 @@ class LocalTransport:
     def put(
         self, local: Path, remote: str, *, mode: int | None = None, atomic: bool = True
     ) -> None:
-        _copy_atomic(local, Path(remote), mode=mode)  # a local rename costs nothing
+        with _open_source(local, missing=TransportError) as source:
+            _copy_atomic(source, local, Path(remote), mode=mode)  # a local rename costs nothing
 
     def get(self, remote: str, local: Path) -> None:
-        try:
-            _copy_atomic(Path(remote), local, mode=None)
-        except FileNotFoundError:
-            if Path(remote).exists():  # the missing one was the local folder
-                raise
-            raise RemoteFileNotFoundError(f"{remote}: no such file") from None
+        with _open_source(Path(remote), missing=RemoteFileNotFoundError) as source:
+            _copy_atomic(source, Path(remote), local, mode=None)
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
         root = Path(remote_dir)
@@ -171,12 +171,12 @@ class LocalTransport:
             here = Path(folder)
             for name in files + [d for d in dirs if (here / d).is_symlink()]:
                 path = here / name
-                stat = path.lstat()
+                info = path.lstat()
                 found.append(
                     RemoteFile(
                         path=path.relative_to(root).as_posix(),
-                        size=stat.st_size,
-                        mtime=stat.st_mtime,
+                        size=info.st_size,
+                        mtime=info.st_mtime,
                         is_symlink=path.is_symlink(),
                     )
                 )
@@ -186,18 +186,53 @@ class LocalTransport:
         return None
 
 
-def _copy_atomic(source: Path, target: Path, *, mode: int | None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
+@contextlib.contextmanager
+def _open_source(path: Path, *, missing: type[TransportError]) -> Iterator[BinaryIO]:
+    """A file opened for copying, or `missing` when it is not there. Everything after the open
+    works on what was opened: a file renamed or removed in the meantime (a checkpoint's temp
+    file renamed to its final name, an old checkpoint pruned) is still copied whole, as it
+    was, with its own size and mtime, and never half of one version with another's mtime."""
     try:
-        shutil.copy2(source, temp)
-        if mode is not None:
-            os.chmod(temp, mode)
-        os.replace(temp, target)
+        try:
+            # Non-blocking, so that a FIFO in the folder cannot hang the copy (refused below).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except BlockingIOError:
+            # A regular file under a lease (a file server's, say): wait for it like any reader.
+            fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
+        raise missing(f"{path}: no such file") from None
+    except OSError as exc:
+        raise TransportError(f"cannot read {path}: {_why(exc)}") from None
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TransportError(f"cannot read {path}: not a regular file")
+        os.set_blocking(fd, True)
+        yield source
+
+
+def _copy_atomic(source: BinaryIO, origin: Path, target: Path, *, mode: int | None) -> None:
+    """Copy an open file (opened from `origin`) to `target` through a temp file and a rename,
+    keeping its mtime and, unless `mode` says otherwise, its permissions. An OSError at either
+    end is a TransportError that names both files and says why."""
+    info = os.fstat(source.fileno())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise TransportError(f"cannot write {target}: {_why(exc)}") from None
+    try:
+        with os.fdopen(handle, "wb") as copy:
+            shutil.copyfileobj(source, copy, _COPY_CHUNK)
+        os.chmod(temp, mode if mode is not None else stat.S_IMODE(info.st_mode))
+        os.utime(temp, ns=(info.st_atime_ns, info.st_mtime_ns))
+        os.replace(temp, target)
+    except OSError as exc:
         Path(temp).unlink(missing_ok=True)
-        raise TransportError(f"{source}: no such file") from None
+        raise TransportError(f"cannot copy {origin} to {target}: {_why(exc)}") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def _why(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
