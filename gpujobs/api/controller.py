@@ -215,10 +215,18 @@ class Controller:
             )
 
     def submit(
-        self, spec: JobSpec, spec_path: Path | None, runs_root: Path
+        self,
+        spec: JobSpec,
+        spec_path: Path | None,
+        runs_root: Path,
+        *,
+        resume_from: str | None = None,
     ) -> tuple[JobRecord, DriverLock]:
         """Record a PENDING job, holding its driver lock (taken before the row exists).
-        `spec_path` None: the spec came from Python, not from a file."""
+        `spec_path` None: the spec came from Python, not from a file. `resume_from`: a finished
+        job whose checkpoints this one starts from (copied into its runs folder, which the
+        node then gets before the workload starts)."""
+        inherited = self._checkpoints_to_resume(resume_from) if resume_from else None
         job_id = f"{spec.name}-{secrets.token_hex(3)}"
         lock = DriverLock(self.home.lock_file(job_id))
         if not lock.acquire():
@@ -232,7 +240,34 @@ class Controller:
             driver_pid=os.getpid(),
             now=self.clock.now(),
         )
+        if inherited is not None:
+            source, files = inherited
+            copied = _link_or_copy(files, Path(source.runs_dir), Path(record.runs_dir))
+            self.store.note(
+                record.id,
+                f"resumes from {source.id}: {copied} file(s) of its checkpoints",
+                now=self.clock.now(),
+            )
         return record, lock
+
+    def _checkpoints_to_resume(self, job_ref: str) -> tuple[JobRecord, list[Path]]:
+        """The files of a finished job's runs folder that a new job continues from."""
+        source = self.find(job_ref)
+        if not source.state.is_terminal:
+            raise BadInputError(
+                f"--resume-from {source.id}: it is still {source.state.value}; wait for it, or "
+                f"stop it with `gpujobs down {source.id}` (its checkpoint comes home first)"
+            )
+        runs = Path(source.runs_dir)
+        files = sorted(
+            path for path in runs.rglob("*") if path.is_file() and path.name != "job.log"
+        ) if runs.is_dir() else []  # fmt: skip
+        if not any(path.suffix == ".pt" or "ckpt" in path.name for path in files):
+            raise BadInputError(
+                f"--resume-from {source.id}: no checkpoint came home from it ({runs} holds "
+                "none); launch without --resume-from to start afresh"
+            )
+        return source, files
 
     def drive(
         self,
@@ -566,6 +601,21 @@ def _check_budget_provider(provider: str | None) -> None:
             f"--provider {provider}: not a provider; give one of {', '.join(known)}, or leave "
             "it out for a budget over all of them"
         )
+
+
+def _link_or_copy(files: list[Path], source: Path, target: Path) -> int:
+    """`files` (under source) into target, as hard links where one filesystem holds both (a
+    2 GB checkpoint costs no space), else as copies."""
+    import shutil
+
+    for path in files:
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:
+            shutil.copy2(path, destination)
+    return len(files)
 
 
 def _rank(row: NodeRecord) -> int:

@@ -134,6 +134,7 @@ def launch(
     *,
     detach: bool = False,
     runs_dir: str | os.PathLike[str] = "runs",
+    resume_from: str | None = None,
     on_event: EventSink | None = None,
     controller: Controller | None = None,
 ) -> Job:
@@ -142,12 +143,14 @@ def launch(
     detach=False drives the job in this process and returns once it has ended (Ctrl-C, or the
     notebook's interrupt, cancels it cleanly: the checkpoint still comes home). detach=True
     hands it to a driver process of its own and returns at once; the job outlives this one.
-    A spec no placement can satisfy raises (nothing is started or recorded).
+    `resume_from` names a finished or cancelled job: the new one starts from its checkpoints
+    (with this spec's args, e.g. more epochs). A spec no placement can satisfy raises (nothing
+    is started or recorded).
     """
     controller = controller or default_controller()
     parsed, spec_path = _load(spec)
     controller.preflight(parsed, source=str(spec_path or "the spec"))
-    record, lock = controller.submit(parsed, spec_path, Path(runs_dir))
+    record, lock = controller.submit(parsed, spec_path, Path(runs_dir), resume_from=resume_from)
     if detach:
         controller.spawn_detached(record.id, parsed, lock)
         return Job(record.id, controller)

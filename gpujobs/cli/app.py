@@ -93,6 +93,15 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         runs_dir: Annotated[
             Path, typer.Option(help="Where checkpoints come home: RUNS_DIR/<job id>/.")
         ] = Path("runs"),
+        resume_from: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(
+                "--resume-from",
+                metavar="JOB",
+                help="Start from a finished or cancelled job's checkpoints (with this spec's "
+                "args, e.g. more epochs).",
+            ),
+        ] = None,
     ) -> None:
         """Launch a job: plan, provision, sync, run, follow its log, bring checkpoints home,
         tear down. Ctrl-C cancels cleanly (the checkpoint still comes home)."""
@@ -102,7 +111,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             spec = load_spec(spec_file)
             controller = controller_factory()
             controller.preflight(spec, source=str(spec_file))
-            record, lock = controller.submit(spec, spec_file, runs_dir)
+            record, lock = controller.submit(spec, spec_file, runs_dir, resume_from=resume_from)
             if detach:
                 pid = controller.spawn_detached(record.id, spec, lock)
                 typer.echo(record.id)

@@ -322,6 +322,8 @@ class _Drive:
             self._sync()
             if restore:
                 self._restore()
+            elif self._inherits_checkpoints():
+                self._push_inherited()
         except ConnectionLostError as exc:
             # Only a loss the provider confirms is recovered here: silence while setting up
             # is more often a wrong address or a firewall than a reclaimed machine.
@@ -496,6 +498,18 @@ class _Drive:
         self._note(
             f"restored {report.files_total} checkpoint file(s) from {self.runs_dir} and the "
             "log so far; the workload resumes from its last checkpoint"
+        )
+
+    def _inherits_checkpoints(self) -> bool:
+        """A job launched with --resume-from has the other job's checkpoints at home before
+        its first start; a fresh job's runs folder does not exist yet."""
+        return self.runs_dir.is_dir() and any(self.runs_dir.iterdir())
+
+    def _push_inherited(self) -> None:
+        report = self.sessions.head.push_checkpoints(self.runs_dir)
+        self._note(
+            f"gave the node {report.files_total} checkpoint file(s) from {self.runs_dir}; the "
+            "workload continues from the newest"
         )
 
     def _start(self) -> None:
