@@ -142,6 +142,19 @@ class Checkpoints(_Strict):
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
 
 
+class RegistryAuth(_Strict):
+    server: str = Field(
+        pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="the registry of `image`, e.g. ghcr.io or ACCOUNT.dkr.ecr.REGION.amazonaws.com",
+    )
+    username: str = Field(pattern=r"^[^\s]{1,256}$", description="the registry user")
+    password_env: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable (on this machine) that holds the password or "
+        "token; its value is never stored, shown or put on a command line",
+    )
+
+
 class Recovery(_Strict):
     max_restarts: int = Field(
         3,
@@ -227,7 +240,16 @@ class JobSpec(_Strict):
         "so the next job does not send them again. A relative node path is inside the job's "
         "working folder; args may name a file by its node path",
     )
-    image: str | None = Field(None, description="the Docker image for `command` (docker runtime)")
+    image: str | None = Field(
+        None,
+        description="a Docker image of your own (docker runtime), e.g. one `gpujobs image push` "
+        "made; default: the workload image, built on the node",
+    )
+    registry_auth: RegistryAuth | None = Field(
+        None,
+        description="how the node logs in to pull a private `image` (default: your "
+        "docker login for its registry, if any)",
+    )
     runtime: RuntimeName = Field(
         "auto",
         description="how the workload runs on a node: auto (the provider's choice: host here, "

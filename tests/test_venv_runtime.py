@@ -252,3 +252,39 @@ def test_the_root_must_be_absolute() -> None:
         VenvRuntime("venvs")
     with pytest.raises(ValueError, match="absolute"):
         VenvRuntime("~/venvs")
+
+
+@dataclass
+class NoTorchNoGpu(RecordingTransport):
+    """A CPU-only lab machine whose Python lacks torch: the torch probe and nvidia-smi fail
+    there; pip's torch install is answered (and recorded) instead of downloaded."""
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
+    ) -> CommandResult:
+        words = list(argv)
+        if words[-1:] == ["torch"] and "-c" in words and "find_spec" in words[2]:
+            self.commands.append(words)
+            return CommandResult(" ".join(words), 1, "", "")
+        if words[:3] == ["sh", "-c", "nvidia-smi -L"]:
+            self.commands.append(words)
+            return CommandResult(" ".join(words), 127, "", "nvidia-smi: not found")
+        if "--index-url" in words:
+            self.commands.append(words)
+            return CommandResult(" ".join(words), 0, "Successfully installed torch-2.5.1+cpu", "")
+        return super().run(argv, timeout=timeout, check=check)
+
+
+def test_a_cpu_only_host_without_torch_gets_the_cpu_build(tmp_path: Path, offline: None) -> None:
+    runtime = VenvRuntime(str(tmp_path / "venvs"), python=sys.executable)
+    transport = NoTorchNoGpu()
+    runtime.prepare(transport, make_node(tmp_path / "node"), workload_spec(tmp_path))
+
+    [cpu_torch] = [c for c in transport.commands if "--index-url" in c]
+    assert cpu_torch[-3:] == ["--index-url", "https://download.pytorch.org/whl/cpu", "torch"]
+    requirements = next(i for i, c in enumerate(transport.commands) if "-r" in c)
+    assert transport.commands.index(cpu_torch) < requirements, "torch first, then the rest"
+
+
+def test_a_host_with_torch_installs_no_other_build(built: Built) -> None:
+    assert not built.transport.ran("--index-url"), "torch was there: nothing downloaded"

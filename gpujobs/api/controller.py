@@ -172,6 +172,14 @@ class Controller:
         from gpujobs.errors import BudgetRefusedError
         from gpujobs.placement.planner import require_placements
 
+        if spec.registry_auth is not None:
+            from gpujobs.runtime.registry import login_for
+
+            try:
+                login_for(spec)  # its token must be here now, not found missing on a node
+            except BadInputError as exc:
+                raise BadInputError(f"{source}: {exc}") from None
+
         try:
             require_placements(spec, self.providers_for(spec), self.allowance())
         except BudgetRefusedError as exc:
@@ -371,6 +379,24 @@ class Controller:
             f"{record.spec_path} changed since {record.id} was launched, and its workload "
             f"had not started: `gpujobs down {record.id}`, then launch it again"
         )
+
+    # -- the workload image -----------------------------------------------------------------
+    def build_image(
+        self,
+        *,
+        base: str | None,
+        wheels: str | None,
+        tag: str | None,
+        on_line: Callable[[str], None],
+    ) -> str:
+        from gpujobs.runtime.image_build import build
+
+        return build(base=base, wheels=wheels, tag=tag, on_line=on_line)
+
+    def push_image(self, reference: str, *, on_line: Callable[[str], None]) -> str:
+        from gpujobs.runtime.image_build import push
+
+        return push(reference, on_line=on_line)
 
     # -- gc ---------------------------------------------------------------------------------
     def gc_report(self) -> GcReport:

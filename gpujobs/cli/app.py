@@ -363,6 +363,49 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             controller_factory().remove_budget(provider=provider, monthly=month)
             _info("budget removed")
 
+    image_app = typer.Typer(
+        help="The workload image: build it here, push it to your registry.",
+        rich_markup_mode=None,
+        no_args_is_help=True,
+    )
+    app.add_typer(image_app, name="image")
+
+    @image_app.command("build")
+    def image_build(
+        base: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(help="The base image (default: the official CUDA PyTorch runtime)."),
+        ] = None,
+        wheels: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(help="A folder of wheels inside the base to install from, offline."),
+        ] = None,
+        tag: Annotated[
+            Optional[str],  # noqa: UP045
+            typer.Option(help="Also tag it so (default: its content tag only)."),
+        ] = None,
+    ) -> None:
+        """Build the workload image (docker/Dockerfile and the bundled workloads) with this
+        machine's docker, tagged by its content as a node would tag it."""
+        with errors_to_exit():
+            built = controller_factory().build_image(base=base, wheels=wheels, tag=tag,
+                                                     on_line=_info)  # fmt: skip
+            typer.echo(built)
+            _info(f"built {built}; `gpujobs image push REPO` puts it in your registry")
+
+    @image_app.command("push")
+    def image_push(
+        reference: Annotated[
+            str, typer.Argument(metavar="REPO[:TAG]", help="e.g. ghcr.io/me/gpujobs")
+        ],
+    ) -> None:
+        """Push the workload image built here to your registry (log in with `docker login`
+        first); then name it as `image:` in your specs."""
+        with errors_to_exit():
+            pushed = controller_factory().push_image(reference, on_line=_info)
+            typer.echo(pushed)
+            _info(f"pushed; in a spec: image: {pushed}")
+
     @app.command()
     def gc(
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,

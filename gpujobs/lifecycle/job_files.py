@@ -13,6 +13,7 @@ import posixpath
 import shlex
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ from gpujobs.remote.ignore import CodeFilter
 from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.sync import SyncReport, push_dir
 from gpujobs.runtime.base import Runtime
-from gpujobs.runtime.launcher import env_file, setup_script
+from gpujobs.runtime.launcher import env_file, step_script
 from gpujobs.spec import URL_SOURCE, JobSpec
 
 # A code folder past this is more likely to hold data than code: say so, once.
@@ -186,17 +187,10 @@ def run_setup(
     runtime: Runtime,
     spec: JobSpec,
     environment: dict[str, str],
-    *,
-    clock: Clock,
-    cancel: CancelToken,
-    on_log: Callable[[bytes], None],
-    note: Callable[[str], None],
-    poll_s: float,
-    timeout_s: float = SETUP_TIMEOUT_S,
+    steps: StepRunner,
 ) -> None:
     """The spec's `setup:` on this node, unless the same one already ran in the same
-    environment here. Detached like the job itself, so a dropped link does not stop it; its
-    output joins the job log. A failure raises with the log's tail."""
+    environment here. A failure raises with the log's tail."""
     if spec.setup is None:
         return
     layout, transport = session.layout, session.transport
@@ -204,37 +198,62 @@ def run_setup(
     argv = runtime.setup_argv(spec, layout, key)
     marker = posixpath.join(layout.cache, "setup", key)
     if transport.read(marker, 0, 1):
-        note("setup: already done on this node for this setup and requirements (skipped)")
+        steps.note("setup: already done on this node for this setup and requirements (skipped)")
         return
-    note("setup: running on the node (its output follows)")
-    transport.run(["rm", "-rf", layout.setup_dir])  # a setup that failed here before
-    transport.run(["mkdir", "-p", layout.setup_dir])
+    steps.note("setup: running on the node (its output follows)")
     session.write_private(env_file(environment), layout.env_file)
     cwd = layout.run_dir(spec.workdir is not None)
-    session.write_private(setup_script(argv, layout, cwd=cwd, marker=marker), layout.setup_script)
-    pid = transport.start(layout.setup_script, cwd=layout.setup_dir)
-    deadline = clock.monotonic() + timeout_s
-    while True:
-        if chunk := session.follow():
-            on_log(chunk)
-        raw = transport.read(layout.setup_exit_code, 0, 16).strip()
-        if raw:
-            break
-        if cancel.cancelled:  # the setup's whole process group: pip and what it started
-            transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(pid)], check=False)
-            cancel.raise_if_cancelled()
-        if clock.monotonic() >= deadline:
-            raise ProvisioningError(f"setup did not finish in {timeout_s / 60:g} min")
-        clock.sleep(poll_s)
-    if chunk := session.follow():
-        on_log(chunk)
-    code = int(raw) if raw.isdigit() else -1
+    code = steps.run(session, argv, cwd=cwd, marker=marker, banner="setup (once per node)")
     if code != 0:
-        tail = tail_lines(session.follower.local_log, 8)
+        lines = spec.setup.splitlines()
         raise ProvisioningError(
-            f"setup failed (exit {code}) on the node: {shlex.quote(spec.setup.splitlines()[0])}"
-            f"{' ...' if len(spec.setup.splitlines()) > 1 else ''}; its last lines:\n{tail}"
+            f"setup failed (exit {code}) on the node: {shlex.quote(lines[0])}"
+            f"{' ...' if len(lines) > 1 else ''}; its last lines:\n{steps.tail(session)}"
         )
+
+
+@dataclass(frozen=True)
+class StepRunner:
+    """Runs a long step of a node's setup (a `setup:`, an image build) detached, as the job
+    itself runs, so a dropped link does not stop it; its output joins the job log and is
+    passed to `on_log` as it arrives; a cancel stops its whole process group."""
+
+    clock: Clock
+    cancel: CancelToken
+    on_log: Callable[[bytes], None]
+    note: Callable[[str], None]
+    poll_s: float
+    timeout_s: float = SETUP_TIMEOUT_S
+
+    def run(
+        self, session: NodeSession, argv: list[str], *, cwd: str, marker: str | None, banner: str
+    ) -> int:
+        """Its exit code; `marker` (if given) is written when it succeeds."""
+        layout, transport = session.layout, session.transport
+        transport.run(["rm", "-rf", layout.setup_dir])  # a step that failed here before
+        transport.run(["mkdir", "-p", layout.setup_dir])
+        script = step_script(argv, layout, cwd=cwd, marker=marker, banner=banner)
+        session.write_private(script, layout.setup_script)
+        pid = transport.start(layout.setup_script, cwd=layout.setup_dir)
+        deadline = self.clock.monotonic() + self.timeout_s
+        while True:
+            if chunk := session.follow():
+                self.on_log(chunk)
+            raw = transport.read(layout.setup_exit_code, 0, 16).strip()
+            if raw:
+                break
+            if self.cancel.cancelled:  # the step's whole process group: pip, docker build ...
+                transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(pid)], check=False)
+                self.cancel.raise_if_cancelled()
+            if self.clock.monotonic() >= deadline:
+                raise ProvisioningError(f"{banner} did not finish in {self.timeout_s / 60:g} min")
+            self.clock.sleep(self.poll_s)
+        if chunk := session.follow():
+            self.on_log(chunk)
+        return int(raw) if raw.isdigit() else -1
+
+    def tail(self, session: NodeSession, lines: int = 8) -> str:
+        return tail_lines(session.follower.local_log, lines)
 
 
 def _fetch(session: NodeSession, url: str, target: str, label: str) -> None:

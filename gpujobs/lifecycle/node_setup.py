@@ -21,7 +21,13 @@ from typing import TypeVar
 from gpujobs.clock import Clock
 from gpujobs.errors import Cancelled, ProvisioningError
 from gpujobs.lifecycle.events import CancelToken
-from gpujobs.lifecycle.job_files import ContentHashes, run_setup, send_files, send_workdir
+from gpujobs.lifecycle.job_files import (
+    ContentHashes,
+    StepRunner,
+    run_setup,
+    send_files,
+    send_workdir,
+)
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
 from gpujobs.remote.transport import Transport
@@ -118,21 +124,21 @@ class NodeSetup:
         runtime = self.runtime_for(node, spec)
         self.note(f"preparing the {runtime.name} runtime on {node.host}")
         runtime.prepare(session.transport, session.layout, spec)
+        steps = StepRunner(self.clock, self.cancel, self.on_log, self.note, self.bootstrap_poll_s)
+        if build := runtime.build_argv(session.transport, session.layout, spec):
+            self.note(f"building the workload image on {node.host} (once per image content)")
+            code = steps.run(session, build, cwd=session.layout.code, marker=None,
+                             banner="docker build of the workload image")  # fmt: skip
+            if code != 0:
+                raise ProvisioningError(
+                    f"the workload image did not build on {node.host} (exit {code}); its "
+                    f"last lines:\n{steps.tail(session)}"
+                )
         if cached:
             runtime.use_files(session.transport, session.layout, spec, cached)
         self._stop_if_halted()
         environment = job_environment(node.job_id, spec, session.layout, None, node.rank)
-        run_setup(
-            session,
-            runtime,
-            spec,
-            environment,
-            clock=self.clock,
-            cancel=self.cancel,
-            on_log=self.on_log,
-            note=self.note,
-            poll_s=self.bootstrap_poll_s,
-        )
+        run_setup(session, runtime, spec, environment, steps)
         return runtime
 
     def _sent(self, label: str, done: int, total: int) -> None:

@@ -25,6 +25,13 @@ class Runtime(Protocol):
         """The command that runs the workload on the node (node `rank` of `group`)."""
         ...
 
+    def build_argv(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec
+    ) -> list[str] | None:
+        """A build the job's environment needs first (an image), run streamed after prepare;
+        None when there is nothing to build (or it is built already)."""
+        ...
+
     def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
         """The command that runs the spec's `setup:` in the environment the job will run in;
         `key` names that setup's result. Called whether or not the setup must run (a runtime

@@ -7,20 +7,41 @@ script sources the job's 0600 env file, and `-e NAME` tells docker to pass NAME'
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpujobs import __version__
 from gpujobs.errors import ProvisioningError
+from gpujobs.remote.sync import push_dir
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_flags
+from gpujobs.runtime.bundle import is_bundle_junk
 from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.runtime.registry import log_in, login_for
 from gpujobs.spec import JobSpec
+from gpujobs.workloads import jobs_package_dir
 
 if TYPE_CHECKING:
     from gpujobs.group import NodeGroup
 
-# Built from docker/Dockerfile: `docker build -f docker/Dockerfile -t gpujobs-workloads:0.1.0 .`
-DEFAULT_IMAGE = f"gpujobs-workloads:{__version__}"
+# Built from docker/Dockerfile (shipped as gpujobs/runtime/Dockerfile) by the node itself, or by
+# `gpujobs image build`; tagged by the content hash of what goes into it (workload_image_tag).
+IMAGE_REPOSITORY = "gpujobs-workloads"
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+# Build arguments a node's build takes from the driver's environment: another base (an
+# air-gapped cluster's mirror, a ROCm image) and a folder of wheels inside it to install from.
+# Exit 0 on a host whose GPUs a container can be given: the driver answers, and docker has the
+# NVIDIA runtime (or CDI) to pass them through.
+HAS_NVIDIA_GPU = (
+    "nvidia-smi -L >/dev/null 2>&1 && "
+    "{ docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia || "
+    "[ -d /etc/cdi ] || [ -d /var/run/cdi ]; }"
+)
+BUILD_ARG_ENV = {"BASE": "GPUJOBS_IMAGE_BASE", "WHEELS": "GPUJOBS_IMAGE_WHEELS"}
 # Inside the container: the user's code folder (`workdir:`), and the working folder of every job
 # (relative `files` paths are inside it).
 CONTAINER_WORKDIR = "/workspace"
@@ -36,6 +57,29 @@ _SETUP_IN_CONTAINER = (
 )
 
 
+def dockerfile() -> bytes:
+    return resources.files("gpujobs.runtime").joinpath("Dockerfile").read_bytes()
+
+
+def build_args() -> dict[str, str]:
+    return {arg: os.environ[env] for arg, env in BUILD_ARG_ENV.items() if os.environ.get(env)}
+
+
+def workload_image_tag(args: dict[str, str] | None = None) -> str:
+    """The tag of the workload image for this gpujobs: the hash of its Dockerfile, of every
+    file of the bundled workloads and of the build arguments. A node that has it skips the
+    build; a changed workload makes a new tag, never a stale image."""
+    digest = hashlib.sha256(dockerfile())
+    for name, value in sorted((args if args is not None else build_args()).items()):
+        digest.update(f"\0{name}={value}".encode())
+    root = jobs_package_dir()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and not is_bundle_junk(relative):
+            digest.update(f"\0{relative}\0".encode() + path.read_bytes())
+    return f"{IMAGE_REPOSITORY}:{__version__}-{digest.hexdigest()[:12]}"
+
+
 class DockerRuntime:
     name = "docker"
 
@@ -45,6 +89,7 @@ class DockerRuntime:
         self.user: str | None = None  # uid:gid on the node, so checkpoints belong to its user
         self.mounts: list[tuple[str, str]] = []  # `files`: (cached copy, path in the container)
         self.setup_image: str | None = None  # the image a setup made, once it has a key
+        self.has_gpus: bool | None = None  # what prepare() found on the node; None: not asked
 
     def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
         probe = transport.run(
@@ -56,9 +101,35 @@ class DockerRuntime:
                 "use a node with docker, or the venv runtime where there is no root"
             )
         self.image = spec.image or self.image
+        self.has_gpus = transport.run(["sh", "-c", HAS_NVIDIA_GPU], check=False).ok
+        if login := login_for(spec):
+            log_in(transport, login)
         uid = transport.run(["id", "-u"]).stdout.strip()
         gid = transport.run(["id", "-g"]).stdout.strip()
         self.user = f"{uid}:{gid}"
+
+    def build_argv(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec
+    ) -> list[str] | None:
+        """The default image is built on the node from the Dockerfile and the bundle gpujobs
+        sends anyway, once per content (its tag says which); a named image is used as it is."""
+        if spec.image is not None:
+            present = transport.run(["docker", "image", "inspect", spec.image], check=False)
+            return None if present.ok else ["docker", "pull", spec.image]
+        args = build_args()
+        self.image = workload_image_tag(args)
+        if transport.run(["docker", "image", "inspect", self.image], check=False).ok:
+            return None
+        push_dir(transport, jobs_package_dir(), f"{layout.code}/jobs", skip=is_bundle_junk)
+        with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
+            local = Path(folder) / "Dockerfile"
+            local.write_bytes(dockerfile())
+            transport.put(local, f"{layout.code}/Dockerfile")
+        flags = [
+            word for name, value in args.items() for word in ("--build-arg", f"{name}={value}")
+        ]
+        return ["docker", "build", "--label", "gpujobs-image=workloads", *flags,
+                "-f", f"{layout.code}/Dockerfile", "-t", self.image, layout.code]  # fmt: skip
 
     def environment_id(self) -> str:
         return f"docker:{self.image}"  # prepare() made it the spec's image, if it names one
@@ -126,7 +197,9 @@ class DockerRuntime:
             "--label",
             f"gpujobs-job={self.job_id}",
         ]
-        if spec.resources.gpu_count > 0:
+        # `--gpus all` fails on a host without the NVIDIA runtime: ask the node, not the spec.
+        gpus = self.has_gpus if self.has_gpus is not None else spec.resources.gpu_count > 0
+        if gpus:
             command += ["--gpus", "all"]
         if group is not None and group.size > 1:
             # The other nodes reach torchrun's rendezvous (and NCCL) on the host's addresses.

@@ -59,6 +59,11 @@ class HostRuntime:
     def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
         return in_path_env(self.bin_dir, ["sh", "-c", spec.setup or "true"])
 
+    def build_argv(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec
+    ) -> list[str] | None:
+        return None  # the node's own Python, or a venv prepare() made
+
     def environment_id(self) -> str:
         return f"host:{self.python}"
 

@@ -67,22 +67,29 @@ def launch_script(
     )
 
 
-def setup_script(argv: list[str], layout: NodeLayout, *, cwd: str, marker: str) -> str:
-    """The script of a job's `setup:` on one node: its output goes to the job log (so it
-    streams like the job's own), success leaves `marker` (the next job with the same setup
-    skips it), and the exit code is written last, atomically, as the launch script does."""
+def step_script(
+    argv: list[str], layout: NodeLayout, *, cwd: str, marker: str | None, banner: str
+) -> str:
+    """The script of a long setup step on one node (a job's `setup:`, an image build): its
+    output goes to the job log (so it streams like the job's own), success leaves `marker`
+    where one is given (the next job skips the step), and the exit code is written last,
+    atomically, as the launch script does."""
     q = shlex.quote
     exit_file = layout.setup_exit_code
+    mark = ""
+    if marker is not None:
+        mark = (
+            f'if [ "$rc" -eq 0 ]; then mkdir -p {q(marker.rsplit("/", 1)[0])} && '
+            f"date > {q(marker)}; fi\n"
+        )
     return (
         "#!/bin/sh\n"
-        "# Written by gpujobs: runs the job's setup once on this node.\n"
-        f"rm -f {q(exit_file)}\n"
+        "# Written by gpujobs: one step of setting this node up.\n"
         f"cd {q(cwd)} || {{ echo 1 > {q(exit_file)}; exit 1; }}\n"
-        f". {q(layout.env_file)}\n"
-        f'echo "gpujobs: setup (once per node, until it changes)" >> {q(layout.log)}\n'
+        f"[ -f {q(layout.env_file)} ] && . {q(layout.env_file)}\n"
+        f"echo {q('gpujobs: ' + banner)} >> {q(layout.log)}\n"
         f"{shlex.join(argv)} >> {q(layout.log)} 2>&1 < /dev/null\n"
         "rc=$?\n"
-        f'if [ "$rc" -eq 0 ]; then mkdir -p {q(marker.rsplit("/", 1)[0])} && '
-        f"date > {q(marker)}; fi\n"
+        f"{mark}"
         f'echo "$rc" > {q(exit_file)}.tmp && mv {q(exit_file)}.tmp {q(exit_file)}\n'
     )

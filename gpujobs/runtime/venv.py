@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gpujobs.group import NodeGroup
 
 READY_MARKER = ".gpujobs-ready"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 MIN_PYTHON = (3, 9)
 PIP_TIMEOUT_S = 30 * 60
 _TAIL_LINES = 8
@@ -133,6 +134,11 @@ class VenvRuntime:
     def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
         bin_dir = f"{self._venv}/bin" if self._venv else None
         return in_path_env(bin_dir, ["sh", "-c", spec.setup or "true"])
+
+    def build_argv(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec
+    ) -> list[str] | None:
+        return None  # the node's own Python, or a venv prepare() made
 
     def environment_id(self) -> str:
         return f"venv:{self._venv or self.python}"
@@ -268,23 +274,42 @@ class VenvRuntime:
             raise ProvisioningError(_no_venv(self.python, seeded))
 
     def _install(self, transport: Transport, tmp: str, requirements: str) -> None:
+        python = f"{tmp}/bin/python"
+        if not self._has(transport, python, "torch") and not self._has_gpu(transport):
+            # pip's default torch on Linux is the CUDA build (5 GB of venv); a host without an
+            # NVIDIA GPU gets the CPU build (under 1 GB), from PyTorch's own CPU index.
+            self._pip(transport, [python, "-m", "pip", "install", "--disable-pip-version-check",
+                                  "--no-input", "--index-url", CPU_TORCH_INDEX, "torch"],
+                      "the CPU build of torch")  # fmt: skip
         argv = [
             f"{tmp}/bin/python", "-m", "pip", "install",
             "--disable-pip-version-check", "--no-input", "-r", requirements,
         ]  # fmt: skip
+        self._pip(transport, argv, requirements)
+
+    def _pip(self, transport: Transport, argv: list[str], what: str) -> None:
         try:
             installed = transport.run(argv, timeout=PIP_TIMEOUT_S, check=False)
         except TransportTimeoutError:
             raise ProvisioningError(
-                f"pip install -r {requirements} did not finish in {PIP_TIMEOUT_S // 60} min on the "
+                f"pip install of {what} did not finish in {PIP_TIMEOUT_S // 60} min on the "
                 "node; check its network or package index"
             ) from None
         if not installed.ok:
             raise ProvisioningError(
-                f"pip could not install {requirements} into a venv on the node (exit "
+                f"pip could not install {what} into a venv on the node (exit "
                 f"{installed.exit_code}); fix the requirement or the node's package index. "
                 f"pip said:\n{installed.tail(_TAIL_LINES)}"
             )
+
+    def _has(self, transport: Transport, python: str, module: str) -> bool:
+        probe = (
+            "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)"
+        )
+        return transport.run([python, "-c", probe, module], timeout=60, check=False).ok
+
+    def _has_gpu(self, transport: Transport) -> bool:
+        return transport.run(["sh", "-c", "nvidia-smi -L"], timeout=60, check=False).ok
 
     def _discard(self, transport: Transport, tmp: str) -> None:
         # Best effort: the error that brought us here matters more than a failed cleanup.
