@@ -528,7 +528,7 @@ class Controller:
         if not record.state.is_terminal:
             self._save_what_runs(record, nodes, lifecycle)
             lifecycle.transition(record.id, JobState.TEARING_DOWN, "gpujobs down (driver lost)")
-        error = lifecycle.tear_down(nodes)
+        error = lifecycle.tear_down(nodes, spec)
         if error:
             self.store.note(record.id, f"teardown incomplete: {error}", now=self.clock.now())
             raise GpuJobsError(f"{record.id}: teardown incomplete: {error}; run down again")

@@ -62,6 +62,7 @@ from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.transport import GivesUp, Transport
 from gpujobs.retry import call_with_retry
 from gpujobs.runtime.base import Runtime, job_environment
+from gpujobs.runtime.docker import REMOVE_CONTAINERS
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 from gpujobs.state import Billing, Books, JobRecord, JobState, Store
@@ -128,8 +129,12 @@ class Lifecycle:
         drive.adopt(nodes)
         return self.store.job(job_id)
 
-    def tear_down(self, nodes: list[Node]) -> str | None:
-        """Terminate nodes, retrying transient provider errors. Returns an error, or None."""
+    def tear_down(self, nodes: list[Node], spec: JobSpec | None = None) -> str | None:
+        """Terminate nodes, retrying transient provider errors. Returns an error, or None.
+        With the job's spec, its containers on machines that outlive it (this one, ssh hosts)
+        are removed first."""
+        if spec is not None:
+            self._remove_containers(nodes, spec)
         errors: list[str] = []
         for name, group in by_provider(nodes).items():
             provider = self.providers.get(name)
@@ -154,6 +159,27 @@ class Lifecycle:
             for node in group:
                 self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
         return "; ".join(errors) or None
+
+    def _remove_containers(self, nodes: list[Node], spec: JobSpec) -> None:
+        """Best effort: a container left by a killed `docker run` (or a setup's) would run on
+        after its job. Cloud machines go whole, so only kept machines are asked."""
+        for node in nodes:
+            if (
+                node.provider not in ("local", "ssh")
+                or self.runtime_for(node, spec).name != "docker"
+            ):
+                continue
+            try:
+                transport = self.connect(node)
+            except GpuJobsError:
+                continue
+            try:
+                transport.run(["sh", "-c", REMOVE_CONTAINERS, "sh", node.job_id], timeout=120,
+                              check=False)  # fmt: skip
+            except GpuJobsError:
+                pass  # unreachable now: `gpujobs gc` lists what stays
+            finally:
+                transport.close()
 
     def forget_job_key(self, job_id: str, nodes: list[Node] | None = None) -> None:
         """Once every node of the job is gone, its key opens nothing: delete it. The host keys
@@ -273,7 +299,7 @@ class _Drive:
             self._collect_quietly()
         self.lc.transition(self.job_id, JobState.TEARING_DOWN)
         self.sessions.close()
-        teardown_error = self.lc.tear_down(self.nodes)
+        teardown_error = self.lc.tear_down(self.nodes, self.spec)
         if not teardown_error:
             self.lc.forget_job_key(self.job_id, self.nodes)
         if teardown_error:

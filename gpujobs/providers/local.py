@@ -120,9 +120,37 @@ class LocalProvider:
                 raise NotTerminatedError(f"could not remove {workdir}; remove it by hand")
 
     def owned(self) -> list[Node]:
-        return [self._node(Path(found.resource_id)) for found in self.tagged()]
+        return [self._node(Path(found.resource_id)) for found in self._workdirs()]
 
     def tagged(self) -> list[TaggedResource]:
+        """Every container a job of the docker runtime left here (first: they run in the
+        folders), then every job's work directory under the work root."""
+        return [*self._containers(), *self._workdirs()]
+
+    def _containers(self) -> list[TaggedResource]:
+        """Containers labelled with a job (`gpujobs-job=<id>`); none where docker is not."""
+        if shutil.which("docker") is None:
+            return []
+        listed = subprocess.run(
+            ["docker", "ps", "-a", "--filter", "label=gpujobs-job",
+             "--format", '{{.ID}}\t{{.Label "gpujobs-job"}}'],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        found = []
+        for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+            container, _, job_id = line.partition("\t")
+            found.append(
+                TaggedResource(
+                    provider=self.name,
+                    kind="container",
+                    resource_id=container,
+                    region="local",
+                    job_id=job_id,
+                )
+            )
+        return found
+
+    def _workdirs(self) -> list[TaggedResource]:
         """Every job's work directory under the work root (its age: its last change; the
         filesystem keeps no creation time everywhere)."""
         if not self.work_root.is_dir():
@@ -150,7 +178,16 @@ class LocalProvider:
         return found
 
     def delete(self, resource: TaggedResource) -> None:
-        """Stop what runs in the work directory and remove it (terminate's own checks apply)."""
+        """Remove a container; or stop what runs in a work directory and remove it
+        (terminate's own checks apply)."""
+        if resource.kind == "container":
+            argv = ["docker", "rm", "-f", resource.resource_id]
+            removed = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            if removed.returncode and "No such container" not in removed.stderr:
+                raise NotTerminatedError(
+                    f"docker rm -f {resource.resource_id}: {removed.stderr.strip()}"
+                )
+            return
         self.terminate([self._node(Path(resource.resource_id))])
 
     def _node(self, workdir: Path) -> Node:

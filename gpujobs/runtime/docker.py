@@ -41,6 +41,12 @@ HAS_NVIDIA_GPU = (
     "{ docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia || "
     "[ -d /etc/cdi ] || [ -d /var/run/cdi ]; }"
 )
+# Every container of a job ($1): its run's and its setup's, by their label.
+REMOVE_CONTAINERS = (
+    "command -v docker >/dev/null 2>&1 || exit 0; "
+    'ids=$(docker ps -aq --filter "label=gpujobs-job=$1"); '
+    '[ -z "$ids" ] || docker rm -f $ids >/dev/null'
+)
 BUILD_ARG_ENV = {"BASE": "GPUJOBS_IMAGE_BASE", "WHEELS": "GPUJOBS_IMAGE_WHEELS"}
 # Inside the container: the user's code folder (`workdir:`), and the working folder of every job
 # (relative `files` paths are inside it).
