@@ -3,6 +3,7 @@ of ``python -m jobs.text_classifier`` on tiny generated data."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -14,8 +15,10 @@ from jobs.common.checkpoint import latest_checkpoint, load_checkpoint
 from jobs.common.errors import DataError
 from jobs.common.metrics import read_metrics
 from jobs.text_classifier.cli import main
-from jobs.text_classifier.csvfile import label_ids, label_names, read_table
+from jobs.text_classifier.csvfile import read_table
+from jobs.text_classifier.examples import read_examples
 from jobs.text_classifier.glove import glove_embeddings
+from jobs.text_classifier.labels import class_names
 from jobs.text_classifier.text import PAD_ID, UNK_ID, Vocab, document_tokens, tokenize
 
 MODULE = "jobs.text_classifier"
@@ -66,26 +69,61 @@ def test_csv_quoting_and_string_labels(tmp_path: Path) -> None:
     assert table.columns["title"] == ["Hello, world", "plain"]
     assert table.columns["text"] == ["first line\nsecond, line", 'said "quoted"']
     assert table.lines == [2, 5]  # a record's first line, past the embedded newline
-    names = label_names(table.columns["label"])
-    assert names == ["FAKE", "REAL"] and label_ids(table, names) == [1, 0]
-    assert label_names(["10", "2", "2"]) == ["2", "10"]  # integer labels keep their order
+    assert table.header == ["id", "title", "text", "label"] and not table.skipped
+    assert class_names(table.columns["label"]) == ["FAKE", "REAL"]
+    assert class_names(["10", "2", "2"]) == ["2", "10"]  # integer labels keep their order
+    assert class_names(["real", "fake", "real"]) == ["fake", "real"]
+
+
+def test_bad_rows_are_skipped_and_counted_once(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "title,text,label\n"
+        "a,alpha beta,FAKE\n"  # line 2: kept
+        "c,d\n"  # line 3: a field short
+        "title,text,label\n"  # line 4: the header again, as `cat a.csv b.csv` leaves it
+        ' , "...",REAL\n'  # line 5: no words at all
+        "e,f, \n"  # line 6: no label
+        'g,"two\nlines",REAL,extra\n'  # lines 7-8: a field too many
+        "h,gamma,REAL\n",  # line 9: kept
+        encoding="utf-8",
+    )
+    examples = read_examples(
+        [path], label_column="label", text_columns=("title", "text"), max_len=2
+    )
+    assert examples.docs == [["a", "alpha"], ["h", "gamma"]]  # title first, cut at max_len
+    assert examples.labels == ["FAKE", "REAL"]
+    assert examples.notes == [
+        f"note: {path}: skipped 5 of 7 rows (1 repeating the header, 1 with 2 fields where "
+        "the header has 3, 1 with 4 fields where the header has 3, 1 with no label, 1 with "
+        "no text; lines 3, 4, 5, 6, 7)"
+    ]
 
 
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
         ("", "the file is empty"),
-        ("title,text,label\n", "no data rows"),
-        ("title,text,label\na,b,FAKE\nc,d\n", "line 3: 2 fields"),
-        ("title,text,label\na,b,FAKE\nc,d, \n", "line 3: an empty label"),
+        ("title,text,label\n", "no usable rows: no data rows below the header"),
+        ("title,text,label\n,,FAKE\nc,d\n", "no usable rows: skipped 2 of 2 rows"),
+        ("title,body,label\na,b,FAKE\n", "no column 'text' (columns: title, body, label)"),
     ],
 )
-def test_bad_csv_names_the_problem(tmp_path: Path, content: str, needle: str) -> None:
+def test_unusable_csv_names_the_problem(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "train.csv"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(DataError, match=needle):
-        table = read_table(path, ("title", "text", "label"))
-        label_ids(table, ["FAKE"])
+    with pytest.raises(DataError, match=re.escape(needle)):
+        read_examples([path], label_column="label", text_columns=("title", "text"), max_len=8)
+
+
+def test_text_columns_join_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "news.csv"
+    path.write_text("Body,Headline,class\nthe body,A HEAD,x\n,only head,y\n", encoding="utf-8")
+    examples = read_examples(
+        [path], label_column="class", text_columns=("body", "headline"), max_len=8
+    )
+    assert examples.docs == [["the", "body", "a", "head"], ["only", "head"]]
+    assert examples.labels == ["x", "y"] and not examples.notes
 
 
 def test_missing_column_exits_2_with_one_line(
@@ -95,7 +133,7 @@ def test_missing_column_exits_2_with_one_line(
     data.mkdir()
     (data / "news.csv").write_text("title,body,label\na,b,FAKE\n", encoding="utf-8")
     assert main(["--data", str(data), "--out", str(tmp_path / "out")]) == 2
-    one_error_line(capsys.readouterr().err, "missing column 'text'")
+    one_error_line(capsys.readouterr().err, "no column 'text' (columns: title, body, label)")
 
 
 def test_tokenizer_and_vocab() -> None:
