@@ -1,2 +1,3 @@
 """A fake-news text classifier: GloVe-initialised embeddings with a (bi)LSTM or an
-EmbeddingBag, on title/text/label CSV files. Run ``python -m jobs.text_classifier --help``."""
+EmbeddingBag, on CSV files with a label column or one CSV per class (Kaggle's Fake.csv and
+True.csv). Run ``python -m jobs.text_classifier --help``."""

@@ -22,6 +22,7 @@ from jobs.common.cli import (
 )
 from jobs.common.errors import UsageError
 from jobs.common.signals import stop_on_signals
+from jobs.text_classifier.text import DEFAULT_TEXT_COLUMNS
 
 PROG = "python -m jobs.text_classifier"
 DEFAULT_EMBED_DIM = 100
@@ -30,8 +31,9 @@ DEFAULT_EMBED_DIM = 100
 def build_parser() -> JobArgumentParser:
     parser = make_parser(
         PROG,
-        "Train a fake-news classifier (LSTM or EmbeddingBag, optional GloVe) on a "
-        "title/text/label CSV in --data, or on --synthetic articles. "
+        "Train a fake-news classifier (LSTM or EmbeddingBag, optional GloVe) on the CSV "
+        "files in --data (a label column, or one CSV per class such as Kaggle's Fake.csv "
+        "and True.csv), or on --synthetic articles. "
         f"Predict with: {PROG} predict --help",
     )
     data = parser.add_argument_group("data")
@@ -39,8 +41,27 @@ def build_parser() -> JobArgumentParser:
         "--train-file",
         metavar="NAME",
         default=None,
-        help="training CSV, relative to --data (default: train.csv, else the "
-        "first *.csv there other than val.csv/test.csv)",
+        help="the one training CSV, relative to --data (default: train.csv, else every "
+        "*.csv there other than val.csv/test.csv: concatenated when they have the label "
+        "column, one CSV per class when none has it)",
+    )
+    data.add_argument(
+        "--label-column",
+        type=_column_name,
+        default=None,
+        metavar="NAME",
+        help="the column holding each row's class, e.g. label, class or is_fake; integers "
+        "(0/1) keep their order, other values are sorted (FAKE, REAL). Default: label, "
+        "and a folder of CSVs none of which has it is read as one CSV per class named "
+        "after the file, lowercased and sorted (Fake.csv -> fake, True.csv -> true)",
+    )
+    data.add_argument(
+        "--text-columns",
+        type=_column_names,
+        default=",".join(DEFAULT_TEXT_COLUMNS),
+        metavar="NAMES",
+        help="comma-separated columns joined, in this order, into each article; each must "
+        "exist, and a row with no words in any of them is skipped (default: %(default)s)",
     )
     data.add_argument(
         "--val-fraction",
@@ -181,9 +202,12 @@ def build_predict_parser() -> JobArgumentParser:
         "--csv",
         type=Path,
         metavar="FILE",
-        help="a CSV with a text column (title optional; other columns ignored)",
+        help="a CSV with the columns the model was trained on (--text-columns; default "
+        "title,text, where title may be absent); other columns are ignored",
     )
-    parser.add_argument("--title", default="", help="the headline, with --text")
+    parser.add_argument(
+        "--title", default="", help="the headline, with --text (the article is title then text)"
+    )
     parser.add_argument(
         "--device", choices=DEVICE_CHOICES, default="cpu", help="(default: %(default)s)"
     )
@@ -195,6 +219,29 @@ def build_predict_parser() -> JobArgumentParser:
         help="articles per forward pass with --csv (default: %(default)s)",
     )
     return parser
+
+
+def text_columns(args: argparse.Namespace) -> tuple[str, ...]:
+    """--text-columns as names; the flag is kept as one string so that checkpoints store it,
+    and resume errors print it, as the user typed it."""
+    return tuple(args.text_columns.split(","))
+
+
+def _column_name(text: str) -> str:
+    """CSV headers are matched case-insensitively, so names are compared lowercased."""
+    name = text.strip().lower()
+    if not name:
+        raise argparse.ArgumentTypeError("must name a column, got an empty name")
+    if "," in name:
+        raise argparse.ArgumentTypeError(f"must name one column, got {text!r}")
+    return name
+
+
+def _column_names(text: str) -> str:
+    names = [_column_name(part) for part in text.split(",")]
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"names a column twice: {text!r}")
+    return ",".join(names)
 
 
 def _dropout(text: str) -> float:
@@ -213,7 +260,7 @@ def _non_negative_float(text: str) -> float:
 def _train_main(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace = parse_args(build_parser(), argv)
     if args.synthetic is None:
-        require_dir(args.data, "--data", "put a title/text/label CSV there or pass --synthetic N")
+        require_dir(args.data, "--data", "put the CSV files there or pass --synthetic N")
     if args.glove is not None and not args.glove.is_file():
         raise UsageError(f"--glove {args.glove}: file not found; pass a GloVe .txt file")
     if args.glove is not None and args.embed_dim is not None:

@@ -1,25 +1,22 @@
-"""From CSV files in --data to padded id tensors: finding the files (or writing synthetic
-ones), the validation split, the label mapping, the vocabulary, and the epoch order."""
+"""From CSV files in --data to padded id tensors: writing synthetic files when asked, the
+validation split, the class ids, the vocabulary, and the epoch order. Which files are read
+is layout.py's job, reading their rows examples.py's."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from jobs.common.errors import DataError
-from jobs.text_classifier.csvfile import (
-    TRAIN_COLUMNS,
-    clean_labels,
-    label_ids,
-    label_names,
-    read_table,
-)
+from jobs.text_classifier.examples import read_examples
+from jobs.text_classifier.labels import class_names
+from jobs.text_classifier.layout import Layout
 from jobs.text_classifier.synthetic import GLOVE_NAME, write_synthetic
-from jobs.text_classifier.text import PAD_ID, Vocab, document_tokens
+from jobs.text_classifier.text import PAD_ID, Vocab
 
-VAL_NAMES = ("val.csv", "test.csv")
 SYNTHETIC_DIR = "synthetic-data"
 
 
@@ -40,6 +37,7 @@ class TextData:
     vocab: Vocab
     labels: list[str]  # class names in id order
     source: str  # human-readable origin, for the start-up line
+    notes: tuple[str, ...] = ()  # files not used, rows skipped: printed once, before it
 
 
 def prepare_synthetic(data_dir: Path, out_dir: Path, rows: int, seed: int) -> Path:
@@ -66,29 +64,10 @@ def synthetic_glove(folder: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def find_train_file(data_dir: Path, train_file: str | None) -> Path:
-    """--train-file (relative to --data unless absolute), else train.csv, else the first
-    *.csv that is not a validation file."""
-    if train_file is not None:
-        path = Path(train_file)
-        path = path if path.is_absolute() else data_dir / path
-        if not path.is_file():
-            raise DataError(f"--train-file {train_file}: {path} not found; check the name")
-        return path
-    if (data_dir / "train.csv").is_file():
-        return data_dir / "train.csv"
-    candidates = sorted(p for p in data_dir.glob("*.csv") if p.name.lower() not in VAL_NAMES)
-    if not candidates:
-        raise DataError(
-            f"--data {data_dir}: no training *.csv found; put a CSV with title, text and "
-            "label columns there (or pass --train-file) or use --synthetic N"
-        )
-    return candidates[0]
-
-
 def load_text_data(
-    train_path: Path,
+    layout: Layout,
     *,
+    text_columns: Sequence[str],
     val_fraction: float,
     seed: int,
     min_freq: int,
@@ -97,43 +76,43 @@ def load_text_data(
 ) -> TextData:
     """Read, split, build the vocabulary from the training split only (so validation words
     count as unseen, as at prediction time), and encode both splits."""
-    table = read_table(train_path, TRAIN_COLUMNS)
-    names = label_names(clean_labels(table))
+    examples = read_examples(
+        layout.train, label_column=layout.label_column, text_columns=text_columns, max_len=max_len
+    )
+    names = class_names(examples.labels)
     if len(names) < 2:
         raise DataError(
-            f"{train_path}: every row has label {names[0]!r}; a classifier needs at least "
-            "two labels"
+            f"{layout.describe()}: every usable row is of class {names[0]!r}; a classifier "
+            "needs at least two classes"
         )
-    ids = label_ids(table, names)
-    docs = [
-        document_tokens(title, text)[:max_len]
-        for title, text in zip(table.columns["title"], table.columns["text"], strict=True)
-    ]
-    val_path = _val_file(train_path)
-    if val_path is not None:
-        val_table = read_table(val_path, TRAIN_COLUMNS)
+    lookup = {name: i for i, name in enumerate(names)}
+    docs, ids = examples.docs, [lookup[label] for label in examples.labels]
+    notes = [*layout.notes, *examples.notes]
+    if layout.val is not None:
+        val = read_examples(
+            [layout.val],
+            label_column=layout.label_column,
+            text_columns=text_columns,
+            max_len=max_len,
+            classes=lookup,
+        )
+        notes += val.notes
         train_docs, train_ids = docs, ids
-        val_docs = [
-            document_tokens(title, text)[:max_len]
-            for title, text in zip(
-                val_table.columns["title"], val_table.columns["text"], strict=True
-            )
-        ]
-        val_ids = label_ids(val_table, names)
-        source = f"{train_path} + {val_path.name} for validation"
+        val_docs, val_ids = val.docs, [lookup[label] for label in val.labels]
+        source = f"{layout.describe()} + {layout.val.name} for validation"
     else:
         n_val = round(len(docs) * val_fraction)
         if n_val < 1 or len(docs) - n_val < 1:
             raise DataError(
-                f"{train_path}: {len(docs)} rows cannot be split with --val-fraction "
-                f"{val_fraction}; add rows, change --val-fraction or add a val.csv"
+                f"{layout.describe()}: {len(docs)} usable rows cannot be split with "
+                f"--val-fraction {val_fraction}; add rows, change --val-fraction or add a val.csv"
             )
         # Seeded, so every resume validates on the same rows.
         order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed))
         val_rows, train_rows = order[:n_val].tolist(), order[n_val:].tolist()
         train_docs, train_ids = [docs[i] for i in train_rows], [ids[i] for i in train_rows]
         val_docs, val_ids = [docs[i] for i in val_rows], [ids[i] for i in val_rows]
-        source = f"{train_path} (validation split {val_fraction:g})"
+        source = f"{layout.describe()} (validation split {val_fraction:g})"
     # Counted on the truncated documents: words only past --max-len never reach the model.
     vocab = Vocab.build(train_docs, min_freq=min_freq, max_size=max_vocab)
     return TextData(
@@ -142,6 +121,18 @@ def load_text_data(
         vocab,
         names,
         source,
+        tuple(notes),
+    )
+
+
+def class_counts(data: TextData) -> str:
+    """Rows per class in each split, e.g. "fake (40 train, 10 val), true (38 train, 9 val)":
+    the start-up line shows at a glance that every class file was read."""
+    n = len(data.labels)
+    train = torch.bincount(data.train.labels, minlength=n).tolist()
+    val = torch.bincount(data.val.labels, minlength=n).tolist()
+    return ", ".join(
+        f"{name} ({t} train, {v} val)" for name, t, v in zip(data.labels, train, val, strict=True)
     )
 
 
@@ -153,27 +144,6 @@ def encode(docs: list[list[str]], labels: list[int], vocab: Vocab, max_len: int)
         tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
         lengths[row] = len(ids)
     return Encoded(tokens, lengths, torch.tensor(labels, dtype=torch.int64))
-
-
-def _val_file(train_path: Path) -> Path | None:
-    """val.csv or test.csv beside the training file, when it has a label column (Kaggle's
-    test.csv often has none; then the split is used instead)."""
-    for name in VAL_NAMES:
-        path = train_path.with_name(name)
-        if path.is_file() and path != train_path:
-            if _has_label_column(path):
-                return path
-            print(f"note: {path} has no label column; splitting the training file", flush=True)
-    return None
-
-
-def _has_label_column(path: Path) -> bool:
-    try:
-        read_table(path, ("label",))
-    except DataError as exc:
-        if "missing column" in str(exc):
-            return False
-    return True
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

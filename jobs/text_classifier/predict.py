@@ -13,7 +13,7 @@ from jobs.common.errors import DataError, UsageError
 from jobs.text_classifier.csvfile import read_table
 from jobs.text_classifier.data import encode
 from jobs.text_classifier.model import ModelConfig, build_model
-from jobs.text_classifier.text import Vocab, document_tokens
+from jobs.text_classifier.text import DEFAULT_TEXT_COLUMNS, Vocab, document_tokens
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -23,6 +23,7 @@ def predict(args: argparse.Namespace) -> int:
         extra = state["extra"]
         config = ModelConfig.from_plain(extra["model_config"])
         vocab, labels, max_len = Vocab(extra["vocab"]), list(extra["labels"]), extra["max_len"]
+        columns = list(extra.get("text_columns", DEFAULT_TEXT_COLUMNS))
     except (KeyError, TypeError) as exc:
         raise DataError(f"--checkpoint {path}: not a text_classifier checkpoint ({exc})") from None
     except Exception as exc:  # unpickling/IO failures: a damaged or foreign file
@@ -33,11 +34,7 @@ def predict(args: argparse.Namespace) -> int:
     model.to(device).eval()
 
     if args.csv is not None:
-        table = read_table(args.csv, ("text",), optional=("title",))
-        docs = [
-            document_tokens(title, text)[:max_len]
-            for title, text in zip(table.columns["title"], table.columns["text"], strict=True)
-        ]
+        docs = [tokens[:max_len] for tokens in _csv_documents(args.csv, columns)]
     else:
         docs = [document_tokens(args.title, args.text)[:max_len]]
     encoded = encode(docs, [0] * len(docs), vocab, max_len)
@@ -50,6 +47,29 @@ def predict(args: argparse.Namespace) -> int:
             for label_id, p in zip(ids.tolist(), confidence.tolist(), strict=True):
                 print(f"{labels[label_id]}\t{p:.4f}", flush=False)
     return 0
+
+
+def _csv_documents(path: Path, columns: list[str]) -> list[list[str]]:
+    """The tokens of each row of --csv, from the columns the model was trained on. Every row
+    must parse: one output line per input row is the contract, so none may be skipped."""
+    # A headline column may be missing (as predict has always allowed): its text is enough.
+    optional = ["title"] if "title" in columns and len(columns) > 1 else []
+    hint = f"the checkpoint's model reads columns {','.join(columns)}"
+    table = read_table(
+        path,
+        [column for column in columns if column not in optional],
+        optional,
+        hints=dict.fromkeys(columns, hint),
+    )
+    if table.skipped:
+        raise DataError(
+            f"--csv {path}: {table.skipped.summary(table.rows)}; fix those rows, as each "
+            "output line must match an input row"
+        )
+    return [
+        document_tokens(*(table.columns[column][row] for column in columns))
+        for row in range(len(table))
+    ]
 
 
 def _checkpoint_file(path: Path) -> Path:

@@ -1,5 +1,6 @@
-"""Tokenizer and vocabulary: lowercase regex words, title and text joined, ids with <pad>=0
-and <unk>=1. Pure Python (no torch), so predict and the data loader share it cheaply."""
+"""Tokenizer and vocabulary: lowercase regex words, a document's columns joined in order,
+ids with <pad>=0 and <unk>=1. Pure Python (no torch), so predict and the data loader share
+it cheaply."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Iterable, Sequence
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 SPECIALS = (PAD, UNK)
+# The CSV columns a document is made of unless --text-columns says otherwise (and in
+# checkpoints written before that flag existed).
+DEFAULT_TEXT_COLUMNS = ("title", "text")
 # Words with inner apostrophes or hyphens stay one token ("don't", "covid-19"): splitting them
 # would give the embedding fragments that GloVe files do not hold.
 _WORD = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
@@ -19,9 +23,10 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def document_tokens(title: str, text: str) -> list[str]:
-    """Title first: truncation to --max-len then always keeps the headline."""
-    return tokenize(title) + tokenize(text)
+def document_tokens(*parts: str) -> list[str]:
+    """The tokens of each part in turn (title, text: the headline first, so truncation to
+    --max-len always keeps it)."""
+    return [token for part in parts for token in tokenize(part)]
 
 
 class Vocab:

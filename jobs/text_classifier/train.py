@@ -38,17 +38,18 @@ from jobs.common.progress import (
     start_run,
 )
 from jobs.common.signals import StopFlag
-from jobs.text_classifier.cli import DEFAULT_EMBED_DIM
+from jobs.text_classifier.cli import DEFAULT_EMBED_DIM, text_columns
 from jobs.text_classifier.data import (
     Encoded,
     TextData,
+    class_counts,
     epoch_order,
-    find_train_file,
     load_text_data,
     prepare_synthetic,
     synthetic_glove,
 )
 from jobs.text_classifier.glove import Embeddings, glove_embeddings, random_embeddings
+from jobs.text_classifier.layout import find_layout
 from jobs.text_classifier.model import ModelConfig, build_model
 
 # Arguments that define the data, its order, the model or the optimizer: changing one
@@ -62,6 +63,8 @@ RESUME_KEYS = (
     "synthetic",
     "val_fraction",
     "train_file",
+    "label_column",
+    "text_columns",
     "max_len",
     "min_freq",
     "max_vocab",
@@ -124,7 +127,8 @@ def load_data(args: argparse.Namespace) -> tuple[TextData, Path | None]:
         data_dir = prepare_synthetic(args.data, args.out, args.synthetic, args.seed)
         glove = glove or synthetic_glove(data_dir)
     data = load_text_data(
-        find_train_file(data_dir, args.train_file),
+        find_layout(data_dir, args.train_file, args.label_column),
+        text_columns=text_columns(args),
         val_fraction=args.val_fraction,
         seed=args.seed,
         min_freq=args.min_freq,
@@ -179,6 +183,9 @@ def _run(
             f"the training data changed since {checkpoint[0]} (its vocabulary differs); "
             "restore the original CSV or use a new --out"
         )
+    if group.is_main:
+        for note in data.notes:
+            print(note, flush=True)
     train_split, val_split = DeviceSplit(data.train, device), DeviceSplit(data.val, device)
     # Per rank: --batch-size is each process's batch, as in any DDP run.
     steps_per_epoch = math.ceil(group.shard_size(len(train_split)) / args.batch_size)
@@ -187,7 +194,7 @@ def _run(
     )
     print(
         f"text_classifier: device {describe(device, amp)}; data {data.source}: "
-        f"{len(train_split)} train / {len(val_split)} val, labels {', '.join(data.labels)}, "
+        f"{len(train_split)} train / {len(val_split)} val, classes {class_counts(data)}, "
         f"vocabulary {len(data.vocab)}, {steps_per_epoch} steps/epoch{sharing}, "
         f"ready in {time.perf_counter() - started:.1f} s",
         flush=True,
@@ -225,6 +232,7 @@ def _run(
                 "model_config": config.to_plain(),
                 "vocab": list(data.vocab.itos),
                 "labels": list(data.labels),
+                "text_columns": list(text_columns(args)),
                 "max_len": args.max_len,
             },
         )

@@ -3,6 +3,10 @@ of ``python -m jobs.text_classifier`` on tiny generated data."""
 
 from __future__ import annotations
 
+import csv
+import io
+import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -14,8 +18,10 @@ from jobs.common.checkpoint import latest_checkpoint, load_checkpoint
 from jobs.common.errors import DataError
 from jobs.common.metrics import read_metrics
 from jobs.text_classifier.cli import main
-from jobs.text_classifier.csvfile import label_ids, label_names, read_table
+from jobs.text_classifier.csvfile import read_table
+from jobs.text_classifier.examples import read_examples
 from jobs.text_classifier.glove import glove_embeddings
+from jobs.text_classifier.labels import class_names
 from jobs.text_classifier.text import PAD_ID, UNK_ID, Vocab, document_tokens, tokenize
 
 MODULE = "jobs.text_classifier"
@@ -66,26 +72,61 @@ def test_csv_quoting_and_string_labels(tmp_path: Path) -> None:
     assert table.columns["title"] == ["Hello, world", "plain"]
     assert table.columns["text"] == ["first line\nsecond, line", 'said "quoted"']
     assert table.lines == [2, 5]  # a record's first line, past the embedded newline
-    names = label_names(table.columns["label"])
-    assert names == ["FAKE", "REAL"] and label_ids(table, names) == [1, 0]
-    assert label_names(["10", "2", "2"]) == ["2", "10"]  # integer labels keep their order
+    assert table.header == ["id", "title", "text", "label"] and not table.skipped
+    assert class_names(table.columns["label"]) == ["FAKE", "REAL"]
+    assert class_names(["10", "2", "2"]) == ["2", "10"]  # integer labels keep their order
+    assert class_names(["real", "fake", "real"]) == ["fake", "real"]
+
+
+def test_bad_rows_are_skipped_and_counted_once(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "title,text,label\n"
+        "a,alpha beta,FAKE\n"  # line 2: kept
+        "c,d\n"  # line 3: a field short
+        "title,text,label\n"  # line 4: the header again, as `cat a.csv b.csv` leaves it
+        ' , "...",REAL\n'  # line 5: no words at all
+        "e,f, \n"  # line 6: no label
+        'g,"two\nlines",REAL,extra\n'  # lines 7-8: a field too many
+        "h,gamma,REAL\n",  # line 9: kept
+        encoding="utf-8",
+    )
+    examples = read_examples(
+        [path], label_column="label", text_columns=("title", "text"), max_len=2
+    )
+    assert examples.docs == [["a", "alpha"], ["h", "gamma"]]  # title first, cut at max_len
+    assert examples.labels == ["FAKE", "REAL"]
+    assert examples.notes == [
+        f"note: {path}: skipped 5 of 7 rows (1 repeating the header, 1 with 2 fields where "
+        "the header has 3, 1 with 4 fields where the header has 3, 1 with no label, 1 with "
+        "no text; lines 3, 4, 5, 6, 7)"
+    ]
 
 
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
         ("", "the file is empty"),
-        ("title,text,label\n", "no data rows"),
-        ("title,text,label\na,b,FAKE\nc,d\n", "line 3: 2 fields"),
-        ("title,text,label\na,b,FAKE\nc,d, \n", "line 3: an empty label"),
+        ("title,text,label\n", "no usable rows: no data rows below the header"),
+        ("title,text,label\n,,FAKE\nc,d\n", "no usable rows: skipped 2 of 2 rows"),
+        ("title,body,label\na,b,FAKE\n", "no column 'text' (columns: title, body, label)"),
     ],
 )
-def test_bad_csv_names_the_problem(tmp_path: Path, content: str, needle: str) -> None:
+def test_unusable_csv_names_the_problem(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "train.csv"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(DataError, match=needle):
-        table = read_table(path, ("title", "text", "label"))
-        label_ids(table, ["FAKE"])
+    with pytest.raises(DataError, match=re.escape(needle)):
+        read_examples([path], label_column="label", text_columns=("title", "text"), max_len=8)
+
+
+def test_text_columns_join_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "news.csv"
+    path.write_text("Body,Headline,class\nthe body,A HEAD,x\n,only head,y\n", encoding="utf-8")
+    examples = read_examples(
+        [path], label_column="class", text_columns=("body", "headline"), max_len=8
+    )
+    assert examples.docs == [["the", "body", "a", "head"], ["only", "head"]]
+    assert examples.labels == ["x", "y"] and not examples.notes
 
 
 def test_missing_column_exits_2_with_one_line(
@@ -95,7 +136,7 @@ def test_missing_column_exits_2_with_one_line(
     data.mkdir()
     (data / "news.csv").write_text("title,body,label\na,b,FAKE\n", encoding="utf-8")
     assert main(["--data", str(data), "--out", str(tmp_path / "out")]) == 2
-    one_error_line(capsys.readouterr().err, "missing column 'text'")
+    one_error_line(capsys.readouterr().err, "no column 'text' (columns: title, body, label)")
 
 
 def test_tokenizer_and_vocab() -> None:
@@ -221,3 +262,254 @@ def test_sigterm_saves_and_exits_0(tmp_path: Path, spawn_module) -> None:
     state = load_checkpoint(latest_checkpoint(out))
     assert state["step"] >= 1 and state["epoch"] < 500
     assert all(torch.isfinite(t).all() for t in state["models"]["model"].values())
+
+
+# --- Real-shaped data: Kaggle's "Fake and real news" (Fake.csv + True.csv, no label column)
+# and the "fake-news" competition (train.csv with id,title,author,text,label), written as
+# pandas writes them: minimal quoting, "\n" line ends, multi-line texts with commas and quotes.
+
+KAGGLE_HEADER = ["title", "text", "subject", "date"]
+FAKE_WORDS = ["shocking", "hoax", "exposed", "secret", "elite", "bombshell", "truth"]
+TRUE_WORDS = ["reuters", "officials", "said", "statement", "ministry", "percent", "budget"]
+FILLER = ["the", "of", "and", "to", "a", "in", "that", "is", "was", "for", "on", "with"]
+# Kaggle's longest articles pass the csv module's default field limit of 131072 characters.
+OVERLONG = 140_000
+# 40 fake rows (one with no words, one a field short: 38 usable), 30 true rows (all usable).
+N_FAKE, N_TRUE = 40, 30
+# Small and quick: 68 usable rows -> 14 val / 54 train, 4 steps of 16 per epoch.
+KAGGLE_TINY = ["--seed", "1", "--log-every", "0", "--max-len", "24", "--min-freq", "1"]
+KAGGLE_TINY += ["--model", "bag", "--batch-size", "16", "--lr", "0.05", "--epochs", "3"]
+
+
+def article(rng: random.Random, words: list[str], paragraphs: int) -> str:
+    """Paragraphs on separate lines, with commas and double quotes, as in the Kaggle texts."""
+    parts = []
+    for _ in range(paragraphs):
+        sentence = rng.choices(words, k=6) + rng.choices(FILLER, k=6)
+        rng.shuffle(sentence)
+        parts.append(f'{" ".join(sentence[:6])}, "{" ".join(sentence[6:])}," they said.')
+    return "\n".join(parts)
+
+
+def headline(prefix: str, rng: random.Random, words: list[str]) -> str:
+    return f"{prefix} {' '.join(rng.choices(words, k=3))}"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], bom: bool = False) -> list[int]:
+    """Write a CSV as pandas' to_csv does; returns the line each row starts on."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    starts = []
+    for row in rows:
+        starts.append(buffer.getvalue().count("\n") + 1)
+        writer.writerow(row)
+    path.write_bytes(buffer.getvalue().encode("utf-8-sig" if bom else "utf-8"))
+    return starts
+
+
+def write_fake_and_real(folder: Path) -> list[int]:
+    """Fake.csv and True.csv (with a byte-order mark) as Kaggle ships them, plus Kaggle's
+    quirks; returns the lines of Fake.csv's two unusable rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(5)
+    fake = [
+        [
+            headline("BREAKING:", rng, FAKE_WORDS),
+            article(rng, FAKE_WORDS, 3),
+            "News",
+            "Dec 31, 2017",
+        ]
+        for _ in range(N_FAKE)
+    ]
+    true = [
+        [
+            headline("U.S.", rng, TRUE_WORDS),
+            article(rng, TRUE_WORDS, 3),
+            "politicsNews",
+            "Dec 29, 2017 ",
+        ]
+        for _ in range(N_TRUE)
+    ]
+    fake[3][1] = " "  # an empty text: the title still makes a document
+    fake[7][:2] = ["", " "]  # no words at all: skipped
+    fake[11] = fake[11][:3]  # the date missing: skipped
+    filler = " ".join(rng.choices(TRUE_WORDS + FILLER, k=OVERLONG // 5))
+    true[2][1] = ("WASHINGTON (Reuters) - " + filler)[:OVERLONG]
+    assert len(true[2][1]) > 131072
+    lines = write_csv(folder / "Fake.csv", KAGGLE_HEADER, fake)
+    write_csv(folder / "True.csv", KAGGLE_HEADER, true, bom=True)
+    return [lines[7], lines[11]]
+
+
+def class_totals(out: str) -> dict[str, int]:
+    """Rows per class (train + val) from the start-up line's "fake (30 train, 8 val)"."""
+    found = re.findall(r"(\w+) \((\d+) train, (\d+) val\)", out)
+    return {name: int(train) + int(val) for name, train, val in found}
+
+
+def test_one_csv_per_class_fake_and_true(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    bad_lines = write_fake_and_real(data)
+    # Kaggle's competition test file has no labels; here it must be named, not read.
+    (data / "test.csv").write_text("id,title,text\n1,a,b\n", encoding="utf-8")
+    assert main(["--data", str(data), "--out", str(out), *KAGGLE_TINY]) == 0
+    log = capsys.readouterr().out
+    assert "one CSV per class (Fake.csv -> fake, True.csv -> true)" in log
+    assert class_totals(log) == {"fake": N_FAKE - 2, "true": N_TRUE}
+    assert f"{N_FAKE + N_TRUE - 2 - 14} train / 14 val" in log
+    lines = ", ".join(map(str, bad_lines))
+    assert (
+        f"note: {data / 'Fake.csv'}: skipped 2 of {N_FAKE} rows (1 with 3 fields where the "
+        f"header has 4, 1 with no text; lines {lines})"
+    ) in log
+    assert "True.csv: skipped" not in log  # the BOM and the overlong field read fine
+    assert f"note: {data}: not used: test.csv (every training CSV is a class" in log
+    state = final_state(out)
+    assert state["extra"]["labels"] == ["fake", "true"]
+    assert state["extra"]["text_columns"] == ["title", "text"]
+    val = [r["accuracy"] for r in read_metrics(out) if r["split"] == "val"]
+    assert val[-1] >= 0.8  # the class words differ completely: learnt from both files
+
+    title, text = "U.S. officials said", "The ministry's statement, in full"
+    assert main(["predict", "--checkpoint", str(out), "--title", title, "--text", text]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "true"
+    new = tmp_path / "new.csv"
+    write_csv(new, ["text"], [["officials said, the ministry"], ["shocking\nhoax exposed"]])
+    assert main(["predict", "--checkpoint", str(out), "--csv", str(new)]) == 0
+    printed = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["true", "fake"]  # no title column: the text alone is read
+    # A row predict cannot read would shift every later output line: refused, not skipped.
+    assert main(["predict", "--checkpoint", str(out), "--csv", str(data / "Fake.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped 1 of {N_FAKE} rows (1 with 3 fields where the header has 4" in err
+    assert "each output line must match an input row" in err
+
+
+def test_label_column_with_strings_and_text_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    rng = random.Random(2)
+    rows = []
+    for i in range(60):
+        fake = i % 3 == 0
+        words = FAKE_WORDS if fake else TRUE_WORDS
+        # The label is in a column named "Class"; the title column holds only noise.
+        rows.append([str(i), "same title", article(rng, words, 2), "FAKE" if fake else "REAL"])
+    write_csv(data / "news.csv", ["id", "title", "body", "Class"], rows)
+    argv = ["--data", str(data), "--out", str(out), *KAGGLE_TINY]
+    argv += ["--label-column", "class", "--text-columns", "Body"]
+    assert main(argv) == 0
+    log = capsys.readouterr().out
+    assert class_totals(log) == {"FAKE": 20, "REAL": 40}
+    state = final_state(out)
+    assert state["extra"]["labels"] == ["FAKE", "REAL"]
+    assert state["extra"]["text_columns"] == ["body"]
+    assert state["args"]["label_column"] == "class" and state["args"]["text_columns"] == "body"
+    # "same title" never reached the vocabulary: only --text-columns is read.
+    assert "same" not in state["extra"]["vocab"] and "ministry" in state["extra"]["vocab"]
+    new = tmp_path / "new.csv"
+    write_csv(new, ["body"], [["the ministry said, officials"], ["shocking hoax exposed"]])
+    assert main(["predict", "--checkpoint", str(out), "--csv", str(new)]) == 0
+    printed = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["REAL", "FAKE"]
+
+
+def test_fake_news_competition_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    rng = random.Random(3)
+    rows = []
+    for i in range(50):
+        unreliable = i % 2
+        text = article(rng, FAKE_WORDS if unreliable else TRUE_WORDS, 2)
+        rows.append([str(i), f"title {i}", "an author", text, str(unreliable)])
+    rows[4][1] = ""  # Kaggle's train.csv has rows with no title ...
+    rows[9][3] = ""  # ... and rows with no text: both still have words
+    write_csv(data / "train.csv", ["id", "title", "author", "text", "label"], rows)
+    write_csv(data / "test.csv", ["id", "title", "author", "text"], [["99", "t", "a", "x"]])
+    write_csv(data / "submit.csv", ["id", "label"], [["99", "0"]])
+    assert main(["--data", str(data), "--out", str(out), *KAGGLE_TINY]) == 0
+    log = capsys.readouterr().out
+    assert class_totals(log) == {"0": 25, "1": 25}
+    assert f"note: {data / 'test.csv'} has no 'label' column; validating on a split" in log
+    assert f"note: {data}: not used: submit.csv (pass --train-file NAME" in log
+    assert final_state(out)["extra"]["labels"] == ["0", "1"]
+
+
+def test_several_labelled_csvs_are_concatenated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = random.Random(4)
+    for name, label, n in (("part-a.csv", "fake", 20), ("part-b.csv", "real", 15)):
+        words = FAKE_WORDS if label == "fake" else TRUE_WORDS
+        rows = [[f"t{i}", article(rng, words, 1), label] for i in range(n)]
+        write_csv(data / name, ["title", "text", "label"], rows)
+    (data / "val.csv").write_text(
+        "title,text,label\nx,shocking hoax,fake\ny,officials said,real\nz,other,unknown\n",
+        encoding="utf-8",
+    )
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), *KAGGLE_TINY, "--epochs", "1"]
+    assert main(argv) == 0
+    log = capsys.readouterr().out
+    assert f"{data}: part-a.csv + part-b.csv, column 'label' + val.csv for validation" in log
+    assert "35 train / 2 val" in log
+    assert f"note: {data / 'val.csv'}: skipped 1 of 3 rows (1 with a label the training" in log
+
+
+@pytest.mark.parametrize(
+    ("files", "flags", "needle"),
+    [
+        # Only Fake.csv: nothing says what the other class is.
+        (
+            ["Fake.csv"],
+            [],
+            "Fake.csv: no column 'label' (columns: title, text, subject, date); pass "
+            "--label-column NAME",
+        ),
+        (
+            ["Fake.csv", "True.csv"],
+            ["--label-column", "is_fake"],
+            "Fake.csv: no column 'is_fake' (columns: title, text, subject, date); pass "
+            "--label-column NAME",
+        ),
+        (
+            ["Fake.csv", "True.csv"],
+            ["--text-columns", "title,body"],
+            "Fake.csv: no column 'body' (columns: title, text, subject, date); pass "
+            "--text-columns NAME[,NAME...]",
+        ),
+        (
+            ["Fake.csv", "labelled.csv"],
+            [],
+            "labelled.csv with a 'label' column, Fake.csv without: for one CSV per class",
+        ),
+        (["Fake.csv", "Empty.csv"], [], "Empty.csv: no usable rows for class 'empty'"),
+        (["Fake.csv", "fake.csv"], [], "every usable row is of class 'fake'"),
+        (["labelled.csv"], ["--text-columns", "title,label"], "includes the label column"),
+        (["Fake.csv", "True.csv"], ["--text-columns", "title,,text"], "--text-columns"),
+    ],
+)
+def test_layout_errors_exit_2_with_one_line(
+    run_module, tmp_path: Path, files: list[str], flags: list[str], needle: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    contents = {
+        "Fake.csv": 'title,text,subject,date\nA,"b, c",News,"May 1, 2017"\n',
+        "True.csv": 'title,text,subject,date\nD,"e, f",News,"May 1, 2017"\n',
+        "fake.csv": 'title,text,subject,date\nG,"h, i",News,"May 1, 2017"\n',
+        "Empty.csv": 'title,text,subject,date\n"","",News,"May 1, 2017"\n',
+        "labelled.csv": "title,text,label\nj,k,1\nl,m,0\n",
+    }
+    for name in files:
+        (data / name).write_text(contents[name], encoding="utf-8")
+    result = run_module(MODULE, "--data", str(data), "--out", str(tmp_path / "o"), *flags)
+    assert result.returncode == 2, result.stdout + result.stderr
+    one_error_line(result.stderr, needle)
