@@ -22,9 +22,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gpujobs.bundle import bundled_workloads
 from gpujobs.errors import SpecError
+from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
 ProviderName = Literal["local", "ssh", "aws", "gcp", "paperspace"]
@@ -51,7 +53,8 @@ JobName = Annotated[
     StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
     Field(description="lowercase letters, digits and dashes, at most 40, e.g. mnist-run"),
 ]
-ArgValue = str | int | float | bool
+# A list is for flags that take a comma list: [0.1, 0, 1] -> --flag 0.1,0,1.
+ArgValue = str | int | float | bool | list[str | int | float]
 
 
 class _Strict(BaseModel):
@@ -190,7 +193,9 @@ class JobSpec(_Strict):
     name: JobName
     workload: str | None = Field(None, description="a bundled workload in jobs/")
     args: dict[str, ArgValue] = Field(
-        default_factory=dict, description="flags for the workload: {epochs: 3} -> --epochs 3"
+        default_factory=dict,
+        description="flags for the workload: {epochs: 3} -> --epochs 3, {amp: true} -> --amp, "
+        "a list -> one comma-separated value; checked against the workload's own flags",
     )
     command: str | None = Field(None, description="your own shell command, instead of workload")
     image: str | None = Field(None, description="the Docker image for `command` (docker runtime)")
@@ -269,6 +274,20 @@ class JobSpec(_Strict):
                 )
         return value
 
+    @field_validator("args")
+    @classmethod
+    def _workload_takes_args(
+        cls, value: dict[str, ArgValue], info: ValidationInfo
+    ) -> dict[str, ArgValue]:
+        # The workload's own parser judges its args now, not on a provisioned node.
+        workload = info.data.get("workload")
+        if workload is not None:
+            try:
+                check_args(workload, value, reserved=RESERVED_ARGS)
+            except WorkloadArgError as exc:
+                raise _args_error(exc, value) from None
+        return value
+
     @field_validator("env")
     @classmethod
     def _env_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -298,12 +317,19 @@ class JobSpec(_Strict):
             if value is True:
                 flags.append(flag)
             elif value is not False:
-                flags += [flag, str(value)]
+                flags += [flag, flag_text(value)]
         return flags
 
     def redacted(self) -> JobSpec:
         """A copy safe to store and show: environment values may be secrets."""
         return self.model_copy(update={"env": dict.fromkeys(self.env, REDACTED)})
+
+
+def _args_error(exc: WorkloadArgError, args: dict[str, ArgValue]) -> ValidationError:
+    """The error at args.<key>, so the line names that key's line and field."""
+    problem = PydanticCustomError("value_error", "{problem}", {"problem": exc.problem})
+    detail = InitErrorDetails(type=problem, loc=(exc.key,), input=args.get(exc.key))
+    return ValidationError.from_exception_data("args", [detail])
 
 
 def _env_text(value: object) -> str:
@@ -596,4 +622,7 @@ def _where(label: str, root: yaml.Node | None, loc: tuple[str, ...]) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    return JobSpec.model_json_schema()
+    schema = JobSpec.model_json_schema()
+    # Each workload's own flags under `args`, for editors' completion.
+    schema["allOf"] = args_json_schema(bundled_workloads(), reserved=RESERVED_ARGS)
+    return schema
