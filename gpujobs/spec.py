@@ -23,8 +23,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gpujobs.errors import SpecError
+from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 from gpujobs.workloads import bundled_workloads
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
@@ -52,6 +54,7 @@ JobName = Annotated[
     StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
     Field(description="lowercase letters, digits and dashes, at most 40, e.g. mnist-run"),
 ]
+# A list is for flags that take a comma list: [0.1, 0, 1] -> --flag 0.1,0,1.
 ArgValue = str | int | float | bool | list[str | int | float]
 
 
@@ -219,7 +222,9 @@ class JobSpec(_Strict):
     name: JobName
     workload: str | None = Field(None, description="a bundled workload in jobs/")
     args: dict[str, ArgValue] = Field(
-        default_factory=dict, description="flags for the workload: {epochs: 3} -> --epochs 3"
+        default_factory=dict,
+        description="flags for the workload: {epochs: 3} -> --epochs 3, {amp: true} -> --amp, "
+        "a list -> one comma-separated value; checked against the workload's own flags",
     )
     command: str | None = Field(None, description="your own shell command, instead of workload")
     workdir: str | None = Field(
@@ -325,6 +330,20 @@ class JobSpec(_Strict):
                 )
         return value
 
+    @field_validator("args")
+    @classmethod
+    def _workload_takes_args(
+        cls, value: dict[str, ArgValue], info: ValidationInfo
+    ) -> dict[str, ArgValue]:
+        # The workload's own parser judges its args now, not on a provisioned node.
+        workload = info.data.get("workload")
+        if workload is not None:
+            try:
+                check_args(workload, value, reserved=RESERVED_ARGS)
+            except WorkloadArgError as exc:
+                raise _args_error(exc, value) from None
+        return value
+
     @field_validator("env")
     @classmethod
     def _env_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +378,7 @@ class JobSpec(_Strict):
             elif isinstance(value, list):
                 flags += [flag, ",".join(str(item) for item in value)]
             elif value is not False:
-                text = str(value)
+                text = flag_text(value)
                 flags += [flag, _placed(text, node_paths) if node_paths else text]
         return flags
 
@@ -373,6 +392,13 @@ def _placed(text: str, node_paths: Mapping[str, str]) -> str:
         if text == node_path or text.startswith(node_path.rstrip("/") + "/"):
             return real + text[len(node_path) :]
     return text
+
+
+def _args_error(exc: WorkloadArgError, args: dict[str, ArgValue]) -> ValidationError:
+    """The error at args.<key>, so the line names that key's line and field."""
+    problem = PydanticCustomError("value_error", "{problem}", {"problem": exc.problem})
+    detail = InitErrorDetails(type=problem, loc=(exc.key,), input=args.get(exc.key))
+    return ValidationError.from_exception_data("args", [detail])
 
 
 def _env_text(value: object) -> str:
@@ -702,4 +728,7 @@ def _where(label: str, root: yaml.Node | None, loc: tuple[str, ...]) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    return JobSpec.model_json_schema()
+    schema = JobSpec.model_json_schema()
+    # Each workload's own flags under `args`, for editors' completion.
+    schema["allOf"] = args_json_schema(bundled_workloads(), reserved=RESERVED_ARGS)
+    return schema

@@ -27,7 +27,7 @@ def test_a_full_spec_loads_with_defaults_and_resolved_dataset(tmp_path: Path) ->
             """
             name: album-covers
             workload: mnist_cnn
-            args: {epochs: 25, amp: true, fast: false}
+            args: {epochs: 25, amp: true, augment: false}
             resources: {gpu: t4}
             budget: {max_usd: 20, max_hours: 6}
             dataset: {source: ./data/covers}

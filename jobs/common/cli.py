@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn, TypeVar
 
 from jobs.common.errors import JobError, UsageError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+T = TypeVar("T")
 
 
 class JobArgumentParser(argparse.ArgumentParser):
@@ -155,6 +158,97 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         help="write a train_step row to metrics.jsonl every N steps; "
         "0 = only per epoch (default: %(default)s)",
     )
+
+
+# -- the parser as data, for orchestrators that check a job's flags before starting it ----------
+
+ArgKind = Literal["flag", "int", "float", "str", "path", "choice"]
+_KIND_OF_TYPE: dict[object, ArgKind] = {int: "int", float: "float", str: "str", Path: "path"}
+# `type` callables that read a comma-separated list; see comma_list.
+_COMMA_LIST_TYPES: set[Callable[[str], object]] = set()
+
+
+def comma_list(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Mark an argparse `type` that reads a comma-separated list (``0.1,0,1``): an
+    orchestrator may then give the flag a list, which it joins with commas."""
+    _COMMA_LIST_TYPES.add(parse)
+    return parse
+
+
+@dataclass(frozen=True)
+class ArgInfo:
+    """One option of a workload's parser as plain data: what a spec may set and how it is
+    checked. `parse` is the option's argparse `type` (None: the text as it is); the
+    checker calls it so the workload's own rules (positive_int, fraction, ...) apply."""
+
+    name: str  # as a spec key: image_size for --image-size
+    flag: str
+    kind: ArgKind
+    default: object
+    help: str
+    choices: tuple[object, ...] = ()
+    comma_list: bool = False
+    parse: Callable[[str], object] | None = field(default=None, repr=False, compare=False)
+
+
+def describe_parser(parser: argparse.ArgumentParser) -> list[ArgInfo]:
+    """Every option of `parser` but --help, in the parser's order.
+
+    Only switches and one-value options are described; anything else (a positional, nargs='+',
+    append) raises ValueError, so a workload that adds one finds out in its tests rather than
+    having a spec set it wrongly.
+    """
+    described = []
+    for action in parser._actions:  # argparse keeps no public list of its actions
+        if isinstance(action, argparse._HelpAction):
+            continue
+        long_flags = [flag for flag in action.option_strings if flag.startswith("--")]
+        if not long_flags or action.nargs not in (None, 0):
+            raise ValueError(
+                f"{parser.prog}: cannot describe {action.option_strings or action.dest} "
+                f"(nargs={action.nargs!r}); give it one --long-flag taking one value or none"
+            )
+        flag = long_flags[0]
+        described.append(
+            ArgInfo(
+                name=flag[2:].replace("-", "_"),
+                flag=flag,
+                kind=_kind(action),
+                default=action.default,
+                help=_help_text(parser, action),
+                choices=tuple(action.choices) if action.choices is not None else (),
+                comma_list=action.type in _COMMA_LIST_TYPES,
+                parse=action.type,
+            )
+        )
+    return described
+
+
+def _kind(action: argparse.Action) -> ArgKind:
+    if action.nargs == 0:
+        return "flag"
+    if action.choices is not None:
+        return "choice"
+    parse = action.type
+    if parse is None or parse in _KIND_OF_TYPE:
+        return _KIND_OF_TYPE.get(parse, "str")
+    # A checking function (positive_int, fraction, ...): its return annotation says the kind.
+    try:
+        returns = typing.get_type_hints(parse).get("return")
+    except Exception:  # an unannotated or unresolvable callable is read as text
+        returns = None
+    return _KIND_OF_TYPE.get(returns, "str")
+
+
+def _help_text(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """The help as --help prints it, %(default)s filled in."""
+    text = action.help or ""
+    if "%" not in text:
+        return text
+    try:
+        return text % {**vars(action), "prog": parser.prog}
+    except (KeyError, TypeError, ValueError):
+        return text
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

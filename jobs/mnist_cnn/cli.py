@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from jobs.common.cli import (
     JobArgumentParser,
+    comma_list,
     fraction,
     make_parser,
     parse_args,
@@ -24,6 +25,7 @@ INITS = ("kaiming", "xavier", "orthogonal", "torch")
 NUM_CLASSES = 10
 
 
+@comma_list
 def class_weights(text: str) -> list[float] | str:
     """`balanced`, or ten comma-separated non-negative weights, one per digit."""
     if text == "balanced":
