@@ -258,3 +258,36 @@ def test_over_ssh_the_setup_pip_installs_into_a_venv_without_root(
     [venv] = [p for p in (remote_root / "venvs").iterdir() if p.name.startswith("setup-")]
     assert list(venv.glob("lib/python*/site-packages/labtools"))
     assert not any((remote_root / "work").iterdir()), "the jobs' folders are gone"
+
+
+def test_transfer_loads_weights_sent_as_files_and_keeps_its_frozen_backbone(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from tests.jobs.test_transfer import save_weights_in_subprocess
+
+    weights = tmp_path / "weights" / "resnet18-test.pth"
+    weights.parent.mkdir()
+    save_weights_in_subprocess(weights, "resnet18")
+    spec = write_spec(
+        tmp_path,
+        """
+        name: transfer-files
+        workload: transfer
+        files: {/files/resnet18.pth: ./weights/resnet18-test.pth}
+        args: {weights: /files/resnet18.pth, arch: resnet18, image_size: 32, batch_size: 16,
+               synthetic: 60, epochs: 2, frozen_epochs: 1, seed: 1, threads: 1}
+        checkpoints: {every_minutes: 60, keep: 10}
+        """,
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resnet18 (weights resnet18.pth (120 tensors))" in done.stdout, "by its node path"
+    runs = Path(last_job()["runs_dir"])
+    first = sorted(runs.glob("ckpt-*.pt"))[0]  # the end of the frozen stage
+    model = torch.load(first, map_location="cpu", weights_only=False)["models"]["model"]
+    file = torch.load(weights, weights_only=True)
+    for key, tensor in file.items():
+        if not key.startswith("fc."):  # the new head is trained; the backbone is the file's
+            assert torch.equal(model[key], tensor), key
