@@ -291,3 +291,22 @@ def test_transfer_loads_weights_sent_as_files_and_keeps_its_frozen_backbone(
     for key, tensor in file.items():
         if not key.startswith("fc."):  # the new head is trained; the backbone is the file's
             assert torch.equal(model[key], tensor), key
+
+
+def test_the_kaggle_fake_and_real_news_download_trains_as_it_comes(tmp_path: Path) -> None:
+    from tests.jobs.test_text_classifier import write_fake_and_real
+
+    write_fake_and_real(tmp_path / "news")
+    spec = write_spec(
+        tmp_path,
+        """
+        name: fake-news
+        workload: text_classifier
+        dataset: {source: ./news}
+        args: {epochs: 1, max_len: 32, hidden: 16, batch_size: 32, threads: 1, seed: 1}
+        """,
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "one CSV per class (Fake.csv -> fake, True.csv -> true)" in done.stdout
+    assert "epoch 1/1" in done.stdout
