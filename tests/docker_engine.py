@@ -132,7 +132,12 @@ def build_workload_image(base: str) -> WorkloadImage:
         raise RuntimeError(
             f"docker build of docker/Dockerfile failed:\n{(done.stdout + done.stderr)[-4000:]}"
         )
-    return WorkloadImage(WORKLOAD_TAG, base, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    # The image the tag named before is left untagged: drop it (its layers stay while shared).
+    docker_base.docker(
+        "image", "prune", "--force", "--filter", f"label={CONTEXT_LABEL}", check=False
+    )
+    return WorkloadImage(WORKLOAD_TAG, base, elapsed)
 
 
 @pytest.fixture(scope="session")
