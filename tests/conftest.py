@@ -19,6 +19,8 @@ from gpujobs.testing.ssh import LoopbackSshd
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.docker_engine"]  # docker_engine, workload_image: a real Docker engine
+
 # moto reads its AMI list when first imported: give it AWS's Deep Learning GPU AMIs, so the AWS
 # provider's image lookup runs its real filter. And boto3 never asks an instance metadata server.
 os.environ.setdefault("MOTO_AMIS_PATH", str(REPO / "tests" / "data" / "moto_amis.json"))
