@@ -164,3 +164,18 @@ def workload_image(docker_engine: DockerEngine) -> WorkloadImage:
         unavailable(str(error))
     with docker_base.machine_lock():
         return build_workload_image(base)
+
+
+@pytest.fixture
+def offline_build(docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A node's build of the workload image made offline: GPUJOBS_IMAGE_BASE/WHEELS point it
+    at the test base and its wheels. Returns the tag a node gives the image for them."""
+    from gpujobs.runtime.docker import workload_image_tag
+
+    try:
+        base = docker_base.ensure_test_base()
+    except EngineUnavailable as error:
+        unavailable(str(error))
+    monkeypatch.setenv("GPUJOBS_IMAGE_BASE", base)
+    monkeypatch.setenv("GPUJOBS_IMAGE_WHEELS", docker_base.WHEELS_IN_IMAGE)
+    return workload_image_tag({"BASE": base, "WHEELS": docker_base.WHEELS_IN_IMAGE})

@@ -347,3 +347,28 @@ def test_a_reclaimed_spot_instance_resumes_elsewhere_to_the_same_final_metrics(
     assert len(ledger) == 2 and all(entry.spot and entry.ended_at for entry in ledger)
     assert ledger[0].node_id == taken[0].node_id != ledger[1].node_id
     assert_nothing_left(fakes, home, job)
+
+
+def test_the_default_cloud_path_runs_the_workload_image_on_a_real_engine(
+    world, fakes, home, tmp_path, docker_engine, offline_build
+) -> None:
+    """`runtime: auto` on a cloud is docker: the node (its user data installs nothing, docker
+    is there) builds the workload image from what gpujobs sends, and the container trains."""
+    controller, _nodes = world
+    spec = spec_for(
+        tmp_path,
+        "name: mnist-image\nworkload: mnist_cnn\n"
+        "args: {synthetic: 64, epochs: 1, batch_size: 16, seed: 1, threads: 1}\n"
+        "budget: {max_hours: 1}\ncheckpoints: {every_minutes: 1, keep: 1}\n",
+    )
+    job = launch(controller, spec, tmp_path)
+    assert job.state is JobState.SUCCEEDED, job.error
+    log = (Path(job.runs_dir) / "job.log").read_text()
+    assert (
+        "epoch 1/1" in log and "docker build of the workload image" not in log.split("resume:")[-1]
+    ), "the training ran after the image was there"
+    assert sorted(Path(job.runs_dir).glob("ckpt-*.pt")), "checkpoints came home"
+    listed = docker_engine.docker("ps", "-aq", "--filter", f"label=gpujobs-job={job.id}")
+    assert listed.stdout.split() == []
+    assert docker_engine.docker("image", "inspect", offline_build, check=False).returncode == 0
+    assert_nothing_left(fakes, home, job)

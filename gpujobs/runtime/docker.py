@@ -96,6 +96,9 @@ class DockerRuntime:
         self.mounts: list[tuple[str, str]] = []  # `files`: (cached copy, path in the container)
         self.setup_image: str | None = None  # the image a setup made, once it has a key
         self.has_gpus: bool | None = None  # what prepare() found on the node; None: not asked
+        # "host" where the engine has no default bridge (dockerd --bridge=none): a container
+        # then shares the node's network, as the host and venv runtimes' processes do.
+        self.network: str | None = None
 
     def prepare(self, transport: Transport, layout: NodeLayout, spec: JobSpec) -> None:
         probe = transport.run(
@@ -108,6 +111,8 @@ class DockerRuntime:
             )
         self.image = spec.image or self.image
         self.has_gpus = transport.run(["sh", "-c", HAS_NVIDIA_GPU], check=False).ok
+        bridge = transport.run(["docker", "network", "inspect", "bridge"], check=False)
+        self.network = None if bridge.ok else "host"
         if login := login_for(spec):
             log_in(transport, login)
         uid = transport.run(["id", "-u"]).stdout.strip()
@@ -134,6 +139,8 @@ class DockerRuntime:
         flags = [
             word for name, value in args.items() for word in ("--build-arg", f"{name}={value}")
         ]
+        if self.network:
+            flags += ["--network", self.network]
         return ["docker", "build", "--label", "gpujobs-image=workloads", *flags,
                 "-f", f"{layout.code}/Dockerfile", "-t", self.image, layout.code]  # fmt: skip
 
@@ -210,6 +217,8 @@ class DockerRuntime:
         if group is not None and group.size > 1:
             # The other nodes reach torchrun's rendezvous (and NCCL) on the host's addresses.
             command += ["--network", "host"]
+        elif self.network:
+            command += ["--network", self.network]
         if self.user and as_node_user:
             command += ["--user", self.user]
         data_target = spec.dataset.target if spec.dataset else "/data"
