@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpujobs.api.controller import JobDetail, JobView
-from gpujobs.state import JobRecord, JobState, LedgerEntry
+from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord
 
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
@@ -112,14 +112,13 @@ def _columns_that_fit(rows: list[dict[str, str]], width: int | None) -> list[str
     return shown
 
 
+def _parts(detail: JobDetail) -> tuple[JobView, list[EventRecord], list[NodeRecord],
+                                                  list[LedgerEntry], float]:  # fmt: skip
+    return detail.view, detail.events, detail.nodes, detail.ledger, detail.now
+
+
 def job_detail(detail: JobDetail) -> Table:
-    view, events, nodes, ledger, now = (
-        detail.view,
-        detail.events,
-        detail.nodes,
-        detail.ledger,
-        detail.now,
-    )
+    view, events, nodes, ledger, now = _parts(detail)
     record = view.record
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
@@ -174,13 +173,7 @@ def job_json(view: JobView, costs: dict[str, float]) -> dict[str, Any]:
 
 
 def job_detail_json(detail: JobDetail) -> dict[str, Any]:
-    view, events, nodes, ledger, now = (
-        detail.view,
-        detail.events,
-        detail.nodes,
-        detail.ledger,
-        detail.now,
-    )
+    view, events, nodes, ledger, now = _parts(detail)
     prices = {entry.node_id: entry for entry in ledger}
     return {
         **job_json(view, {view.record.id: sum(entry.cost(now) for entry in ledger)}),

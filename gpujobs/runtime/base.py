@@ -60,6 +60,32 @@ def in_path_env(bin_dir: str | None, argv: list[str]) -> list[str]:
     return ["sh", "-c", script, "sh", bin_dir, *argv]
 
 
+class ProcessRuntime:
+    """What the runtimes without containers (host, venv) share: the job is a process of the
+    node's user, `files` are symlinks from the node's cache, setup and command run with the
+    runtime's `bin_dir` first on PATH, and there is no image to build."""
+
+    def __init__(self) -> None:
+        self.node_paths: dict[str, str] = {}  # `files` node path -> its place (use_files)
+
+    @property
+    def bin_dir(self) -> str | None:
+        raise NotImplementedError
+
+    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
+        return in_path_env(self.bin_dir, ["sh", "-c", spec.setup or "true"])
+
+    def build_argv(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec
+    ) -> list[str] | None:
+        return None  # the node's own Python, or a venv prepare() made
+
+    def use_files(
+        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
+    ) -> None:
+        self.node_paths = link_files(transport, layout, spec, cached)
+
+
 def link_files(
     transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
 ) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from gpujobs.errors import ProvisioningError
 from gpujobs.remote.transport import Transport
-from gpujobs.runtime.base import in_path_env, link_files, workload_argv
+from gpujobs.runtime.base import ProcessRuntime, in_path_env, workload_argv
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
@@ -24,12 +24,12 @@ _CHECK = (
 )
 
 
-class HostRuntime:
+class HostRuntime(ProcessRuntime):
     name = "host"
 
     def __init__(self, python: str = sys.executable) -> None:
+        super().__init__()
         self.python = python
-        self.node_paths: dict[str, str] = {}  # `files` node path -> its place (use_files)
 
     @property
     def bin_dir(self) -> str | None:
@@ -56,18 +56,5 @@ class HostRuntime:
         argv = workload_argv(self.python, spec, layout, group, rank, node_paths=self.node_paths)
         return in_path_env(self.bin_dir, argv) if spec.command is not None else argv
 
-    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
-        return in_path_env(self.bin_dir, ["sh", "-c", spec.setup or "true"])
-
-    def build_argv(
-        self, transport: Transport, layout: NodeLayout, spec: JobSpec
-    ) -> list[str] | None:
-        return None  # the node's own Python, or a venv prepare() made
-
     def environment_id(self) -> str:
         return f"host:{self.python}"
-
-    def use_files(
-        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
-    ) -> None:
-        self.node_paths = link_files(transport, layout, spec, cached)

@@ -26,7 +26,7 @@ from gpujobs.errors import (
     TransportTimeoutError,
 )
 from gpujobs.remote.transport import CommandResult, Transport
-from gpujobs.runtime.base import in_path_env, link_files, workload_argv
+from gpujobs.runtime.base import ProcessRuntime, in_path_env, workload_argv
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 
@@ -75,7 +75,7 @@ _PIP_SHIMS = (
 _WRITE_MARKER = 'printf "%s\\n" "$2" > "$1"'
 
 
-class VenvRuntime:
+class VenvRuntime(ProcessRuntime):
     """Runs the bundled workloads with `<root>/<key>/bin/python`, building that venv if need be.
 
     `root` is an absolute folder on the node that keeps the venvs; `python` is the node's
@@ -89,9 +89,9 @@ class VenvRuntime:
         if not posixpath.isabs(root):
             raise ValueError(f"venv root {root!r} is not an absolute path on the node")
         self.root = posixpath.normpath(root)
+        super().__init__()
         self.python = python
         self._venv: str | None = None
-        self.node_paths: dict[str, str] = {}  # `files` node path -> its place (use_files)
 
     @property
     def venv(self) -> str | None:
@@ -131,29 +131,19 @@ class VenvRuntime:
             self._build(transport, venv, None, f"{self.python} {version}")
         self._venv = venv
 
-    def setup_argv(self, spec: JobSpec, layout: NodeLayout, key: str) -> list[str]:
-        bin_dir = f"{self._venv}/bin" if self._venv else None
-        return in_path_env(bin_dir, ["sh", "-c", spec.setup or "true"])
-
-    def build_argv(
-        self, transport: Transport, layout: NodeLayout, spec: JobSpec
-    ) -> list[str] | None:
-        return None  # the node's own Python, or a venv prepare() made
+    @property
+    def bin_dir(self) -> str | None:
+        return f"{self._venv}/bin" if self._venv else None
 
     def environment_id(self) -> str:
         return f"venv:{self._venv or self.python}"
-
-    def use_files(
-        self, transport: Transport, layout: NodeLayout, spec: JobSpec, cached: dict[str, str]
-    ) -> None:
-        self.node_paths = link_files(transport, layout, spec, cached)
 
     def argv(
         self, spec: JobSpec, layout: NodeLayout, group: NodeGroup | None = None, rank: int = 0
     ) -> list[str]:
         if spec.workload is None:
             argv = workload_argv(self.python, spec, layout)
-            return in_path_env(f"{self._venv}/bin", argv) if self._venv else argv
+            return in_path_env(self.bin_dir, argv)
         if self._venv is None:
             raise ProvisioningError(
                 "the venv runtime has no venv yet: prepare() runs before argv() on the same runtime"
