@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gpujobs import __version__
-from gpujobs.api.controller import default_controller
 from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
 
 if TYPE_CHECKING:
@@ -35,6 +34,13 @@ ControllerFactory = Callable[[], "Controller"]
 @dataclass
 class _Settings:
     debug: bool = False
+
+
+def default_controller() -> Controller:
+    """This machine's controller; gpujobs.api loads only when a command runs, not for --help."""
+    from gpujobs.api import default_controller as made_here
+
+    return made_here()
 
 
 def create_app(controller_factory: ControllerFactory = default_controller) -> typer.Typer:
