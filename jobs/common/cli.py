@@ -52,6 +52,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A float from 0 to 1 inclusive, e.g. a tolerated share of bad files."""
+    value = _float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _bounded_int(text: str, minimum: int) -> int:
     try:
         value = int(text)
@@ -249,6 +257,20 @@ def _help_text(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
         return text % {**vars(action), "prog": parser.prog}
     except (KeyError, TypeError, ValueError):
         return text
+
+
+def add_picture_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the workloads that read folders of pictures."""
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=share,
+        default=0.5,
+        metavar="F",
+        help="unreadable picture files (empty, truncated, not an image, too large) are skipped "
+        "and named in one warning, as are hidden files (.DS_Store, ._*, __MACOSX/); fail "
+        "when more than this share of the picture files is unreadable; 0 = fail on any "
+        "(default: %(default)s)",
+    )
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

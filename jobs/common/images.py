@@ -1,10 +1,10 @@
 """Image files on disk <-> tensors, with Pillow only (no torchvision on these machines).
 
-- `find_images(root)`: every picture under a folder (any size, any common format).
+- `load_images(paths, size)`: the readable pictures as one uint8 tensor, and which files were
+  not readable and why (picture_decode.py); finding the files is picture_files.py, reporting
+  what was skipped picture_report.py.
 - `ImageFolder`: a class-per-subfolder labelled set (`root/<class>/*.jpg`), as transfer learning
-  expects; `class_names` is the sorted list of subfolders.
-- `load_image(path, size)`: RGB, resized on the short side and centre-cropped to size x size,
-  as a float tensor in [0, 1], shape (3, size, size).
+  expects; `class_names` is the sorted list of subfolders (hidden ones are not classes).
 - `save_image_grid(images, path, nrow)`: a grid PNG a person looks at (GAN samples, walks).
 - `write_shapes_dataset(root, ...)`: a small learnable set of generated pictures (coloured
   discs vs squares on noise) written as real PNG files, so offline runs and tests go through
@@ -21,85 +21,91 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from jobs.common.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-
-def find_images(root: Path) -> list[Path]:
-    """Every picture below root, sorted (so an order is reproducible across machines)."""
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    return sorted(
-        path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+from jobs.common.picture_decode import BadPicture, decode_picture
+from jobs.common.picture_files import HIDDEN, PictureScan, Skipped, is_hidden, scan_pictures
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    image = _resize_center_crop(image, size)
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+@dataclass(frozen=True)
+class LoadedImages:
+    images: torch.Tensor  # uint8, N x 3 x S x S: the readable pictures, in the order given
+    kept: list[int]  # for each image, its index in the paths given
+    failed: list[Skipped]  # the unreadable ones, with the reason
 
 
-def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        Image.Resampling.BILINEAR,
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
-
-
-def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """All pictures as one uint8 tensor (N, 3, size, size): small enough to keep in memory for
-    the data sets these workloads train on, and 4x smaller than floats."""
-    if not paths:
-        raise DataError("no images to load")
+def load_images(paths: Sequence[Path], size: int) -> LoadedImages:
+    """All readable pictures as one uint8 tensor: small enough to keep in memory for the data
+    sets these workloads train on, and 4x smaller than floats."""
     stacked = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    # A numpy view of the same memory: each picture is written once, straight into place.
+    pixels = stacked.numpy()
+    kept: list[int] = []
+    failed: list[Skipped] = []
     for index, path in enumerate(paths):
-        stacked[index] = load_image(path, size).mul_(255).round_().to(torch.uint8)
-    return stacked
+        try:
+            picture = decode_picture(path, size)
+        except BadPicture as bad:
+            failed.append(Skipped(path, bad.reason, bad=True))
+            continue
+        pixels[len(kept)] = picture.transpose(2, 0, 1)
+        kept.append(index)
+    if failed:  # drop the unused tail rather than keep its memory behind a view
+        stacked = stacked[: len(kept)].clone()
+    return LoadedImages(stacked, kept, failed)
 
 
 @dataclass(frozen=True)
 class ImageFolder:
-    """`root/<class name>/<picture>`: paths, integer labels, and the class names in order."""
+    """`root/<class name>/<picture>`: paths, integer labels, and the class names in order.
+    A subfolder with no picture files is not a class; a hidden one (`.ipynb_checkpoints`,
+    `__MACOSX`) is not looked into."""
 
+    root: Path
     paths: list[Path]
     labels: list[int]
     class_names: list[str]
+    scans: list[PictureScan]  # root's own hidden entries first, then one per class
 
     @classmethod
     def scan(cls, root: Path) -> ImageFolder:
         if not root.is_dir():
             raise DataError(f"{root}: no such folder")
-        class_dirs = sorted(path for path in root.iterdir() if path.is_dir())
+        # root's own hidden entries (.DS_Store, __MACOSX/ ...), so they are reported too.
+        top = [
+            Skipped(path, HIDDEN, bad=False, folder=path.is_dir())
+            for path in sorted(root.iterdir())
+            if is_hidden(path.name)
+        ]
+        scans = [PictureScan(root, [], top, [])]
         paths: list[Path] = []
         labels: list[int] = []
         names: list[str] = []
-        for class_dir in class_dirs:
-            images = find_images(class_dir)
-            if not images:
+        for class_dir in class_folders(root):
+            found = scan_pictures(class_dir)
+            if not found.pictures:
                 continue
+            scans.append(found)
             names.append(class_dir.name)
-            paths += images
-            labels += [len(names) - 1] * len(images)
+            paths += found.pictures
+            labels += [len(names) - 1] * len(found.pictures)
         if len(names) < 2:
             raise DataError(
                 f"{root}: expected one subfolder of pictures per class (at least two), "
                 f"found {len(names)}"
             )
-        return cls(paths, labels, names)
+        return cls(root, paths, labels, names, scans)
+
+    def classes_without(self, kept: Sequence[int]) -> list[str]:
+        """The classes none of whose pictures is among `kept` (indices into paths)."""
+        present = {self.labels[index] for index in kept}
+        return [name for label, name in enumerate(self.class_names) if label not in present]
+
+
+def class_folders(root: Path) -> list[Path]:
+    """root's subfolders that may be classes: not hidden, in name order."""
+    return sorted(path for path in root.iterdir() if path.is_dir() and not is_hidden(path.name))
 
 
 def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8, padding: int = 2) -> Path:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from jobs.common.cli import (
     JobArgumentParser,
+    add_picture_args,
     make_parser,
     parse_args,
     positive_float,
@@ -87,6 +88,7 @@ def build_parser() -> JobArgumentParser:
         metavar="N",
         help="pictures in each sample grid, drawn from fixed seeded noise (default: %(default)s)",
     )
+    add_picture_args(parser)
     return parser
 
 

@@ -1,6 +1,7 @@
 """The picture set: every image under --data (any size, any subfolders), resized and centre-
 cropped to the training size, kept in memory as uint8; generated shapes with --synthetic when
---data holds none; and the per-epoch order."""
+--data holds none; and the per-epoch order. Unreadable and hidden files are skipped and named
+in one warning; too many unreadable ones (--max-bad-fraction) stop the run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from jobs.common.errors import DataError
-from jobs.common.images import find_images, load_images, write_shapes_dataset
+from jobs.common.images import load_images, write_shapes_dataset
+from jobs.common.picture_files import PictureScan, scan_pictures
+from jobs.common.picture_report import SkipReport
 
 SHAPES = ("disc", "square", "triangle")
 
@@ -19,23 +21,37 @@ SHAPES = ("disc", "square", "triangle")
 class Pictures:
     images: torch.Tensor  # uint8, N x 3 x S x S
     source: str  # human-readable origin, for the start-up line
+    warning: str | None  # the one line naming the files skipped, if any
 
 
-def load_pictures(data_dir: Path, image_size: int, synthetic: int | None, seed: int) -> Pictures:
-    paths = find_images(data_dir) if data_dir.is_dir() else []
+def load_pictures(
+    data_dir: Path,
+    image_size: int,
+    synthetic: int | None,
+    seed: int,
+    max_bad_fraction: float = 0.5,
+) -> Pictures:
+    where = f"--data {data_dir}"
+    scan = scan_pictures(data_dir) if data_dir.is_dir() else PictureScan(data_dir, [], [], [])
     made = ""
-    if not paths:
-        if synthetic is None:
-            raise DataError(
-                f"--data {data_dir}: no pictures found (png, jpg, ...); put images there "
-                "(any size, any subfolders) or pass --synthetic N for generated shapes"
-            )
+    if synthetic is not None and not scan.pictures:
         print(f"dcgan: writing {synthetic} generated shape pictures to {data_dir}", flush=True)
         # Real PNG files, so synthetic runs go through the same loading code as real data.
         write_shapes_dataset(data_dir, synthetic, size=image_size, classes=SHAPES, seed=seed)
-        paths = find_images(data_dir)
+        scan = scan_pictures(data_dir)
         made = ", generated"
-    return Pictures(load_images(paths, image_size), f"{data_dir} ({len(paths)} pictures{made})")
+    report = SkipReport(data_dir)
+    report.add_scan(scan)
+    hint = "put images there (any size, any subfolders) or pass --synthetic N for generated shapes"
+    report.check(where, max_bad_fraction, hint)  # nothing to load: fail before loading
+    loaded = load_images(scan.pictures, image_size)
+    report.add_failed(loaded.failed)
+    report.check(where, max_bad_fraction, hint)
+    return Pictures(
+        loaded.images,
+        f"{data_dir} ({len(loaded.kept)} pictures{made})",
+        report.warning(where),
+    )
 
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:

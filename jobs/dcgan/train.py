@@ -5,6 +5,7 @@ mid-epoch resume."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,11 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
     started = time.perf_counter()
-    pictures = load_pictures(args.data, args.image_size, args.synthetic, args.seed)
+    pictures = load_pictures(
+        args.data, args.image_size, args.synthetic, args.seed, args.max_bad_fraction
+    )
+    if pictures.warning is not None:
+        print(pictures.warning, file=sys.stderr, flush=True)
     images = pictures.images.to(device)  # uint8: 4x smaller than floats, converted per batch
     batch_size = min(args.batch_size, len(images))
     per_epoch = steps_per_epoch(len(images), args.batch_size)

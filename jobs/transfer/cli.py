@@ -12,6 +12,7 @@ from pathlib import Path
 from jobs.common.cli import (
     DEVICE_CHOICES,
     JobArgumentParser,
+    add_picture_args,
     fraction,
     make_parser,
     non_negative_int,
@@ -156,6 +157,7 @@ def build_parser() -> JobArgumentParser:
         help="share held out for validation unless --data has train/ and val/ "
         "(default: %(default)s)",
     )
+    add_picture_args(parser)
     return parser
 
 

@@ -1,6 +1,8 @@
 """Labelled pictures for transfer learning: class folders in --data (optionally split into
 train/ and val/), generated shapes with --synthetic, the seeded validation split, ImageNet
-normalisation and batch augmentation on tensors."""
+normalisation and batch augmentation on tensors. Unreadable and hidden files are skipped and
+named in one warning; too many unreadable ones (--max-bad-fraction), or a class left with
+none readable, stop the run."""
 
 from __future__ import annotations
 
@@ -14,7 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from jobs.common.errors import DataError
-from jobs.common.images import ImageFolder, find_images, load_images, write_shapes_dataset
+from jobs.common.images import (
+    ImageFolder,
+    LoadedImages,
+    class_folders,
+    load_images,
+    write_shapes_dataset,
+)
+from jobs.common.picture_files import scan_pictures
+from jobs.common.picture_report import SkipReport
 
 # The statistics the torchvision backbones were trained with; pretrained features expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,10 +39,14 @@ class ImageSplits:
     val_y: torch.Tensor
     class_names: list[str]
     source: str  # human-readable origin, for the start-up line
+    warning: str | None  # the one line naming the files skipped, if any
+
+
+NO_PICTURES_HINT = "put one folder of pictures per class there, or pass --synthetic N"
 
 
 def has_class_folders(root: Path) -> bool:
-    return root.is_dir() and any(child.is_dir() and find_images(child) for child in root.iterdir())
+    return root.is_dir() and any(scan_pictures(child).pictures for child in class_folders(root))
 
 
 def ensure_synthetic(root: Path, count: int, size: int, seed: int) -> bool:
@@ -58,33 +72,46 @@ def ensure_synthetic(root: Path, count: int, size: int, seed: int) -> bool:
     return True
 
 
-def load_splits(root: Path, size: int, val_fraction: float, seed: int) -> ImageSplits:
+def load_splits(
+    root: Path, size: int, val_fraction: float, seed: int, max_bad_fraction: float = 0.5
+) -> ImageSplits:
     """root/train + root/val when both exist; otherwise root/<class>/ with a seeded split."""
+    where = f"--data {root}"
+    report = SkipReport(root)
     train_dir, val_dir = root / "train", root / "val"
     if has_class_folders(train_dir) and has_class_folders(val_dir):
         train, val = ImageFolder.scan(train_dir), ImageFolder.scan(val_dir)
         if train.class_names != val.class_names:
             raise DataError(
-                f"--data {root}: train/ has classes {train.class_names} but val/ has "
+                f"{where}: train/ has classes {train.class_names} but val/ has "
                 f"{val.class_names}; give both the same class folders"
             )
+        train_set, train_y = _load_folder(train, size, report)
+        val_set, val_y = _load_folder(val, size, report)
+        report.check(where, max_bad_fraction, NO_PICTURES_HINT)
+        _require_every_class(train, train_set, report, where)
+        _require_every_class(val, val_set, report, where)
         return ImageSplits(
-            load_images(train.paths, size),
-            torch.tensor(train.labels),
-            load_images(val.paths, size),
-            torch.tensor(val.labels),
+            train_set.images,
+            train_y,
+            val_set.images,
+            val_y,
             train.class_names,
             f"{root} (train/ and val/)",
+            report.warning(where),
         )
     folder = ImageFolder.scan(root)
-    n = len(folder.paths)
+    loaded, y = _load_folder(folder, size, report)
+    report.check(where, max_bad_fraction, NO_PICTURES_HINT)
+    _require_every_class(folder, loaded, report, where)
+    n = len(loaded.kept)
     n_val = round(n * val_fraction)
     if n_val < 1 or n - n_val < 1:
         raise DataError(
-            f"--data {root}: {n} pictures cannot be split with --val-fraction {val_fraction}; "
+            f"{where}: {n} pictures cannot be split with --val-fraction {val_fraction}; "
             "add pictures or change --val-fraction"
         )
-    x, y = load_images(folder.paths, size), torch.tensor(folder.labels)
+    x = loaded.images
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = order[:n_val], order[n_val:]
     return ImageSplits(
@@ -94,7 +121,42 @@ def load_splits(root: Path, size: int, val_fraction: float, seed: int) -> ImageS
         y[val],
         folder.class_names,
         f"{root} (validation split {val_fraction:g})",
+        report.warning(where),
     )
+
+
+def _load_folder(
+    folder: ImageFolder, size: int, report: SkipReport
+) -> tuple[LoadedImages, torch.Tensor]:
+    """The readable pictures and their labels; what was skipped goes into report."""
+    for scan in folder.scans:
+        report.add_scan(scan)
+    loaded = load_images(folder.paths, size)
+    report.add_failed(loaded.failed)
+    labels = torch.tensor([folder.labels[index] for index in loaded.kept], dtype=torch.int64)
+    return loaded, labels
+
+
+def _require_every_class(
+    folder: ImageFolder, loaded: LoadedImages, report: SkipReport, where: str
+) -> None:
+    """A class whose pictures are all unreadable cannot be learnt, and dropping it would
+    change the classes the model is built for: say which class, and why."""
+    empty = folder.classes_without(loaded.kept)
+    if not empty:
+        return
+    dirs = [folder.root / name for name in empty]
+    failed = [entry for entry in loaded.failed if any(d in entry.path.parents for d in dirs)]
+    shown = ", ".join(f"{_relative(d, report.root)}/" for d in dirs)
+    raise DataError(
+        f"{where}: class folder{'s' if len(dirs) > 1 else ''} {shown} "
+        f"{'have' if len(dirs) > 1 else 'has'} no readable picture: {report.names(failed)}; "
+        "fix or replace them, or remove the folder to train without that class"
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 class Normalizer:

@@ -95,7 +95,9 @@ def _prepare_data(args: argparse.Namespace) -> ImageSplits:
         args.data, args.synthetic, args.image_size, args.seed
     ):
         print(f"data: wrote {args.synthetic} generated pictures into {args.data}", flush=True)
-    return load_splits(args.data, args.image_size, args.val_fraction, args.seed)
+    return load_splits(
+        args.data, args.image_size, args.val_fraction, args.seed, args.max_bad_fraction
+    )
 
 
 def _num_classes(args: argparse.Namespace, data: ImageSplits) -> int:
@@ -139,6 +141,8 @@ def _run(
     device = group.device
     # The ranks of one machine share --data and the weights cache: one writes, the rest read.
     data = group.node_leaders_first(lambda: _prepare_data(args))
+    if data.warning is not None and group.is_main:  # every rank read the same files
+        print(data.warning, file=sys.stderr, flush=True)
     num_classes = _num_classes(args, data)
     if checkpoint is not None and checkpoint[1]["extra"]["class_names"] != data.class_names:
         raise DataError(

@@ -13,6 +13,7 @@ from PIL import Image
 from jobs.common.checkpoint import latest_checkpoint, load_checkpoint
 from jobs.common.metrics import read_metrics
 from jobs.dcgan.cli import main
+from jobs.dcgan.data import load_pictures
 from jobs.dcgan.model import Discriminator, Generator
 
 MODULE = "jobs.dcgan"
@@ -127,6 +128,10 @@ def test_sigterm_saves_and_exits_0(tmp_path: Path, spawn_module) -> None:
         (["--data", "{tmp}", "--out", "{tmp}/o", "--image-size", "48"], "--image-size"),
         (["--data", "{tmp}/missing", "--out", "{tmp}/o"], "--data"),
         (["--data", "{tmp}", "--out", "{tmp}/o", "--beta1", "1.5"], "--beta1"),
+        (
+            ["--data", "{tmp}", "--out", "{tmp}/o", "--max-bad-fraction", "1.5"],
+            "--max-bad-fraction",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(
@@ -157,3 +162,75 @@ def test_real_pictures_of_any_size_are_used(
         Image.new("RGB", size, (index * 60, 100, 200)).save(data / f"p{index}.jpg")
     assert run(tmp_path, "--max-steps", "1") == 0  # --synthetic is ignored: pictures exist
     assert "(4 pictures)" in capsys.readouterr().out
+
+
+# --- picture folders as people have them -------------------------------------------------------
+
+
+def train_on(data: Path, out: Path, *extra: str) -> int:
+    return main(["--data", str(data), "--out", str(out), *TINY, "--max-steps", "1", *extra])
+
+
+def test_messy_folder_trains_and_names_what_it_skipped_once(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "covers"
+    messy.good_pictures(data, 12)
+    odd = messy.odd_pictures(data / "odd")
+    messy.bad_files(data)
+    assert train_on(data, tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    # 12 + 7 readable, 3 unreadable picture files; 4 hidden entries (2 of them folders).
+    assert warnings == [
+        f"warning: --data {data}: skipped 7 of 26 files (3 unreadable, 4 hidden): "
+        "broken.jpg (truncated), empty.png (empty file), notes.jpg (not an image), "
+        ".DS_Store (hidden), ._cover.jpg (hidden) and 2 more"
+    ]
+    assert f"data {data} (19 pictures)" in captured.out
+
+    pictures = load_pictures(data, 64, None, 0)
+    assert len(pictures.images) == 19
+    # Sorted order: 12 covers, then odd/ (animated, cmyk, grey, palette, rotated, sixteen,
+    # transparent): the transparent half of the last one is white, not black.
+    assert sorted(odd.values())[-1] == odd["transparent"]
+    assert pictures.images[-1][:, 32, 4].tolist() == [255, 255, 255]
+
+
+def test_folder_of_only_bad_files_is_one_line(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "covers"
+    messy.bad_files(data)
+    assert train_on(data, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: --data {data}: no usable pictures: all 3 picture files are unreadable: "
+        "broken.jpg (truncated), empty.png (empty file), notes.jpg (not an image)"
+    ), err
+    assert "4 hidden" in err and "--synthetic N" in err
+
+
+def test_mostly_bad_folder_fails_with_the_share_unless_allowed(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "covers"
+    messy.good_pictures(data, 2)
+    messy.bad_files(data)
+    assert train_on(data, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"--data {data}: 3 of 5 picture files (60%) are unreadable" in err
+    assert "--max-bad-fraction 0.5" in err and "broken.jpg (truncated)" in err
+    assert train_on(data, tmp_path / "out", "--max-bad-fraction", "0.6") == 0
+    assert "skipped 7 of 9 files" in capsys.readouterr().err
+
+
+def test_max_bad_fraction_zero_refuses_a_single_bad_file(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "covers"
+    messy.good_pictures(data, 20)
+    messy.truncated_jpeg(data / "cut.jpg")
+    assert train_on(data, tmp_path / "out", "--max-bad-fraction", "0") == 2
+    assert "1 of 21 picture files (5%) are unreadable" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from jobs.common.checkpoint import latest_checkpoint, list_checkpoints, load_che
 from jobs.common.metrics import read_metrics
 from jobs.transfer.cli import ARCHS as CLI_ARCHS
 from jobs.transfer.cli import main
+from jobs.transfer.data import load_splits
 from jobs.transfer.models import ARCHS, build_model
 
 MODULE = "jobs.transfer"
@@ -428,6 +429,7 @@ def test_sigterm_saves_and_exits_0(tmp_path: Path, colours: Path, spawn_module) 
         (["--data", "{tmp}/missing", "--out", "{tmp}/o"], "--data"),
         (["--data", "{tmp}", "--out", "{tmp}/o", "--weights-sha256", "abc"], "--weights-sha256"),
         (["--data", "{tmp}", "--out", "{tmp}/o", "--arch", "vgg12"], "--arch"),
+        (["--data", "{tmp}", "--out", "{tmp}/o", "--max-bad-fraction", "-1"], "--max-bad-fraction"),
         (["predict", "--checkpoint", "{tmp}/none", "x.png"], "--checkpoint"),
     ],
 )
@@ -437,3 +439,101 @@ def test_bad_flags_exit_2_with_one_line(
     result = run_module(MODULE, *(a.format(tmp=tmp_path) for a in argv))
     assert result.returncode == 2
     one_error_line(result.stderr, needle)
+
+
+# --- picture folders as people have them -------------------------------------------------------
+
+
+def write_messy_classes(root: Path, messy) -> Path:
+    """cats/ with the unreadable and hidden files of a real folder, dogs/ with odd but
+    readable pictures, and at the top the folders that are not classes."""
+    messy.good_pictures(root / "cats", 6)
+    messy.bad_files(root / "cats")
+    messy.good_pictures(root / "dogs", 6, seed=50)
+    messy.odd_pictures(root / "dogs")
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    # A Mac zip's twin tree and a notebook's copies: picture-named files in class-like folders.
+    (root / "__MACOSX" / "cats").mkdir(parents=True)
+    (root / "__MACOSX" / "cats" / "._cover-000.jpg").write_bytes(b"\x00\x05\x16\x07")
+    messy.good_pictures(root / ".ipynb_checkpoints" / "birds", 2)
+    return root
+
+
+def test_messy_class_folders_load_and_name_what_was_skipped(tmp_path: Path, messy) -> None:
+    data = write_messy_classes(tmp_path / "data", messy)
+    splits = load_splits(data, 32, 0.25, seed=0)
+    assert splits.class_names == ["cats", "dogs"]
+    labels = torch.cat([splits.train_y, splits.val_y])
+    assert len(labels) == 19 and labels.bincount().tolist() == [6, 13]
+    assert splits.train_x.shape[1:] == (3, 32, 32) and len(splits.val_y) == 5
+    assert splits.warning == (
+        f"warning: --data {data}: skipped 10 of 29 files (3 unreadable, 7 hidden): "
+        "cats/broken.jpg (truncated), cats/empty.png (empty file), "
+        "cats/notes.jpg (not an image), .DS_Store (hidden), .ipynb_checkpoints/ (hidden) "
+        "and 5 more"
+    )
+
+
+def test_messy_class_folders_train_with_one_warning_line(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_messy_classes(tmp_path / "data", messy)
+    assert train(data, tmp_path / "out", "--max-steps", "1", "--val-fraction", "0.25") == 0
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if "skipped" in line] == [
+        load_splits(data, 32, 0.25, seed=3).warning
+    ]
+    assert "2 classes (cats, dogs)" in captured.out
+
+
+def test_class_folder_with_only_bad_files_is_named(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    messy.good_pictures(data / "cats", 6)
+    messy.truncated_jpeg(data / "dogs" / "rex.jpg")
+    (data / "dogs" / "fido.png").write_bytes(b"")
+    assert train(data, tmp_path / "out") == 2
+    one_error_line(
+        capsys.readouterr().err,
+        f"--data {data}: class folder dogs/ has no readable picture: "
+        "dogs/fido.png (empty file), dogs/rex.jpg (truncated)",
+        "remove the folder",
+    )
+
+
+def test_train_val_folders_share_one_bad_fraction(
+    tmp_path: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for name in ("cats", "dogs"):
+            messy.good_pictures(data / split / name, 2, seed=len(name))
+    for index in range(5):
+        messy.truncated_jpeg(data / "val" / "dogs" / f"cut-{index}.jpg")
+    # 5 of 13 unreadable (38%), all in val/: fine at 0.5, refused at 0.3.
+    assert train(data, tmp_path / "out", "--max-steps", "1") == 0
+    assert "skipped 5 of 13 files (5 unreadable)" in capsys.readouterr().err
+    assert train(data, tmp_path / "out2", "--max-bad-fraction", "0.3") == 2
+    one_error_line(capsys.readouterr().err, "5 of 13 picture files (38%)", "val/dogs/cut-0.jpg")
+
+
+def test_predict_skips_unreadable_pictures(
+    tmp_path: Path, colours: Path, messy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert train(colours, out, "--max-steps", "1") == 0
+    folder = write_colour_set(tmp_path / "new", 2, seed=7)
+    messy.truncated_jpeg(folder / "red" / "cut.jpg")
+    (folder / "red" / "._cut.jpg").write_bytes(b"\x00\x05\x16\x07")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out), "--json", str(folder)]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert sorted(Path(row["path"]).name for row in rows) == ["blue-0001.png", "red-0000.png"]
+    assert captured.err.splitlines() == [
+        f"warning: predict: skipped 2 of 4 files (1 unreadable, 1 hidden): "
+        f"{folder}/red/cut.jpg (truncated), {folder}/red/._cut.jpg (hidden)"
+    ]
+    assert main(["predict", "--checkpoint", str(out), str(folder / "red" / "cut.jpg")]) == 2
+    one_error_line(capsys.readouterr().err, "no usable pictures", "cut.jpg (truncated)")
