@@ -284,6 +284,20 @@ class JobSpec(_Strict):
     ssh: SshHosts | None = Field(
         None, validate_default=True, description="the machines of the ssh provider"
     )
+    ports: list[int] = Field(
+        default_factory=list,
+        max_length=32,
+        description="ports on the node forwarded to localhost over the job's SSH while it runs "
+        "(TensorBoard 6006, Jupyter 8888); never opened on a cloud firewall",
+    )
+    notify: list[str] | None = Field(
+        None,
+        max_length=16,
+        description="where to announce finished, failed, preempted, budget 80 % and idle stop: "
+        "`desktop`, a webhook URL (JSON POST), an ntfy topic URL (https://ntfy.sh/topic or "
+        "ntfy:https://server/topic), or any apprise URL (mailto://, slack://, ...); "
+        "default: `notify` in the user's config.yaml",
+    )
 
     @field_validator("workload")
     @classmethod
@@ -305,6 +319,27 @@ class JobSpec(_Strict):
             raise ValueError(
                 "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
             )
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _port_numbers(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a TCP port (1 to 65535)")
+        if len(set(value)) != len(value):
+            raise ValueError("a port is listed twice: list each once")
+        return value
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_targets(cls, value: list[str] | None) -> list[str] | None:
+        for target in value or ():
+            if target != "desktop" and "://" not in target:
+                raise ValueError(
+                    f"{target!r} is not a notification target: use desktop, a webhook or ntfy "
+                    "URL (https://...), or an apprise URL (mailto://...)"
+                )
         return value
 
     @field_validator("cost_per_hour")
@@ -384,7 +419,18 @@ class JobSpec(_Strict):
 
     def redacted(self) -> JobSpec:
         """A copy safe to store and show: environment values may be secrets."""
-        return self.model_copy(update={"env": dict.fromkeys(self.env, REDACTED)})
+        # Webhook URLs carry their secret in the path or query: keep only where they go.
+        notify = None if self.notify is None else [_url_origin(t) for t in self.notify]
+        return self.model_copy(update={"env": dict.fromkeys(self.env, REDACTED), "notify": notify})
+
+
+def _url_origin(target: str) -> str:
+    """`https://hooks.example/T0/secret?x=1` -> `https://hooks.example/<redacted>`."""
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        return target
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/{REDACTED}"
 
 
 def _placed(text: str, node_paths: Mapping[str, str]) -> str:

@@ -463,6 +463,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             if any(not result.deleted for result in results):
                 raise typer.Exit(EXIT_JOB_FAILED)
 
+    from gpujobs.cli import live_view
+
+    live_view.register_ssh(app, controller_factory, errors_to_exit)
+    live_view.register_ssh_config(app, controller_factory, errors_to_exit)
+    live_view.register_forward(app, controller_factory, errors_to_exit)
+
     @app.command()
     def schema() -> None:
         """Print the JSON Schema of job specs (for editor autocompletion)."""

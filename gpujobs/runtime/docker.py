@@ -178,6 +178,7 @@ class DockerRuntime:
             "--name",
             f"gpujobs-{self.job_id}",
             *self._run_options(spec, layout, group, rank),
+            *self._published(spec, group),
         ]
         if spec.command is not None:
             return [*command, "--entrypoint", "sh", image, "-c", spec.command]
@@ -191,6 +192,13 @@ class DockerRuntime:
             f"jobs.{spec.workload}",
             *workload_flags(spec, data=data_target, out=spec.checkpoints.path),
         ]
+
+    def _published(self, spec: JobSpec, group: NodeGroup | None) -> list[str]:
+        """The spec's `ports` on the node's loopback only, where `gpujobs forward` reaches them
+        over SSH; on the host's network they are there already."""
+        if self.network == "host" or (group is not None and group.size > 1):
+            return []
+        return [word for port in spec.ports for word in ("-p", f"127.0.0.1:{port}:{port}")]
 
     def _run_options(
         self,
