@@ -51,6 +51,11 @@ class HomeLayout:
         """Host keys pinned on first contact (OpenSSH format)."""
         return self.root / "known_hosts"
 
+    @property
+    def config_file(self) -> Path:
+        """The user's defaults (today: `notify:`), when they wrote one."""
+        return self.root / "config.yaml"
+
     def job_key_dir(self, job_id: str) -> Path:
         return self.keys / job_id
 

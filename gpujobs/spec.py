@@ -293,7 +293,7 @@ class JobSpec(_Strict):
     notify: list[str] | None = Field(
         None,
         max_length=16,
-        description="where to announce finished, failed, preempted, budget 80 % and idle stop: "
+        description="where to announce finished, failed, preempted, budget 80 % and budget stop: "
         "`desktop`, a webhook URL (JSON POST), an ntfy topic URL (https://ntfy.sh/topic or "
         "ntfy:https://server/topic), or any apprise URL (mailto://, slack://, ...); "
         "default: `notify` in the user's config.yaml",

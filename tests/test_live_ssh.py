@@ -19,8 +19,8 @@ import pytest
 from gpujobs.testing.ssh import CuttingProxy, LoopbackSshd, free_port
 from tests.conftest import gpujobs_cli, write_spec
 
-# The node serves its job folder; marker.txt says it is the right folder.
-_SERVE = "echo served-from-node > marker.txt && exec python3 -m http.server {port} --bind 127.0.0.1"
+# marker.txt says a command ran in the job's folder.
+_JOB = "echo in-the-job-folder > marker.txt && exec sleep 300"
 
 
 def _wait_running(job_id: str, timeout: float = 60) -> dict:
@@ -48,14 +48,27 @@ def _get(url: str, timeout: float = 20) -> str:
 
 @pytest.fixture
 def node_job(sshd: LoopbackSshd, tmp_path: Path) -> Iterator[tuple[str, int, CuttingProxy]]:
-    """A detached job serving HTTP on the node, reached through a link that can be cut."""
-    port = free_port()
+    """A detached job on a node that serves HTTP on its loopback (TensorBoard, say), reached
+    through a link that can be cut. The node is this machine: the server runs before the
+    launch, so the driver's own forward of `ports` finds the number taken here and picks
+    another, as it would on a laptop already using it."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "marker.txt").write_text("served-from-node\n")
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(served)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None
+    port = int(server.stdout.readline().split(" port ")[1].split()[0])
     with CuttingProxy(sshd.port) as link:
         spec = write_spec(
             tmp_path,
             f"""
             name: served
-            command: "{_SERVE.format(port=port)}"
+            command: "{_JOB}"
             runtime: host
             providers: [ssh]
             ports: [{port}]
@@ -73,6 +86,8 @@ def node_job(sshd: LoopbackSshd, tmp_path: Path) -> Iterator[tuple[str, int, Cut
             yield job_id, port, link
         finally:
             done = gpujobs_cli("down", job_id)
+            server.terminate()
+            server.wait(timeout=10)
             assert done.returncode == 0, done.stderr
 
 
@@ -87,7 +102,7 @@ def test_ssh_runs_a_command_in_the_jobs_folder_over_its_pinned_key(
             break
         time.sleep(0.3)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "served-from-node\n"
+    assert done.stdout == "in-the-job-folder\n"
     # Several words are a command and its arguments, each quoted as given.
     done = gpujobs_cli("ssh", job_id, "--", "printf", "%s|", "a b", "$HOME", ";id")
     assert done.stdout == "a b|$HOME|;id|", done.stderr
@@ -172,3 +187,18 @@ def test_ssh_on_a_local_job_runs_in_its_folder(tmp_path: Path) -> None:
         assert pwd == str(tmp_path / "home" / "work" / job_id)
     finally:
         gpujobs_cli("down", job_id)
+
+
+def test_the_driver_forwards_the_specs_ports_while_the_job_runs(
+    node_job: tuple[str, int, CuttingProxy], tmp_path: Path
+) -> None:
+    job_id, port, _link = node_job
+    driver_log = tmp_path / "home" / "logs" / f"{job_id}.driver.log"
+    deadline = time.monotonic() + 20
+    mark = f"port {port}: http://127.0.0.1:"
+    while mark not in (text := driver_log.read_text() if driver_log.exists() else ""):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    local = int(text.split(mark, 1)[1].split()[0])
+    assert local != port, "the node's number is taken here: another was found"
+    assert _get(f"http://127.0.0.1:{local}/marker.txt") == "served-from-node\n"

@@ -285,8 +285,12 @@ class Controller:
         cancel: CancelToken,
         sink: EventSink | None = None,
     ) -> JobRecord:
+        from gpujobs.api.live import live_sink
+
         try:
-            return self.lifecycle(sink, spec).drive(job_id, spec, cancel)
+            return self.lifecycle(live_sink(self, job_id, spec, sink), spec).drive(
+                job_id, spec, cancel
+            )
         finally:
             lock.release()
 
@@ -337,12 +341,15 @@ class Controller:
                 f"{record.id} has a live driver (pid {record.driver_pid}); follow it with "
                 f"`gpujobs logs -f {record.id}`, or stop it with `gpujobs down {record.id}`"
             )
+        from gpujobs.api.live import live_sink
+
         try:
             spec = self._spec_to_adopt(record)
             self.store.set_driver(record.id, os.getpid())
             self.store.note(record.id, f"attached by pid {os.getpid()}", now=self.clock.now())
             providers = self.providers_for(spec)
             nodes = self._live_nodes(record, spec, providers) if self._has_nodes(record) else []
+            sink = live_sink(self, record.id, spec, sink)
             return self.lifecycle(sink, spec).adopt(record.id, spec, nodes, cancel)
         finally:
             lock.release()

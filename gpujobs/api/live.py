@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpujobs.errors import BadInputError, GpuJobsError
-from gpujobs.state import JobRecord
+from gpujobs.spec import REDACTED
+from gpujobs.state import JobRecord, JobState
 
 if TYPE_CHECKING:
     from gpujobs.api.controller import Controller
+    from gpujobs.lifecycle.events import EventSink
     from gpujobs.models import Node
     from gpujobs.remote.forward import PortForward
     from gpujobs.remote.ssh import SshTarget
@@ -258,3 +260,73 @@ def open_forward(
         forward = PortForward(transport, remote_port, 0, on_note=on_note)  # ours was taken
     forward.start()
     return forward
+
+
+class ForwardingSink:
+    """Passes everything to `inner`; while the job runs, forwards the spec's `ports` of node 0
+    to localhost and says where (`port 6006: http://127.0.0.1:6006`)."""
+
+    def __init__(self, inner: EventSink, controller: Controller, spec: JobSpec) -> None:
+        self.inner = inner
+        self.controller = controller
+        self.ports = list(spec.ports)
+        self.forwards: list[PortForward | LocalPort] = []
+
+    def state(self, job_id: str, state: JobState, message: str) -> None:
+        self.inner.state(job_id, state, message)
+        if state is JobState.RUNNING:
+            self.close()  # after a recovery: the new node's ports
+            self._open(job_id)
+        elif state in (JobState.RECOVERING, JobState.TEARING_DOWN) or state.is_terminal:
+            self.close()
+
+    def _open(self, job_id: str) -> None:
+        if not self.ports:
+            return
+        try:
+            access = node_access(self.controller, job_id, 0)
+            for port in self.ports:
+                forward = open_forward(self.controller, access, port, on_note=self.inner.note)
+                self.forwards.append(forward)
+                self.inner.note(f"port {port}: {forward.url}")
+        except GpuJobsError as exc:
+            self.inner.note(f"ports not forwarded: {exc}")
+
+    def close(self) -> None:
+        forwards, self.forwards = self.forwards, []
+        for forward in forwards:
+            forward.close()
+
+    def log(self, data: bytes) -> None:
+        self.inner.log(data)
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        self.inner.progress(label, done, total)
+
+
+def live_sink(
+    controller: Controller, job_id: str, spec: JobSpec, sink: EventSink | None
+) -> EventSink:
+    """The driver's sink, with the spec's ports forwarded and its notifications sent."""
+    from gpujobs.lifecycle.events import NullSink
+    from gpujobs.lifecycle.notify import Notifier, NotifyingSink, user_default_targets
+
+    wrapped: EventSink = sink or NullSink()
+    if spec.ports:
+        wrapped = ForwardingSink(wrapped, controller, spec)
+    targets = spec.notify
+    if targets is None:
+        try:
+            targets = user_default_targets(controller.home.config_file)
+        except GpuJobsError as exc:
+            wrapped.note(f"notifications off: {exc}")
+            targets = []
+    # A stored (adopted) spec keeps only where its webhooks went, not their secret paths.
+    targets = [target for target in targets if not target.endswith(f"/{REDACTED}")]
+    if targets:
+        notifier = Notifier.for_targets(targets, on_failure=wrapped.note)
+        wrapped = NotifyingSink(wrapped, notifier, job_id, spec.name)
+    return wrapped

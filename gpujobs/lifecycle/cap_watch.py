@@ -17,6 +17,9 @@ from gpujobs.money.budget import JobCap, spent_by
 from gpujobs.spec import JobSpec
 from gpujobs.state import Store
 
+# In the warning's text: what a notifying sink recognises it by.
+CAP_WARNING_MARK = "of the job's cap used"
+
 
 class BudgetCapReached(JobFailedError):
     pass
@@ -74,7 +77,7 @@ class CapWatch:
         cap = self.current
         spent = f"${self._spent():.2f} of ${cap.usd:.2f}" if cap.usd else f"{used:.0%} of the time"
         self.note(
-            f"warning: {used:.0%} of the job's cap used ({spent}, set by {cap.by}); at the cap "
+            f"warning: {used:.0%} {CAP_WARNING_MARK} ({spent}, set by {cap.by}); at the cap "
             "it is stopped, its checkpoint brought home, and its nodes torn down"
         )
 

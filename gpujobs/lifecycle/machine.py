@@ -51,6 +51,7 @@ from gpujobs.lifecycle.group_sessions import GroupSessions
 from gpujobs.lifecycle.job_files import ContentHashes
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.lifecycle.node_setup import NodeSetup, runtime_for
+from gpujobs.lifecycle.notify import node_notify_lines
 from gpujobs.lifecycle.recovery import LossCheck, NodeLost, Restarts, by_provider, cap_left
 from gpujobs.money.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, cap_for
 from gpujobs.paths import HomeLayout
@@ -548,13 +549,15 @@ class _Drive:
                 f"rendezvous at {self.group.head}:{self.group.port}"
             )
         parts = zip(self.nodes, self.sessions.all(), self.runtimes, strict=True)
+        notify = node_notify_lines(self.spec, self.lc.home)
         for node, session, runtime in parts:
             argv = runtime.argv(self.spec, session.layout, self.group, node.rank)
             environment = job_environment(
                 self.job_id, self.spec, session.layout, self.group, node.rank
             )
             cwd = session.layout.run_dir(self.spec.workdir is not None)
-            pid = session.start(argv, environment, max_seconds=self.cap.seconds_left(), cwd=cwd)
+            pid = session.start(argv, environment, max_seconds=self.cap.seconds_left(), cwd=cwd,
+                                notify_targets=notify)  # fmt: skip
             self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
 
     def _reconnect(self) -> None:

@@ -16,7 +16,7 @@ from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.bundle import is_bundle_junk
-from gpujobs.runtime.launcher import env_file, launch_script
+from gpujobs.runtime.launcher import env_file, launch_script, node_notify_script
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.workloads import jobs_package_dir
 
@@ -51,9 +51,14 @@ class NodeSession:
         *,
         max_seconds: float | None,
         cwd: str | None = None,
+        notify_targets: str = "",
     ) -> int:
-        """Start the workload detached; `cwd`: its working folder (default: the job's)."""
+        """Start the workload detached; `cwd`: its working folder (default: the job's);
+        `notify_targets`: where the node itself reports a budget stop (notify.node_targets)."""
         self.write_private(env_file(environment), self.layout.env_file)
+        if notify_targets:
+            self.write_private(notify_targets, self.layout.notify_targets)
+            self.write_private(node_notify_script(), self.layout.notify_script)
         script = launch_script(argv, self.layout, max_seconds=max_seconds, cwd=cwd)
         self.write_private(script, self.layout.launch_script)
         self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)

@@ -1,5 +1,6 @@
 """Local port forwarding over a job's SSH connection: 127.0.0.1:<local> on this machine to
-127.0.0.1:<port> on the node, through direct-tcpip channels of the job's own SSH login (the
+localhost:<port> on the node (sshd tries its IPv6 and IPv4 loopback, so a server bound to
+either answers), through direct-tcpip channels of the job's own SSH login (the
 node's firewall never opens the port).
 
 A dropped link (Wi-Fi, a laptop that slept) does not end the forward: the next connection made
@@ -32,7 +33,7 @@ class PortForward:
         remote_port: int,
         local_port: int = 0,
         *,
-        remote_host: str = "127.0.0.1",
+        remote_host: str = "localhost",
         on_note: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport

@@ -12,6 +12,13 @@ import shlex
 from gpujobs.runtime.node_layout import NodeLayout
 
 
+def node_notify_script() -> str:
+    """notify_node.sh: how the node itself posts to the user's webhooks (curl or python3)."""
+    from importlib.resources import files
+
+    return files("gpujobs.runtime").joinpath("notify_node.sh").read_text()
+
+
 def env_file(environment: dict[str, str]) -> str:
     """Shell `export` lines; the file is written 0600 because values may be secrets."""
     return "".join(
@@ -40,6 +47,10 @@ def launch_script(
             '  wait "$sleeper"\n'
             f'  echo "gpujobs: budget.max_hours reached, stopping the job" >> {q(layout.log)}\n'
             f"  echo max_hours > {q(layout.stop_reason)}\n"
+            # Tell the user (a webhook, ntfy) before stopping: the laptop may be gone.
+            f"  [ -f {q(layout.notify_targets)} ] && sh {q(layout.notify_script)} "
+            f"{q(layout.notify_targets)} budget_stop "
+            "'budget.max_hours reached: the node stopped the job and brings down its machine'\n"
             # The KILL helper ends as soon as the script does, so it never outlives the job.
             "  ( trap '' TERM; n=0\n"
             '    while [ "$n" -lt 60 ] && kill -0 $$ 2>/dev/null; do sleep 1; n=$((n + 1)); done\n'

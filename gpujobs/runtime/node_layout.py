@@ -95,6 +95,15 @@ class NodeLayout:
         return self._join("stop_reason")
 
     @property
+    def notify_targets(self) -> str:
+        """Where the node sends its own notifications (0600): `webhook URL` / `ntfy URL`."""
+        return self._join("notify_targets")
+
+    @property
+    def notify_script(self) -> str:
+        return self._join("notify.sh")
+
+    @property
     def env_file(self) -> str:
         return self._join("job.env")
 
