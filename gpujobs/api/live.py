@@ -86,7 +86,9 @@ def _access(controller: Controller, record: JobRecord, node: Node) -> NodeAccess
     has_code = spec is not None and spec.workdir is not None
     alias = f"gpujobs-{record.id}" + (f"-{node.rank}" if node.rank else "")
     container = workdir = None
-    if node.runtime == "docker":
+    # As lifecycle.node_setup.runtime_for decides: the spec's runtime, else the provider's.
+    runtime = node.runtime if spec is None or spec.runtime == "auto" else spec.runtime
+    if runtime == "docker":
         container = f"gpujobs-{record.id}"
         workdir = CONTAINER_WORKDIR if has_code else None
     return NodeAccess(
