@@ -216,6 +216,32 @@ class SshHosts(_Strict):
         return value.rstrip("/") or "/"
 
 
+class DevSession(_Strict):
+    """`gpujobs dev`: JupyterLab on the node, forwarded here, stopped when idle."""
+
+    port: int = Field(8888, ge=1024, le=65535, description="JupyterLab's port on the node")
+    idle_minutes: float = Field(
+        30, gt=0, le=7 * 24 * 60, description="stop after this long without kernel or GPU use"
+    )
+    gpu_idle_percent: float = Field(
+        10, ge=0, le=100, description="GPU use below this counts as idle"
+    )
+
+
+def dev_command(port: int) -> str:
+    """JupyterLab in the job's checkpoint folder, which comes home at the end: the code folder
+    is copied in first (unless that folder holds it), so notebooks and outputs come home too.
+    Its token is in JUPYTER_TOKEN (the job's 0600 env file), never on the command line."""
+    return (
+        'mkdir -p "$GPUJOBS_CKPT_DIR" && case "$GPUJOBS_CKPT_DIR" in "$PWD"/*) ;; '
+        '*) cp -R . "$GPUJOBS_CKPT_DIR"/ ;; esac && cd "$GPUJOBS_CKPT_DIR" && '
+        f"exec python3 -m jupyterlab --no-browser --ServerApp.ip=127.0.0.1 "
+        f"--ServerApp.port={port} --ServerApp.port_retries=0 --ServerApp.root_dir=. "
+        # Cloud images and containers often log in as root; the server is on loopback only.
+        "--ServerApp.allow_remote_access=False --ServerApp.allow_root=True"
+    )
+
+
 class JobSpec(_Strict):
     """A training job: what runs, on what, where, for how much."""
 
@@ -283,6 +309,11 @@ class JobSpec(_Strict):
     )
     ssh: SshHosts | None = Field(
         None, validate_default=True, description="the machines of the ssh provider"
+    )
+    dev: DevSession | None = Field(
+        None,
+        description="an interactive session (`gpujobs dev`): JupyterLab instead of a "
+        "workload, with the dataset in place, a dollar cap and an idle stop",
     )
     ports: list[int] = Field(
         default_factory=list,
@@ -389,6 +420,16 @@ class JobSpec(_Strict):
                 raise ValueError(f"{key!r}: names starting GPUJOBS_ are set by gpujobs")
         return {key: _env_text(item) for key, item in value.items()}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dev_runs_jupyter(cls, data: object) -> object:
+        bare = isinstance(data, dict) and data.get("workload") is None and not data.get("command")
+        if bare and isinstance(data, dict) and isinstance(data.get("dev"), dict):
+            port = data["dev"].get("port", 8888)
+            if isinstance(port, int):
+                data = {**data, "command": dev_command(port)}
+        return data
+
     @model_validator(mode="after")
     def _one_entry_point(self) -> JobSpec:
         if (self.workload is None) == (self.command is None):
@@ -453,8 +494,9 @@ def _env_text(value: object) -> str:
     return str(value)
 
 
-def load_spec(path: Path) -> JobSpec:
-    """Read, validate and resolve a spec file, or raise one SpecError line."""
+def load_spec(path: Path, *, defaults: Mapping[str, object] | None = None) -> JobSpec:
+    """Read, validate and resolve a spec file, or raise one SpecError line; `defaults`: top
+    level fields the file may leave out (`gpujobs dev` gives `dev: {}`)."""
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -462,10 +504,12 @@ def load_spec(path: Path) -> JobSpec:
         raise SpecError(f"{label}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{label}: cannot read the spec ({exc.__class__.__name__})") from None
-    return parse_spec(text, label=label, base_dir=path.resolve().parent)
+    return parse_spec(text, label=label, base_dir=path.resolve().parent, defaults=defaults)
 
 
-def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
+def parse_spec(
+    text: str, *, label: str, base_dir: Path, defaults: Mapping[str, object] | None = None
+) -> JobSpec:
     root = _compose(text, label)
     data = _construct(text, root, label) if root is not None else None
     if not isinstance(data, dict):
@@ -474,6 +518,8 @@ def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
             f"{label}: a job spec is a YAML mapping (name: ..., workload: ...), got {kind}"
         )
     data.setdefault("name", _default_name(label))
+    for key, value in (defaults or {}).items():
+        data.setdefault(key, value)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:

@@ -201,3 +201,12 @@ def test_the_users_config_gives_the_default(receiver: Receiver, tmp_path: Path) 
     spec = write_spec(tmp_path, "name: plain\ncommand: 'true'\n")
     assert gpujobs_cli("launch", str(spec)).returncode == 0
     assert receiver.events() == ["finished"]
+
+
+def test_the_idle_stop_of_a_dev_session_reaches_the_webhook(receiver: Receiver) -> None:
+    notifier = Notifier.for_targets([f"{receiver.url}/hook/{SECRET}"])
+    sink = NotifyingSink(NullSink(), notifier, "nb-1", "nb")
+    sink.note("JupyterLab: http://127.0.0.1:8888/lab?token=x")
+    sink.note("idle stop: idle for 30.0 min (dev.idle_minutes 30); the notebooks come home")
+    assert receiver.events() == ["idle_stop"]
+    assert receiver.requests[0].json()["title"].startswith("gpujobs: nb was idle")

@@ -288,7 +288,7 @@ class Controller:
         from gpujobs.api.live import live_sink
 
         try:
-            return self.lifecycle(live_sink(self, job_id, spec, sink), spec).drive(
+            return self.lifecycle(live_sink(self, job_id, spec, sink, cancel), spec).drive(
                 job_id, spec, cancel
             )
         finally:
@@ -349,7 +349,7 @@ class Controller:
             self.store.note(record.id, f"attached by pid {os.getpid()}", now=self.clock.now())
             providers = self.providers_for(spec)
             nodes = self._live_nodes(record, spec, providers) if self._has_nodes(record) else []
-            sink = live_sink(self, record.id, spec, sink)
+            sink = live_sink(self, record.id, spec, sink, cancel)
             return self.lifecycle(sink, spec).adopt(record.id, spec, nodes, cancel)
         finally:
             lock.release()

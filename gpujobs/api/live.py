@@ -21,7 +21,7 @@ from gpujobs.state import JobRecord, JobState
 
 if TYPE_CHECKING:
     from gpujobs.api.controller import Controller
-    from gpujobs.lifecycle.events import EventSink
+    from gpujobs.lifecycle.events import CancelToken, EventSink
     from gpujobs.models import Node
     from gpujobs.remote.forward import PortForward
     from gpujobs.remote.ssh import SshTarget
@@ -310,9 +310,14 @@ class ForwardingSink:
 
 
 def live_sink(
-    controller: Controller, job_id: str, spec: JobSpec, sink: EventSink | None
+    controller: Controller,
+    job_id: str,
+    spec: JobSpec,
+    sink: EventSink | None,
+    cancel: CancelToken | None = None,
 ) -> EventSink:
-    """The driver's sink, with the spec's ports forwarded and its notifications sent."""
+    """The driver's sink, with the spec's ports forwarded, its notifications sent and, for an
+    interactive session, JupyterLab forwarded and watched for idleness."""
     from gpujobs.lifecycle.events import NullSink
     from gpujobs.lifecycle.notify import Notifier, NotifyingSink, user_default_targets
 
@@ -331,4 +336,9 @@ def live_sink(
     if targets:
         notifier = Notifier.for_targets(targets, on_failure=wrapped.note)
         wrapped = NotifyingSink(wrapped, notifier, job_id, spec.name)
+    if spec.dev is not None and cancel is not None:
+        from gpujobs.api.dev import DevSink
+
+        # Outermost: its idle-stop note passes through the notifying sink.
+        wrapped = DevSink(wrapped, controller, spec, cancel)
     return wrapped

@@ -468,6 +468,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     live_view.register_ssh(app, controller_factory, errors_to_exit)
     live_view.register_ssh_config(app, controller_factory, errors_to_exit)
     live_view.register_forward(app, controller_factory, errors_to_exit)
+    live_view.register_dev(app, controller_factory, errors_to_exit)
 
     @app.command()
     def schema() -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -111,3 +112,42 @@ def register_forward(
             finally:
                 for forward in opened:
                     forward.close()
+
+
+def register_dev(app: typer.Typer, controllers: ControllerFactory, errors: ErrorsToExit) -> None:
+    @app.command()
+    def dev(
+        spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="The job spec (YAML).")],
+        runs_dir: Annotated[
+            Path, typer.Option(help="Where the notebooks come home: RUNS_DIR/<job id>/.")
+        ] = Path("runs"),
+    ) -> None:
+        """An interactive session: JupyterLab on the node with your code and dataset in place,
+        forwarded here (its URL with the token is printed), under the spec's budget caps, and
+        stopped after dev.idle_minutes without kernel or GPU use; the notebooks and outputs
+        come home before teardown. Ctrl-C ends it the same way."""
+        with errors():
+            from rich.console import Console
+
+            from gpujobs.api import CancelToken
+            from gpujobs.api.dev import with_token
+            from gpujobs.cli.app import _cancel_on_signals
+            from gpujobs.cli.sinks import ConsoleSink
+            from gpujobs.errors import SpecError
+            from gpujobs.spec import load_spec
+
+            spec, _token = with_token(load_spec(spec_file, defaults={"dev": {}}))
+            if spec.dev is None or spec.workload is not None:
+                raise SpecError(f"{spec_file}: a dev session runs JupyterLab: remove `workload:`")
+            controller = controllers()
+            controller.preflight(spec, source=str(spec_file))
+            record, lock = controller.submit(spec, spec_file, runs_dir)
+            console = Console(stderr=True, highlight=False)
+            console.print(f"[bold]{record.id}[/]  (Ctrl-C ends the session; notebooks come home)")
+            cancel = CancelToken()
+            _cancel_on_signals(cancel)
+            final = controller.drive(record.id, spec, lock, cancel, ConsoleSink(console))
+            if final.state.value == "FAILED":
+                sys.stderr.write(f"error: {final.id} failed: {final.error or 'unknown error'}\n")
+                raise typer.Exit(1)
+            sys.stderr.write(f"{final.id} ended; notebooks and outputs in {final.runs_dir}\n")

@@ -30,6 +30,8 @@ from gpujobs.spec import REDACTED, JobSpec
 from gpujobs.state import JobState
 
 _TIMEOUT_S = 10.0
+# In the note an interactive session's idle stop makes: what this sink recognises it by.
+IDLE_STOP_MARK = "idle stop"
 
 
 class Event(StrEnum):
@@ -38,6 +40,7 @@ class Event(StrEnum):
     PREEMPTED = "preempted"
     BUDGET_80 = "budget_80"
     BUDGET_STOP = "budget_stop"  # sent by the node itself (runtime/notify_node.sh)
+    IDLE_STOP = "idle_stop"  # an interactive session (`gpujobs dev`) stopped for idleness
 
 
 _HEADLINES = {
@@ -46,6 +49,7 @@ _HEADLINES = {
     Event.PREEMPTED: "lost its node (preempted); resuming elsewhere",
     Event.BUDGET_80: "has used 80 % of its budget",
     Event.BUDGET_STOP: "was stopped on the node at its budget",
+    Event.IDLE_STOP: "was idle and is being stopped; its notebooks come home",
 }
 
 
@@ -278,6 +282,8 @@ class NotifyingSink:
         self.inner.note(message)
         if CAP_WARNING_MARK in message:
             self.announce(self.job_id, Event.BUDGET_80, message)
+        elif message.startswith(IDLE_STOP_MARK):
+            self.announce(self.job_id, Event.IDLE_STOP, message)
 
     def progress(self, label: str, done: int, total: int) -> None:
         self.inner.progress(label, done, total)
