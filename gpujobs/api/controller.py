@@ -166,6 +166,14 @@ class Controller:
         return "every offer above was dropped"
 
     # -- launch -----------------------------------------------------------------------------
+    def with_session_token(self, spec: JobSpec) -> JobSpec:
+        """An interactive session's spec (`dev:`) with its JupyterLab token; others unchanged."""
+        if spec.dev is None:
+            return spec
+        from gpujobs.api.dev import with_token
+
+        return with_token(spec)[0]
+
     def preflight(self, spec: JobSpec, *, source: str = "the spec") -> None:
         """Refuse (exit 2, nothing recorded) a spec that no placement can satisfy; `source`
         names the spec file in a budget refusal."""

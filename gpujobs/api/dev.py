@@ -38,7 +38,10 @@ _GPU_QUERY = (
 
 
 def with_token(spec: JobSpec) -> tuple[JobSpec, str]:
-    """The session's spec with a fresh Jupyter token in its environment (stored redacted)."""
+    """The session's spec with a fresh Jupyter token in its environment (stored redacted),
+    unless the spec sets its own."""
+    if spec.env.get(TOKEN_ENV):
+        return spec, str(spec.env[TOKEN_ENV])
     token = secrets.token_urlsafe(24)
     return spec.model_copy(update={"env": {**spec.env, TOKEN_ENV: token}}), token
 

@@ -116,6 +116,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             spec = load_spec(spec_file)
             controller = controller_factory()
+            spec = controller.with_session_token(spec)
             controller.preflight(spec, source=str(spec_file))
             record, lock = controller.submit(spec, spec_file, runs_dir, resume_from=resume_from)
             if detach:
