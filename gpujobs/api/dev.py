@@ -24,7 +24,7 @@ from gpujobs.state import JobState
 
 if TYPE_CHECKING:
     from gpujobs.api.controller import Controller
-    from gpujobs.api.live import LocalPort
+    from gpujobs.api.live import LocalPort, NodeAccess
     from gpujobs.lifecycle.events import CancelToken, EventSink
     from gpujobs.remote.forward import PortForward
     from gpujobs.spec import DevSession, JobSpec
@@ -124,13 +124,11 @@ class DevSink:
             self._end()
 
     def _begin(self, job_id: str) -> None:
-        from gpujobs.api.live import node_access, open_forward
+        from gpujobs.api.live import node_access
 
         try:
             access = node_access(self.controller, job_id, 0)
-            self.forward = open_forward(
-                self.controller, access, self.dev.port, on_note=self.inner.note
-            )
+            self.forward = self._open_forward(access)
         except GpuJobsError as exc:
             self.inner.note(f"JupyterLab not forwarded: {exc}")
             return
@@ -142,6 +140,22 @@ class DevSink:
             target=self._watch, args=(self.forward.url, gpu), name="idle-watch", daemon=True
         )
         self._thread.start()
+
+    def _open_forward(self, access: NodeAccess) -> PortForward | LocalPort:
+        """Here on port+10000 (8888 -> 18888), else any free one: not the node's own number,
+        which a notebook server on this laptop often holds already (and which, when the node
+        is this machine, JupyterLab is about to take)."""
+        from gpujobs.api.live import open_forward
+
+        if access.target is None:
+            return open_forward(self.controller, access, self.dev.port)
+        wanted = self.dev.port + 10000
+        if wanted <= 65535:
+            with contextlib.suppress(GpuJobsError):
+                return open_forward(
+                    self.controller, access, self.dev.port, wanted, on_note=self.inner.note
+                )
+        return open_forward(self.controller, access, self.dev.port, 0, on_note=self.inner.note)
 
     def _watch(self, base_url: str, gpu: Callable[[], float]) -> None:
         clock = self.controller.clock
