@@ -135,6 +135,9 @@ def test_ssh_config_entries_work_with_the_system_ssh(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "reached\n"
+    [entry] = json.loads(gpujobs_cli("ssh-config", "--json").stdout)
+    assert entry["host_alias"] == f"gpujobs-{job_id}" and entry["port"] == link.port
+    assert entry["container"] is None and entry["folder"].endswith(f"{job_id}")
 
 
 def test_forward_reaches_the_nodes_port_and_recovers_after_a_cut(

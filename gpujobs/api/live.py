@@ -182,29 +182,48 @@ def write_job_config(controller: Controller, accesses: list[NodeAccess]) -> Path
     return write_private(path, "\n".join(blocks))
 
 
-def ssh_config_text(controller: Controller) -> str:
-    """Host entries for every live job's remote nodes (gpujobs-<job>[-K]), for ~/.ssh/config or
-    VS Code Remote-SSH; the shell opens on the host, in the user's home."""
-    from gpujobs.remote.openssh import host_entry
-
-    blocks = []
+def remote_nodes(controller: Controller) -> list[NodeAccess]:
+    """Every live job's nodes that are reached over SSH, newest job first."""
+    found = []
     for record in controller.store.active_jobs():
         for node in live_nodes(controller, record):
             access = _access(controller, record, node)
-            if access.target is None:
-                continue
-            comment = (
-                f"# {record.id} ({record.name}) node {node.rank}: "
-                f"the job's folder is {access.run_dir}"
-            )
-            if access.container:
-                comment += f", its container {access.container}"
-            blocks.append(
-                comment
-                + "\n"
-                + host_entry(access.alias, access.target, controller.home.known_hosts)
-            )
+            if access.target is not None:
+                found.append(access)
+    return found
+
+
+def ssh_config_text(controller: Controller, accesses: list[NodeAccess]) -> str:
+    """Host entries (gpujobs-<job>[-K]) for ~/.ssh/config or VS Code Remote-SSH; the shell
+    opens on the host, in the user's home."""
+    from gpujobs.remote.openssh import host_entry
+
+    blocks = []
+    for access in accesses:
+        assert access.target is not None
+        comment = f"# {access.job_id} node {access.node.rank}: the job's folder is {access.run_dir}"
+        if access.container:
+            comment += f", its container {access.container}"
+        entry = host_entry(access.alias, access.target, controller.home.known_hosts)
+        blocks.append(f"{comment}\n{entry}")
     return "\n".join(blocks)
+
+
+def access_json(controller: Controller, access: NodeAccess) -> dict[str, object]:
+    target = access.target
+    assert target is not None
+    return {
+        "job": access.job_id,
+        "node": access.node.rank,
+        "host_alias": access.alias,
+        "hostname": target.host,
+        "port": target.port,
+        "user": target.user,
+        "identity_file": target.identity_file,
+        "known_hosts": str(controller.home.known_hosts),
+        "folder": access.run_dir,
+        "container": access.container,
+    }
 
 
 @dataclass

@@ -4,6 +4,7 @@ registered with one line in app.py; everything they decide is in gpujobs.api.liv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -58,16 +59,23 @@ def register_ssh_config(
     app: typer.Typer, controllers: ControllerFactory, errors: ErrorsToExit
 ) -> None:
     @app.command(name="ssh-config")
-    def ssh_config() -> None:
+    def ssh_config(
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
         """Print Host entries (gpujobs-<job>[-K]) for every live job's remote nodes, for
         ~/.ssh/config or VS Code Remote-SSH: `gpujobs ssh-config >> ~/.ssh/config`."""
         with errors():
-            from gpujobs.api.live import ssh_config_text
+            from gpujobs.api.live import access_json, remote_nodes, ssh_config_text
 
-            text = ssh_config_text(controllers())
-            if not text:
+            controller = controllers()
+            accesses = remote_nodes(controller)
+            if as_json:
+                rows = [access_json(controller, access) for access in accesses]
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+                return
+            if not accesses:
                 sys.stderr.write("no live job has a remote node\n")
-            sys.stdout.write(text)
+            sys.stdout.write(ssh_config_text(controller, accesses))
 
 
 def register_forward(
