@@ -210,3 +210,12 @@ def test_the_idle_stop_of_a_dev_session_reaches_the_webhook(receiver: Receiver) 
     sink.note("idle stop: idle for 30.0 min (dev.idle_minutes 30); the notebooks come home")
     assert receiver.events() == ["idle_stop"]
     assert receiver.requests[0].json()["title"].startswith("gpujobs: nb was idle")
+
+
+def test_the_node_script_passes_shellcheck(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sh"
+    path.write_text(node_notify_script())
+    done = subprocess.run(
+        ["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout
