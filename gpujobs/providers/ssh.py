@@ -290,7 +290,8 @@ class SshProvider:
     def _target(self, text: str) -> SshTarget:
         user, host, port = parse_ssh_host(text)
         identity = self.hosts.identity_file if self.hosts else None
-        return SshTarget(host, port, user or _local_user(), identity)
+        # No user: the ssh config's User for that alias, else the local user (resolved at login).
+        return SshTarget(host, port, user or "", identity)
 
     def _transport(self, target: SshTarget, settings: SshSettings) -> SSHTransport:
         return SSHTransport(target, self.pins, settings)
