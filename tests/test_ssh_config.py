@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gpujobs.errors import ConnectionLostError, SshAuthError, TransportError
+from gpujobs.errors import (
+    ConnectionLostError,
+    RemoteFileNotFoundError,
+    SshAuthError,
+    TransportError,
+)
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
+from gpujobs.remote.sync import pull_dir, push_dir
 from gpujobs.testing.ssh import LoopbackSshd, free_port, make_key
 
 
@@ -182,21 +188,39 @@ def test_an_auth_failure_names_the_keys_tried_and_authorized_keys(
     assert time.monotonic() - started < 5
 
 
-def test_a_host_without_sftp_runs_commands_and_says_so_at_once(
-    pins: HostKeyPins, tmp_path: Path
+@pytest.mark.parametrize("method", ["files", "auto"])
+def test_a_host_without_sftp_works_over_exec_channels(
+    pins: HostKeyPins, tmp_path: Path, method: str
 ) -> None:
+    """No `Subsystem sftp` on the node: put/get/read and folder sync and pull go over exec
+    channels (or rsync), at once, never waiting out the 300 s reconnect window."""
     with LoopbackSshd(tmp_path / "nosftp", sftp=False) as server:
         target = SshTarget(server.host, server.port, server.user, str(server.client_key))
         transport = SSHTransport(target, pins, SshSettings(reconnect_window_s=300))
+        remote = f"/tmp/gpujobs-nosftp-{os.getpid()}-{method}"
         try:
-            assert transport.run(["echo", "exec"]).stdout == "exec\n"
-            source = tmp_path / "f.txt"
-            source.write_text("x")
             started = time.monotonic()
-            with pytest.raises(TransportError, match="no SFTP subsystem"):
-                transport.put(source, "/tmp/gpujobs-nosftp.txt")
+            source = tmp_path / "src"
+            (source / "sub").mkdir(parents=True)
+            (source / "a.txt").write_text("alpha")
+            (source / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+            report = push_dir(transport, source, remote, method=method)  # type: ignore[arg-type]
+            assert report.files_sent == 2
+            assert transport.run(["cat", f"{remote}/a.txt"]).stdout == "alpha"
+            home = tmp_path / "back"
+            pulled = pull_dir(transport, remote, home)
+            assert pulled.files_sent == 2
+            assert (home / "sub" / "b.bin").read_bytes() == (source / "sub" / "b.bin").read_bytes()
+            assert transport.read(f"{remote}/a.txt", 2) == b"pha"
+            transport.put(source / "a.txt", f"{remote}/c.txt", mode=0o600)
+            transport.get(f"{remote}/c.txt", home / "c.txt")
+            assert (home / "c.txt").read_text() == "alpha"
+            with pytest.raises(RemoteFileNotFoundError):
+                transport.get(f"{remote}/missing", home / "missing")
             assert time.monotonic() - started < 10
+            assert transport.connections == 1
         finally:
+            transport.run(["rm", "-rf", remote], check=False)
             transport.close()
 
 

@@ -47,6 +47,7 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
+from gpujobs.remote import exec_files
 from gpujobs.remote.ssh_config import (
     ResolvedHost,
     config_value,
@@ -187,6 +188,7 @@ class SSHTransport:
         self._made_dirs: set[str] = set()
         self._rsync_config: Path | None = None
         self._has_rsync: bool | None = None
+        self._has_sftp: bool | None = None  # None: not asked yet
         self.connections = 0  # successful logins; more than one means it reconnected
         # Asked between reconnect attempts: a reason ends the retries (see GivesUp).
         self.give_up: Callable[[], str | None] | None = None
@@ -212,6 +214,9 @@ class SSHTransport:
             raise TransportError(f"starting {script} printed no pid: {result.tail(3)}") from None
 
     def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        if not self._sftp_available():
+            return self._retrying(lambda: exec_files.read(self._connected(), path, offset, limit))
+
         def attempt() -> bytes:
             try:
                 with self._sftp_client().open(path, "rb") as handle:
@@ -234,6 +239,11 @@ class SSHTransport:
         permissions = mode
         if mode is None and atomic:
             permissions = stat.S_IMODE(local_stat.st_mode)
+        if not self._sftp_available():
+            self._retrying(
+                lambda: exec_files.put(self._connected(), local, remote, permissions, atomic)
+            )
+            return
         parent, name = posixpath.split(remote)
         temp = posixpath.join(parent, f".{name}.gpujobs-part") if atomic else remote
         first_try = True
@@ -274,6 +284,9 @@ class SSHTransport:
         being gone."""
         with _at_home(local):
             local.parent.mkdir(parents=True, exist_ok=True)
+        if not self._sftp_available():
+            self._retrying(lambda: exec_files.get(self._connected(), remote, local))
+            return
         temp = local.parent / f".{local.name}.gpujobs-part"
         copied: tuple[int, float] | None = None  # (size, mtime) of the version temp holds
 
@@ -342,7 +355,10 @@ class SSHTransport:
     def rsync_ready(self, remote_dir: str) -> bool:
         """Whether the node has rsync (asked once per transport: each command costs a login
         shell on the node), with remote_dir made over SFTP, which costs no shell."""
-        self._retrying(lambda: self._make_dirs(self._sftp_client(), remote_dir))
+        if self._sftp_available():
+            self._retrying(lambda: self._make_dirs(self._sftp_client(), remote_dir))
+        else:
+            self.run(["mkdir", "-p", remote_dir])
         if self._has_rsync is None:
             self._has_rsync = self.run(["sh", "-c", "command -v rsync"], check=False).ok
         return self._has_rsync
@@ -606,8 +622,10 @@ class SSHTransport:
             except paramiko.SSHException as exc:
                 if not self._alive():
                     raise  # the link dropped: retried
-                # The login works but the server refuses the SFTP subsystem: waiting cannot help.
-                raise TransportError(
+                # The login works but the server refuses the SFTP subsystem: waiting cannot
+                # help. Files then go over exec channels (see _sftp_available).
+                self._has_sftp = False
+                raise _NoSftp(
                     f"{self.target.label} has no SFTP subsystem ({_reason(exc)}); gpujobs "
                     "needs `Subsystem sftp` in the host's sshd_config to copy files (ask its "
                     "admin), or rsync on the host"
@@ -616,6 +634,17 @@ class SSHTransport:
             if channel is not None:
                 channel.settimeout(self.settings.connect_timeout_s * 4)
         return self._sftp
+
+    def _sftp_available(self) -> bool:
+        """Whether the node serves SFTP (asked once, by opening it); without it, files
+        travel over exec channels (exec_files), never waiting out the reconnect window."""
+        if self._has_sftp is None:
+            try:
+                self._retrying(self._sftp_client)
+                self._has_sftp = True
+            except _NoSftp:
+                self._has_sftp = False
+        return self._has_sftp
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         settings = self.settings
@@ -803,6 +832,10 @@ class SSHTransport:
                         )
                     )
         return sorted(found, key=lambda item: item.path)
+
+
+class _NoSftp(TransportError):
+    """The node's sshd refuses the SFTP subsystem."""
 
 
 def _reason(exc: BaseException) -> str:
