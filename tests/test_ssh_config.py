@@ -21,6 +21,7 @@ from gpujobs.errors import (
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import pull_dir, push_dir
 from gpujobs.testing.ssh import LoopbackSshd, free_port, make_key
+from tests.conftest import gpujobs_cli, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,31 @@ def test_a_percent_in_the_home_folder_reaches_rsync_escaped(
         transport.run(["rm", "-f", destination])
     finally:
         transport.close()
+
+
+def test_launch_on_an_alias_behind_a_bastion(
+    sshd: LoopbackSshd, bastion: LoopbackSshd, tmp_path: Path
+) -> None:
+    """`ssh: {hosts: [labgpu]}` works when `ssh labgpu` does: the whole launch (probe, setup,
+    sync, logs, teardown) through the ProxyJump route of the user's ssh config."""
+    write_config(
+        f"Host gate\n  HostName {bastion.host}\n  Port {bastion.port}\n"
+        f"  IdentityFile {bastion.client_key}\n"
+        f"Host labgpu\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.client_key}\n  ProxyJump gate\n"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("synced through the bastion")
+    spec = write_spec(
+        tmp_path,
+        f"""
+        name: alias-job
+        command: cat "$GPUJOBS_DATA_DIR/x.txt"
+        providers: [ssh]
+        ssh: {{hosts: [labgpu], workdir: {tmp_path / "lab-root"}}}
+        dataset: {{source: ./data, target: /data}}
+        """,
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "synced through the bastion" in done.stdout
