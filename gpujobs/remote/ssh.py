@@ -353,15 +353,16 @@ class SSHTransport:
 
     # -- rsync over the same credentials and pinned host key --------------------------------
     def rsync_ready(self, remote_dir: str) -> bool:
-        """Whether the node has rsync (asked once per transport: each command costs a login
-        shell on the node), with remote_dir made over SFTP, which costs no shell."""
-        if self._sftp_available():
-            self._retrying(lambda: self._make_dirs(self._sftp_client(), remote_dir))
-        else:
-            self.run(["mkdir", "-p", remote_dir])
-        if self._has_rsync is None:
-            self._has_rsync = self.run(["sh", "-c", "command -v rsync"], check=False).ok
-        return self._has_rsync
+        """Whether the node has rsync, with remote_dir made: one exec channel, no SFTP
+        session (which costs its own round trips, and which some hosts do not serve)."""
+        script = 'mkdir -p "$1" || exit 3; command -v rsync >/dev/null || exit 4'
+        result = self.run(["sh", "-c", script, "sh", remote_dir], check=False)
+        if result.exit_code == 3:
+            raise TransportError(
+                f"cannot make {remote_dir} on {self.target.label}: {result.tail(2)}"
+            )
+        self._has_rsync = result.ok
+        return result.ok
 
     def rsync_shell(self) -> tuple[str, str]:
         """(`rsync -e` value, remote prefix) reaching this node with the key and the pinned
