@@ -95,3 +95,24 @@ def read(client: paramiko.SSHClient, remote: str, offset: int, limit: int) -> by
         return bytes(data)
     finally:
         channel.close()
+
+
+# $1 folder: a tar stream on stdin unpacked into it (mtimes kept, as the size+mtime check needs).
+_UNTAR = 'mkdir -p "$1" && exec tar -x -f - -C "$1" 2>&1'
+
+
+def put_tree(client: paramiko.SSHClient, local_dir: Path, paths: list[str], remote: str) -> None:
+    """Many files in one tar stream over one exec channel: no per-file round trip."""
+    import tarfile
+
+    channel = _open(client, _UNTAR, remote)
+    try:
+        with channel.makefile("wb") as sink, tarfile.open(fileobj=sink, mode="w|") as archive:
+            for path in paths:
+                archive.add(local_dir / path, arcname=path, recursive=False)
+        channel.shutdown_write()
+        output = channel.makefile("rb").read().decode(errors="replace").strip()
+        if _finish(channel, f"upload into {remote}") != 0:
+            raise TransportError(f"cannot unpack into {remote} over exec: {output[-300:]}")
+    finally:
+        channel.close()

@@ -274,6 +274,16 @@ class SSHTransport:
 
         self._retrying(attempt)
 
+    @property
+    def exec_only(self) -> bool:
+        """The node serves no SFTP: many files go best as one tar stream (put_tree)."""
+        return not self._sftp_available()
+
+    def put_tree(self, local_dir: Path, paths: list[str], remote_dir: str) -> None:
+        """Files under local_dir, as one tar stream over one exec channel (mtimes kept).
+        A dropped link sends the stream again: unpacking overwrites, so it is idempotent."""
+        self._retrying(lambda: exec_files.put_tree(self._connected(), local_dir, paths, remote_dir))
+
     def get(self, remote: str, local: Path) -> None:
         """Copy a file home. What is copied is the file that was opened: its size and mtime are
         read from the open handle, so a file renamed or removed on the node meanwhile (a
