@@ -206,7 +206,11 @@ def test_a_wrong_key_fails_at_once_with_the_fix(
 
 def test_an_unreachable_host_gives_up_after_the_window(pins: HostKeyPins) -> None:
     target = SshTarget("127.0.0.1", free_port(), "nobody", None)
-    transport = SSHTransport(target, pins, SshSettings(connect_timeout_s=1, reconnect_window_s=1.5))
+    transport = SSHTransport(
+        target,
+        pins,
+        SshSettings(connect_timeout_s=1, reconnect_window_s=1.5, retry_first_contact=True),
+    )
     started = time.monotonic()
     with pytest.raises(ConnectionLostError, match=r"cannot reach .* within 1\.5s"):
         transport.run(["true"])
@@ -217,7 +221,11 @@ def test_a_node_its_provider_calls_gone_is_given_up_on_without_waiting_the_windo
     pins: HostKeyPins,
 ) -> None:
     target = SshTarget("127.0.0.1", free_port(), "nobody", None)
-    transport = SSHTransport(target, pins, SshSettings(connect_timeout_s=1, reconnect_window_s=60))
+    transport = SSHTransport(
+        target,
+        pins,
+        SshSettings(connect_timeout_s=1, reconnect_window_s=60, retry_first_contact=True),
+    )
     asked: list[float] = []
 
     def provider_says() -> str | None:

@@ -10,6 +10,7 @@ removes its folder: it never touches anything else on the machine, and never the
 from __future__ import annotations
 
 import posixpath
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gpujobs.errors import TransportError
@@ -70,6 +71,9 @@ rm -rf -- "$w"
 _LIST_JOBS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
 
 
+PROBE_CACHE_S = 30.0
+
+
 class SshProvider:
     name = "ssh"
 
@@ -92,6 +96,9 @@ class SshProvider:
         )
         self.stop_grace_s = stop_grace_s
         self.cost_per_hour = 0.0  # the spec's cost_per_hour: the user's own price for a host
+        # Probe answers per host, kept briefly: planning asks each host, and provisioning the
+        # chosen one a moment later need not ask again (one login and command fewer).
+        self._probed: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
     def for_spec(self, spec: JobSpec) -> Provider:
         configured = SshProvider(
@@ -272,6 +279,15 @@ class SshProvider:
     def _probe(self, transport: SSHTransport) -> dict[str, list[str]]:
         assert self.hosts is not None or transport is not None
         workdir = self.hosts.workdir if self.hosts else "~/.gpujobs"
+        key = f"{transport.target.label} {workdir}"
+        cached = self._probed.get(key)
+        if cached is not None and time.monotonic() - cached[0] < PROBE_CACHE_S:
+            return cached[1]
+        facts = self._ask(transport, workdir)
+        self._probed[key] = (time.monotonic(), facts)
+        return facts
+
+    def _ask(self, transport: SSHTransport, workdir: str) -> dict[str, list[str]]:
         result = transport.run(["sh", "-c", _PROBE, "sh", workdir], timeout=60, check=False)
         if not result.ok:
             raise TransportError(
@@ -290,7 +306,8 @@ class SshProvider:
     def _target(self, text: str) -> SshTarget:
         user, host, port = parse_ssh_host(text)
         identity = self.hosts.identity_file if self.hosts else None
-        return SshTarget(host, port, user or _local_user(), identity)
+        # No user: the ssh config's User for that alias, else the local user (resolved at login).
+        return SshTarget(host, port, user or "", identity)
 
     def _transport(self, target: SshTarget, settings: SshSettings) -> SSHTransport:
         return SSHTransport(target, self.pins, settings)

@@ -20,9 +20,13 @@ def connect_node(
         identity = node.identity_file
         if identity is None and node.uses_job_key:
             identity = str(home.job_key_dir(node.job_id) / "id_ed25519")
-        settings = SshSettings()
+        # A node with a per-job key is a cloud machine whose sshd may still be booting: only
+        # there is a host that never answered worth retrying.
+        settings = SshSettings(retry_first_contact=node.uses_job_key)
         if reconnect_window_s is not None:
-            settings = SshSettings(reconnect_window_s=reconnect_window_s)
+            settings = SshSettings(
+                reconnect_window_s=reconnect_window_s, retry_first_contact=node.uses_job_key
+            )
         return SSHTransport(
             SshTarget(node.host, node.port, node.user or "", identity),
             HostKeyPins(home.known_hosts),

@@ -27,7 +27,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -46,6 +46,14 @@ from gpujobs.errors import (
     SshAuthError,
     TransportError,
     TransportTimeoutError,
+)
+from gpujobs.remote import exec_files
+from gpujobs.remote.ssh_config import (
+    ResolvedHost,
+    config_value,
+    default_config_path,
+    resolve,
+    resolve_hop,
 )
 from gpujobs.remote.transport import DETACH, CommandResult, RemoteFile
 
@@ -72,7 +80,8 @@ class SshTarget:
 
     @property
     def label(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.host}:{self.port}"
 
     @property
     def known_hosts_name(self) -> str:
@@ -89,6 +98,13 @@ class SshSettings:
     reconnect_window_s: float = 300.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    # The user's ssh config (Host aliases, ProxyJump...); None: none is read.
+    config_file: Path | None = field(default_factory=default_config_path)
+    # Retry a host that never answered (refused, no route)? Only for machines still booting
+    # (a cloud node's sshd); a lab machine that refuses is down or misnamed: say so at once.
+    retry_first_contact: bool = False
+    # Hops of ProxyJump chains followed at most (a config that jumps through itself).
+    max_hops: int = 8
 
 
 class HostKeyPins:
@@ -166,10 +182,13 @@ class SSHTransport:
         self.pins = pins
         self.settings = settings or SshSettings()
         self._client: paramiko.SSHClient | None = None
+        self._bastions: list[paramiko.SSHClient] = []
+        self._route: ResolvedHost | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._made_dirs: set[str] = set()
         self._rsync_config: Path | None = None
         self._has_rsync: bool | None = None
+        self._has_sftp: bool | None = None  # None: not asked yet
         self.connections = 0  # successful logins; more than one means it reconnected
         # Asked between reconnect attempts: a reason ends the retries (see GivesUp).
         self.give_up: Callable[[], str | None] | None = None
@@ -195,6 +214,9 @@ class SSHTransport:
             raise TransportError(f"starting {script} printed no pid: {result.tail(3)}") from None
 
     def read(self, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+        if not self._sftp_available():
+            return self._retrying(lambda: exec_files.read(self._connected(), path, offset, limit))
+
         def attempt() -> bytes:
             try:
                 with self._sftp_client().open(path, "rb") as handle:
@@ -217,6 +239,11 @@ class SSHTransport:
         permissions = mode
         if mode is None and atomic:
             permissions = stat.S_IMODE(local_stat.st_mode)
+        if not self._sftp_available():
+            self._retrying(
+                lambda: exec_files.put(self._connected(), local, remote, permissions, atomic)
+            )
+            return
         parent, name = posixpath.split(remote)
         temp = posixpath.join(parent, f".{name}.gpujobs-part") if atomic else remote
         first_try = True
@@ -247,6 +274,16 @@ class SSHTransport:
 
         self._retrying(attempt)
 
+    @property
+    def exec_only(self) -> bool:
+        """The node serves no SFTP: many files go best as one tar stream (put_tree)."""
+        return not self._sftp_available()
+
+    def put_tree(self, local_dir: Path, paths: list[str], remote_dir: str) -> None:
+        """Files under local_dir, as one tar stream over one exec channel (mtimes kept).
+        A dropped link sends the stream again: unpacking overwrites, so it is idempotent."""
+        self._retrying(lambda: exec_files.put_tree(self._connected(), local_dir, paths, remote_dir))
+
     def get(self, remote: str, local: Path) -> None:
         """Copy a file home. What is copied is the file that was opened: its size and mtime are
         read from the open handle, so a file renamed or removed on the node meanwhile (a
@@ -257,6 +294,9 @@ class SSHTransport:
         being gone."""
         with _at_home(local):
             local.parent.mkdir(parents=True, exist_ok=True)
+        if not self._sftp_available():
+            self._retrying(lambda: exec_files.get(self._connected(), remote, local))
+            return
         temp = local.parent / f".{local.name}.gpujobs-part"
         copied: tuple[int, float] | None = None  # (size, mtime) of the version temp holds
 
@@ -323,12 +363,16 @@ class SSHTransport:
 
     # -- rsync over the same credentials and pinned host key --------------------------------
     def rsync_ready(self, remote_dir: str) -> bool:
-        """Whether the node has rsync (asked once per transport: each command costs a login
-        shell on the node), with remote_dir made over SFTP, which costs no shell."""
-        self._retrying(lambda: self._make_dirs(self._sftp_client(), remote_dir))
-        if self._has_rsync is None:
-            self._has_rsync = self.run(["sh", "-c", "command -v rsync"], check=False).ok
-        return self._has_rsync
+        """Whether the node has rsync, with remote_dir made: one exec channel, no SFTP
+        session (which costs its own round trips, and which some hosts do not serve)."""
+        script = 'mkdir -p "$1" || exit 3; command -v rsync >/dev/null || exit 4'
+        result = self.run(["sh", "-c", script, "sh", remote_dir], check=False)
+        if result.exit_code == 3:
+            raise TransportError(
+                f"cannot make {remote_dir} on {self.target.label}: {result.tail(2)}"
+            )
+        self._has_rsync = result.ok
+        return result.ok
 
     def rsync_shell(self) -> tuple[str, str]:
         """(`rsync -e` value, remote prefix) reaching this node with the key and the pinned
@@ -339,28 +383,43 @@ class SSHTransport:
         return f"ssh -F {_rsync_word(str(self._rsync_config))}", "gpujobs-node:"
 
     def _write_ssh_config(self) -> Path:
-        target = self.target
-        lines = [
-            "Host gpujobs-node",
-            f"  HostName {target.host}",
-            f"  Port {target.port}",
-            f"  User {_config_word(target.user)}",
-            f"  UserKnownHostsFile {_config_word(str(self.pins.path))}",
-            "  GlobalKnownHostsFile /dev/null",
-            "  StrictHostKeyChecking yes",
-            "  UpdateHostKeys no",
-            "  CheckHostIP no",
-            "  BatchMode yes",
-            f"  ConnectTimeout {int(self.settings.connect_timeout_s)}",
-            f"  ServerAliveInterval {int(self.settings.keepalive_s)}",
-            "  ServerAliveCountMax 3",
-            "  LogLevel ERROR",
-        ]
-        if target.identity_file:
-            lines += [
-                f"  IdentityFile {_config_word(target.identity_file)}",
-                "  IdentitiesOnly yes",
+        """An ssh_config for rsync's ssh: the resolved node (with its ProxyJump or
+        ProxyCommand), then, for every host including bastions, the pinned host keys and
+        batch mode, then the user's own config (first value wins in ssh_config, so ours
+        come first; the user's supplies the bastions' aliases). Values have `%` doubled."""
+        route = self.resolved()
+        try:
+            lines = [
+                "Host gpujobs-node",
+                f"  HostName {config_value(route.hostname)}",
+                f"  Port {route.port}",
+                f"  User {config_value(route.user or _local_user())}",
+                f"  HostKeyAlias {config_value(route.known_hosts_name)}",
             ]
+            lines += [f"  IdentityFile {config_value(path)}" for path in route.identity_files]
+            if route.identities_only:
+                lines.append("  IdentitiesOnly yes")
+            if route.proxy_command:
+                lines.append(f"  ProxyCommand {route.proxy_command.replace('%', '%%')}")
+            elif route.proxy_jump:
+                lines.append(f"  ProxyJump {','.join(route.proxy_jump)}")
+            lines += [
+                "Host *",
+                f"  UserKnownHostsFile {config_value(str(self.pins.path))}",
+                "  GlobalKnownHostsFile /dev/null",
+                "  StrictHostKeyChecking yes",
+                "  UpdateHostKeys no",
+                "  CheckHostIP no",
+                "  BatchMode yes",
+                f"  ConnectTimeout {int(self.settings.connect_timeout_s)}",
+                f"  ServerAliveInterval {int(self.settings.keepalive_s)}",
+                "  ServerAliveCountMax 3",
+                "  LogLevel ERROR",
+            ]
+            if route.config_path is not None:
+                lines.append(f"Include {config_value(str(route.config_path))}")
+        except ValueError as exc:
+            raise TransportError(str(exc)) from None
         handle, path = tempfile.mkstemp(prefix="gpujobs-ssh-", suffix=".conf")
         with os.fdopen(handle, "w") as config:
             config.write("\n".join(lines) + "\n")
@@ -376,24 +435,130 @@ class SSHTransport:
             self._disconnect()
         return self._connect()
 
+    def resolved(self) -> ResolvedHost:
+        """Where this target really goes, after the user's ssh config (read once)."""
+        if self._route is None:
+            target = self.target
+            try:
+                self._route = resolve(
+                    target.host,
+                    port=target.port,
+                    user=target.user,
+                    identity_file=target.identity_file,
+                    config_path=self.settings.config_file,
+                )
+            except ValueError as exc:
+                raise TransportError(str(exc)) from None
+        return self._route
+
     def _connect(self) -> paramiko.SSHClient:
-        target, settings = self.target, self.settings
-        client = paramiko.SSHClient()
-        self.pins.install(client)
+        route = self.resolved()
+        try:
+            client = self._open(route, depth=0)
+        except BaseException:
+            self._close_bastions()
+            raise
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(int(self.settings.keepalive_s))
+        self._client = client
+        self.connections += 1
+        return client
+
+    def _open(self, route: ResolvedHost, depth: int) -> paramiko.SSHClient:
+        """A logged-in client for `route`, through its ProxyCommand or ProxyJump hops."""
+        if depth > self.settings.max_hops:
+            raise TransportError(
+                f"{route.alias}: more than {self.settings.max_hops} ProxyJump hops; does the "
+                f"ssh config ({route.config_path}) jump through itself?"
+            )
+        if route.proxy_command:
+            sock: socket.socket | paramiko.Channel | paramiko.ProxyCommand = paramiko.ProxyCommand(
+                route.proxy_command
+            )
+        elif route.proxy_jump:
+            previous: paramiko.SSHClient | None = None
+            for hop in route.proxy_jump:
+                try:
+                    hop_route = resolve_hop(hop, self.settings.config_file)
+                except ValueError as exc:
+                    raise TransportError(f"{route.alias}: {exc}") from None
+                if previous is None:
+                    previous = self._open(hop_route, depth + 1)
+                else:
+                    previous = self._login(hop_route, self._tunnel(previous, hop_route, hop))
+                self._bastions.append(previous)
+            assert previous is not None
+            sock = self._tunnel(previous, route, route.proxy_jump[-1])
+        else:
+            sock = self._dial(route)
+        return self._login(route, sock)
+
+    def _dial(self, route: ResolvedHost) -> socket.socket:
         try:
             sock = socket.create_connection(
-                (target.host, target.port), timeout=settings.connect_timeout_s
+                (route.hostname, route.port), timeout=self.settings.connect_timeout_s
             )
-            # Without it, Nagle and delayed ACKs add 40 ms to every request/response exchange.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except socket.gaierror as exc:
+            if self.settings.retry_first_contact and not self.connections:
+                raise
+            where = (
+                f"the entry for it in {route.config_path} gives HostName {route.hostname}"
+                if route.config_entry
+                else f"no Host entry matches it in {self.settings.config_file}"
+            )
+            raise TransportError(
+                f"cannot resolve {route.alias!r} ({_reason(exc)}): {where}; check the name, "
+                "or add a Host entry to your ssh config"
+            ) from None
+        except OSError as exc:
+            if self.settings.retry_first_contact or self.connections:
+                raise  # a booting machine, or a link that was up: retried
+            raise ConnectionLostError(
+                f"cannot reach {route.label} at {route.hostname}:{route.port}: {_reason(exc)}; "
+                "is the machine up and its sshd listening on that port?"
+            ) from None
+        # Without it, Nagle and delayed ACKs add 40 ms to every request/response exchange.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _tunnel(
+        self, bastion: paramiko.SSHClient, route: ResolvedHost, via: str
+    ) -> paramiko.Channel:
+        transport = bastion.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                (route.hostname, route.port),
+                ("127.0.0.1", 0),
+                timeout=self.settings.connect_timeout_s,
+            )
+        except paramiko.ChannelException as exc:
+            raise TransportError(
+                f"bastion {via} could not reach {route.hostname}:{route.port} for "
+                f"{route.alias} ({exc.text or exc}); check HostName/Port, and that the bastion "
+                "allows TCP forwarding"
+            ) from None
+
+    def _login(
+        self, route: ResolvedHost, sock: socket.socket | paramiko.Channel | paramiko.ProxyCommand
+    ) -> paramiko.SSHClient:
+        settings = self.settings
+        client = paramiko.SSHClient()
+        self.pins.install(client)
+        keys = [path for path in route.identity_files if Path(path).expanduser().is_file()]
+        use_agent = not route.identities_only
+        default_keys = not route.identity_files
+        try:
             client.connect(
-                target.host,
-                port=target.port,
-                sock=sock,
-                username=target.user or None,
-                key_filename=target.identity_file,
-                allow_agent=target.identity_file is None,
-                look_for_keys=target.identity_file is None,
+                route.hostname,
+                port=route.port,
+                sock=sock,  # type: ignore[arg-type]
+                username=route.user or _local_user(),
+                key_filename=keys or None,
+                allow_agent=use_agent,
+                look_for_keys=default_keys,
                 timeout=settings.connect_timeout_s,
                 banner_timeout=settings.connect_timeout_s,
                 auth_timeout=settings.connect_timeout_s,
@@ -401,30 +566,43 @@ class SSHTransport:
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise HostKeyChangedError(self._changed_key_message(exc)) from None
-        except paramiko.AuthenticationException as exc:
+            raise HostKeyChangedError(self._changed_key_message(exc, route)) from None
+        except (paramiko.AuthenticationException, paramiko.SSHException) as exc:
             client.close()
-            key = target.identity_file or "the ssh agent and ~/.ssh keys"
+            no_method = "No authentication methods available" in str(exc)
+            if not isinstance(exc, paramiko.AuthenticationException) and not no_method:
+                raise
+            tried = [*keys]
+            if use_agent:
+                tried.append(
+                    "the ssh agent"
+                    + (
+                        ""
+                        if os.environ.get("SSH_AUTH_SOCK")
+                        else " (none running: SSH_AUTH_SOCK unset)"
+                    )
+                )
+            if default_keys:
+                tried.append("~/.ssh/id_* keys")
+            missing = [path for path in route.identity_files if path not in keys]
+            note = f"; IdentityFile not found: {', '.join(missing)}" if missing else ""
             raise SshAuthError(
-                f"{target.label} refused the login ({exc.__class__.__name__}) with {key}: "
-                "check the user, the key (ssh.identity_file) and that its public half is in "
-                "the host's ~/.ssh/authorized_keys"
+                f"{route.user or _local_user()}@{route.alias} refused the login "
+                f"({exc.__class__.__name__}); keys tried: {', '.join(tried) or 'none'}{note}. "
+                "Check the user, the key (ssh.identity_file or IdentityFile in your ssh config) "
+                "and that its public half is in the host's ~/.ssh/authorized_keys"
             ) from None
         except BaseException:
             client.close()
             raise
         transport = client.get_transport()
         assert transport is not None
-        transport.set_keepalive(int(settings.keepalive_s))
-        key = transport.get_remote_server_key()
-        self.pins.ensure_recorded(target.known_hosts_name, key)
-        self._client = client
-        self.connections += 1
+        self.pins.ensure_recorded(route.known_hosts_name, transport.get_remote_server_key())
         return client
 
-    def _changed_key_message(self, exc: paramiko.BadHostKeyException) -> str:
+    def _changed_key_message(self, exc: paramiko.BadHostKeyException, route: ResolvedHost) -> str:
         return (
-            f"host key of {self.target.known_hosts_name} changed: pinned "
+            f"host key of {route.known_hosts_name} ({route.alias}) changed: pinned "
             f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, now "
             f"{exc.key.get_name()} {exc.key.fingerprint}; refusing to connect. If the machine "
             f"was reinstalled, delete its line from {self.pins.path} (or ~/.ssh/known_hosts); "
@@ -439,15 +617,45 @@ class SSHTransport:
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
+        self._close_bastions()
+
+    def _close_bastions(self) -> None:
+        bastions, self._bastions = self._bastions, []
+        for bastion in reversed(bastions):
+            with contextlib.suppress(Exception):
+                bastion.close()
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         client = self._connected()
         if self._sftp is None:
-            self._sftp = client.open_sftp()
+            try:
+                self._sftp = client.open_sftp()
+            except paramiko.SSHException as exc:
+                if not self._alive():
+                    raise  # the link dropped: retried
+                # The login works but the server refuses the SFTP subsystem: waiting cannot
+                # help. Files then go over exec channels (see _sftp_available).
+                self._has_sftp = False
+                raise _NoSftp(
+                    f"{self.target.label} has no SFTP subsystem ({_reason(exc)}); gpujobs "
+                    "needs `Subsystem sftp` in the host's sshd_config to copy files (ask its "
+                    "admin), or rsync on the host"
+                ) from None
             channel = self._sftp.get_channel()
             if channel is not None:
                 channel.settimeout(self.settings.connect_timeout_s * 4)
         return self._sftp
+
+    def _sftp_available(self) -> bool:
+        """Whether the node serves SFTP (asked once, by opening it); without it, files
+        travel over exec channels (exec_files), never waiting out the reconnect window."""
+        if self._has_sftp is None:
+            try:
+                self._retrying(self._sftp_client)
+                self._has_sftp = True
+            except _NoSftp:
+                self._has_sftp = False
+        return self._has_sftp
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         settings = self.settings
@@ -637,6 +845,10 @@ class SSHTransport:
         return sorted(found, key=lambda item: item.path)
 
 
+class _NoSftp(TransportError):
+    """The node's sshd refuses the SFTP subsystem."""
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
@@ -667,13 +879,6 @@ def _remote_size(sftp: paramiko.SFTPClient, path: str) -> int:
         return 0
 
 
-def _config_word(value: str) -> str:
-    """A value in an ssh_config file: double-quoted when it holds spaces."""
-    if '"' in value or "\n" in value:
-        raise TransportError(f"{value!r}: a path with quotes cannot be given to ssh")
-    return f'"{value}"' if any(ch.isspace() for ch in value) else value
-
-
 def _rsync_word(value: str) -> str:
     """One word of rsync's -e command: rsync splits on spaces and honours quotes, not \\."""
     if not any(ch.isspace() or ch in "'\"" for ch in value):
@@ -683,6 +888,12 @@ def _rsync_word(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     raise TransportError(f"{value!r}: a path with both quote kinds cannot be given to rsync")
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 def socket_reachable(host: str, port: int, timeout: float) -> bool:

@@ -51,7 +51,7 @@ def make_key(path: Path, comment: str = "gpujobs-test") -> Path:
 class LoopbackSshd:
     """`with LoopbackSshd(folder) as sshd:` -> sshd.port, sshd.user, sshd.client_key."""
 
-    def __init__(self, folder: Path, *, port: int | None = None) -> None:
+    def __init__(self, folder: Path, *, port: int | None = None, sftp: bool = True) -> None:
         binary = sshd_binary()
         if binary is None:
             raise RuntimeError("sshd not found: install openssh-server")
@@ -60,6 +60,8 @@ class LoopbackSshd:
         self.port = port or free_port()
         self.user = getpass.getuser()
         self.host = "127.0.0.1"
+        # False: no `Subsystem sftp`, as on hardened hosts; only exec channels work.
+        self.sftp = sftp
         self.host_key = folder / "host_ed25519"
         self.client_key = folder / "client_ed25519"
         self._process: subprocess.Popen[bytes] | None = None
@@ -95,11 +97,10 @@ class LoopbackSshd:
             # The throwaway files live in a temp folder whose modes sshd would reject.
             "StrictModes no\n"
             "PermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\n"
             # Tests open many connections at once (and reconnect after every cut).
             "MaxStartups 200:30:400\n"
             "MaxSessions 200\n"
-            "LogLevel ERROR\n"
+            "LogLevel ERROR\n" + ("Subsystem sftp internal-sftp\n" if self.sftp else "")
         )
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

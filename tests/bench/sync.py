@@ -1,6 +1,7 @@
 """Dataset upload over the loopback sshd (gpujobs.testing.ssh.LoopbackSshd): 10,000 files of
 random bytes totalling 1 GiB, a first copy and a re-sync after 1% of the files change, through
-gpujobs' two paths (push_dir method="rsync" and method="files", the SFTP one) beside plain
+gpujobs' three paths (push_dir method="rsync"; method="files", the SFTP one; and method="files"
+on a second sshd without the SFTP subsystem, one tar stream over exec) beside plain
 `rsync -a` over the same sshd, measured in the same run (these machines are noisy: compare, don't
 trust absolute numbers). Targets: first copy >= 0.95x plain rsync's speed (each path),
 re-sync <= 1.1x plain rsync's time (each path).
@@ -42,7 +43,12 @@ RESYNC_TIME = 1.1  # at most, as a multiple of plain rsync's time
 CHANGED_FRACTION = 0.01
 FILES_PER_FOLDER = 100
 BASELINE = "rsync -a (baseline)"
-OURS: dict[str, SyncMethod] = {"gpujobs rsync": "rsync", "gpujobs files (SFTP)": "files"}
+NO_SFTP = "gpujobs tar/exec (no SFTP)"  # a second sshd without `Subsystem sftp`
+OURS: dict[str, SyncMethod] = {
+    "gpujobs rsync": "rsync",
+    "gpujobs files (SFTP)": "files",
+    NO_SFTP: "files",
+}
 
 
 @dataclass
@@ -188,10 +194,14 @@ def run(options: argparse.Namespace, work: Path) -> bool:
     )
     figures = {label: Figures() for label in (BASELINE, *OURS)}
     failures: list[str] = []
-    with LoopbackSshd(work / "sshd") as sshd:
+    with (
+        LoopbackSshd(work / "sshd") as sshd,
+        LoopbackSshd(work / "sshd-no-sftp", sftp=False) as no_sftp,
+    ):
         transports: dict[str, SSHTransport] = {}
         for label in OURS:
-            transports[label], login_s, noop_s = connect(sshd, work)
+            server = no_sftp if label == NO_SFTP else sshd
+            transports[label], login_s, noop_s = connect(server, work)
             print(
                 f"{label}: paramiko login {login_s * 1000:.0f} ms (untimed below), "
                 f"a no-op command {noop_s * 1000:.0f} ms"
