@@ -10,6 +10,7 @@ transitions around them.
 
 from __future__ import annotations
 
+import posixpath
 import sys
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from gpujobs.lifecycle.job_files import (
 )
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
+from gpujobs.remote.fetch import SourceRequest, fetch_on_node
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
@@ -40,6 +42,31 @@ T = TypeVar("T")
 _BOOTSTRAP_PROBE = (
     'if [ -e "$1" ]; then echo ready; elif [ -e "$1.failed" ]; then cat "$1.failed"; fi'
 )
+
+
+def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec) -> list[str]:
+    """The node pulls the dataset's buckets and URLs itself, through the host's cache."""
+    assert spec.dataset is not None
+    python = (
+        sys.executable
+        if node.transport == "local"
+        else (spec.ssh.python if spec.ssh else "python3")
+    )
+    layout = session.layout
+    return fetch_on_node(
+        session.transport,
+        python=python,
+        sources=[
+            SourceRequest(source, spec.dataset.sha256, spec.dataset.endpoint_url)
+            for source in spec.dataset.fetched_sources
+        ],
+        dest=layout.data,
+        cache=layout.cache,
+        log=layout.log,
+        scratch=posixpath.join(layout.workdir, ".fetch"),
+        env={key: str(value) for key, value in spec.env.items()},
+        write_private=lambda text, path: session.write_private(text, path),
+    )
 
 
 def runtime_for(node: Node, spec: JobSpec) -> Runtime:
@@ -147,17 +174,29 @@ class NodeSetup:
         self._stop_if_halted()
 
     def push_dataset(self, node: Node, session: NodeSession, *, of_several: bool) -> None:
-        """The spec's dataset onto the node; `of_several`: the node is one of a group's."""
-        if self.spec.dataset is None:
+        """The spec's dataset onto the node; `of_several`: the node is one of a group's. A local
+        folder is sent from here; buckets, URLs, the Hub and Kaggle are fetched by the node."""
+        dataset = self.spec.dataset
+        if dataset is None:
             return
         label = f"dataset to node {node.rank}" if of_several else "dataset"
+        if dataset.fetched_sources:
+            self.note(
+                f"{label}: the node fetches {', '.join(dataset.fetched_sources)} "
+                "(progress in the job log)"
+            )
+            for line in fetch_dataset(session, node, self.spec):
+                self.note(f"{label}: {line}")
+            self.cancel.raise_if_cancelled()
+        if dataset.local_source is None:
+            return
 
         def progress(done: int, total: int) -> None:
             self.progress(label, done, total)
             self.cancel.raise_if_cancelled()
             self._stop_if_halted()
 
-        report = session.push_dataset(Path(self.spec.dataset.source), progress)
+        report = session.push_dataset(Path(dataset.local_source), progress)
         self.note(
             f"{label}: {report.files_total} files, {report.bytes_total} bytes, "
             f"{report.files_sent} sent ({report.method}), verified on the node"

@@ -1,0 +1,122 @@
+"""Datasets the node fetches itself, through the whole lifecycle: mnist from s3:// (moto's S3
+server on loopback) on the local provider and over a real loopback sshd, and an https archive
+with a sha256; the second job on a host takes the dataset from the host's cache."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from gpujobs.testing.ssh import LoopbackSshd
+from tests.conftest import gpujobs_cli, write_spec
+from tests.fetch_peers import https_server, moto_s3
+
+
+def mnist_files(count: int = 400) -> dict[str, bytes]:
+    """MNIST-shaped IDX files (gzip, as the real mirrors ship them)."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, count, dtype=np.uint8)
+    files = {}
+    for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+        dims = struct.pack(f">{array.ndim}I", *array.shape)
+        files[f"{name}.gz"] = gzip.compress(header + dims + array.tobytes())
+    return files
+
+
+def _launch(spec: Path, timeout: float = 300) -> dict:
+    done = gpujobs_cli("launch", str(spec), timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = json.loads(gpujobs_cli("status", "--json").stdout)[0]  # the newest first
+    assert job["state"] == "SUCCEEDED"
+    job["stderr"] = done.stderr
+    job["stdout"] = done.stdout
+    return job
+
+
+def test_mnist_from_s3_on_the_local_provider_and_again_from_cache(
+    tmp_path: Path, monkeypatch
+) -> None:
+    with moto_s3(monkeypatch) as (s3, _endpoint):
+        s3.create_bucket(Bucket="course-data")
+        for name, body in mnist_files().items():
+            s3.put_object(Bucket="course-data", Key=f"mnist/{name}", Body=body)
+        spec = write_spec(
+            tmp_path,
+            """
+            name: mnist-s3
+            workload: mnist_cnn
+            args: {epochs: 1, batch_size: 64, seed: 1}
+            dataset: {source: s3://course-data/mnist}
+            """,
+        )
+        first = _launch(spec)
+        assert "2 fetched" in first["stderr"], first["stderr"][-2000:]
+        log = (Path(first["runs_dir"]) / "job.log").read_text()
+        assert "epoch 1/1" in log  # trained on the fetched files: no --synthetic was given
+        assert "gpujobs fetch: s3://course-data/mnist: done" in log
+        assert "testing" not in log and "testing" not in first["stderr"]  # no secret shown
+        second = _launch(spec)
+        assert "0 fetched" in second["stderr"] and "2 from cache" in second["stderr"]
+
+
+def test_mnist_from_s3_over_ssh(sshd: LoopbackSshd, tmp_path: Path, monkeypatch) -> None:
+    remote_root = tmp_path / "lab-machine"
+    with moto_s3(monkeypatch) as (s3, _endpoint):
+        s3.create_bucket(Bucket="course-data")
+        for name, body in mnist_files().items():
+            s3.put_object(Bucket="course-data", Key=f"mnist/{name}", Body=body)
+        spec = write_spec(
+            tmp_path,
+            f"""
+            name: mnist-s3-ssh
+            workload: mnist_cnn
+            args: {{epochs: 1, batch_size: 64, seed: 1}}
+            providers: [ssh]
+            ssh:
+              hosts: ["{sshd.target}"]
+              identity_file: {sshd.client_key}
+              workdir: {remote_root}
+            dataset: {{source: "s3://course-data/mnist/"}}
+            """,
+        )
+        job = _launch(spec, timeout=400)
+    assert "2 fetched" in job["stderr"], job["stderr"][-2000:]
+    assert "epoch 1/1" in (Path(job["runs_dir"]) / "job.log").read_text()
+    # The host keeps the fetched objects for the next job; the job's env file is gone.
+    cached = list((remote_root / "cache" / "fetch").glob("*/objects/train-images-idx3-ubyte.gz"))
+    assert len(cached) == 1
+    assert not list(remote_root.rglob("fetch.env"))
+
+
+def test_an_https_archive_with_its_sha256(tmp_path: Path, monkeypatch) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, body in mnist_files().items():
+            info = tarfile.TarInfo(f"mnist/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    archive = raw.getvalue()
+    with https_server(tmp_path, monkeypatch) as (base, served):
+        served.files["/mnist.tar.gz"] = archive
+        spec = write_spec(
+            tmp_path,
+            f"""
+            name: mnist-https
+            command: ls -R "$GPUJOBS_DATA_DIR"
+            dataset:
+              source: {base}/mnist.tar.gz
+              sha256: {hashlib.sha256(archive).hexdigest()}
+            """,
+        )
+        job = _launch(spec)
+    log = (Path(job["runs_dir"]) / "job.log").read_text()
+    assert "train-images-idx3-ubyte.gz" in log
