@@ -120,3 +120,39 @@ def test_an_https_archive_with_its_sha256(tmp_path: Path, monkeypatch) -> None:
         job = _launch(spec)
     log = (Path(job["runs_dir"]) / "job.log").read_text()
     assert "train-images-idx3-ubyte.gz" in log
+
+
+def test_a_dataset_bigger_than_disk_gb_is_refused_at_planning(tmp_path: Path, monkeypatch) -> None:
+    with moto_s3(monkeypatch) as (s3, _endpoint):
+        s3.create_bucket(Bucket="big-set")
+        for index in range(3):
+            s3.put_object(Bucket="big-set", Key=f"frames/{index}.bin", Body=b"x" * 400_000)
+        spec = write_spec(
+            tmp_path,
+            """
+            name: too-big
+            command: "true"
+            resources: {disk_gb: 0.001}
+            dataset: {source: s3://big-set/frames}
+            """,
+        )
+        done = gpujobs_cli("launch", str(spec), timeout=120)
+        assert done.returncode == 2, done.stderr
+        line = done.stderr.strip().splitlines()[-1]
+        assert "the dataset is 1.2 MB (s3://big-set/frames: 1.2 MB in 3 object(s))" in line
+        assert "more than resources.disk_gb: 0.001; ask for disk_gb: 10" in line, line
+        assert "s3://big-set/frames" in line and "3 object(s)" in line
+        assert "Traceback" not in done.stderr
+        missing = write_spec(
+            tmp_path,
+            """
+            name: no-bucket
+            command: "true"
+            resources: {disk_gb: 10}
+            dataset: {source: s3://no-such-bucket/frames}
+            """,
+            name="missing.yaml",
+        )
+        done = gpujobs_cli("launch", str(missing), timeout=120)
+        assert done.returncode == 2 and "HTTP 404" in done.stderr, done.stderr
+    assert json.loads(gpujobs_cli("status", "--json").stdout) == []

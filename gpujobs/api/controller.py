@@ -180,6 +180,10 @@ class Controller:
             except BadInputError as exc:
                 raise BadInputError(f"{source}: {exc}") from None
 
+        if spec.dataset is not None and spec.resources.disk_gb is not None:
+            from gpujobs.placement.dataset_size import check_disk, dataset_size
+
+            check_disk(spec, dataset_size(spec), source)
         try:
             require_placements(spec, self.providers_for(spec), self.allowance())
         except BudgetRefusedError as exc:
