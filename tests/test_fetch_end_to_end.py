@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import struct
 import tarfile
 from pathlib import Path
@@ -66,6 +67,18 @@ def test_mnist_from_s3_on_the_local_provider_and_again_from_cache(
         assert "testing" not in log and "testing" not in first["stderr"]  # no secret shown
         second = _launch(spec)
         assert "0 fetched" in second["stderr"] and "2 from cache" in second["stderr"]
+    # `gpujobs gc` reports the host's dataset cache, and prunes what no job used lately. (Without
+    # the test's AWS keys: gc would sweep the real AWS with them.)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    report = json.loads(gpujobs_cli("gc", "--json", env=env).stdout)["dataset_cache"]
+    assert [(e["source"], e["removed"]) for e in report] == [("s3://course-data/mnist", False)]
+    assert report[0]["bytes"] > sum(len(body) for body in mnist_files().values())
+    kept = gpujobs_cli("gc", "--yes", "--cache-days", "1", env=env)
+    assert "dataset cache on this machine: 1 source(s)" in kept.stderr
+    assert "removed from the dataset cache" not in kept.stderr
+    pruned = gpujobs_cli("gc", "--yes", "--cache-days", "0", env=env)
+    assert "removed from the dataset cache: s3://course-data/mnist" in pruned.stderr
+    assert json.loads(gpujobs_cli("gc", "--json", env=env).stdout)["dataset_cache"] == []
 
 
 def test_mnist_from_s3_over_ssh(sshd: LoopbackSshd, tmp_path: Path, monkeypatch) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need
     from gpujobs.placement.quota import QuotaReport
     from gpujobs.providers.base import Credentials, Node, Provider
     from gpujobs.providers.catalog import CatalogInfo
+    from gpujobs.remote.fetch.cache import CacheEntry
     from gpujobs.remote.transport import Transport
     from gpujobs.spec import JobSpec
 
@@ -423,6 +424,17 @@ class Controller:
         results = sweep(items, self.providers) if items else []
         record_deleted(results, self.store, self.clock.now())
         return results
+
+    def dataset_cache(self) -> list[CacheEntry]:
+        """The datasets this machine's jobs fetched, kept for the next job (local provider)."""
+        from gpujobs.remote.fetch.cache import cache_entries
+
+        return cache_entries(self.home.root / "cache")
+
+    def prune_dataset_cache(self, entries: list[CacheEntry], *, days: float) -> list[CacheEntry]:
+        from gpujobs.remote.fetch.cache import prune
+
+        return prune(entries, older_than_s=days * 86400, now=self.clock.now())
 
     # -- read -------------------------------------------------------------------------------
     def detail(self, job_ref: str) -> JobDetail:

@@ -424,11 +424,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 "from another machine or GPUJOBS_HOME, or whose state was lost).",
             ),
         ] = False,
+        cache_days: Annotated[
+            float,
+            typer.Option(
+                "--cache-days",
+                min=0,
+                help="With --yes, also remove fetched datasets no job on this machine used "
+                "for this many days (the node-side dataset cache).",
+            ),
+        ] = 14,
     ) -> None:
         """Find what gpujobs tagged on aws, gcp, paperspace and this machine that no live job
         owns (left by a crash or a failed teardown), with its age and cost so far, and delete
         it once you confirm. Jobs whose driver is lost are listed, not deleted: `gpujobs down
-        JOB` brings their checkpoint home first. ssh hosts are not swept."""
+        JOB` brings their checkpoint home first. ssh hosts are not swept. Datasets fetched
+        from buckets and URLs are kept for the next job; those unused for --cache-days go."""
         with errors_to_exit():
             from gpujobs.cli import gc_view
 
@@ -455,10 +465,16 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 else:
                     _info("run gpujobs gc --yes to delete them")
             results = controller.gc_sweep(doomed) if delete else []
+            cache = controller.dataset_cache()
+            pruned = controller.prune_dataset_cache(cache, days=cache_days) if yes else []
             if as_json:
-                _print_json(gc_view.gc_json(report, results if yes else None))
+                data = gc_view.gc_json(report, results if yes else None)
+                data["dataset_cache"] = gc_view.cache_json(cache, pruned)
+                _print_json(data)
             else:
                 for line in gc_view.sweep_lines(results):
+                    _info(line)
+                for line in gc_view.cache_lines(cache, pruned, cache_days):
                     _info(line)
             if any(not result.deleted for result in results):
                 raise typer.Exit(EXIT_JOB_FAILED)

@@ -263,6 +263,7 @@ def fetch_source(spec: dict, cache_root: Path, dest: Path, log: Path | None, wor
     if not objects:
         raise FetchError(f"{source}: nothing there (an empty or misspelt prefix?)")
     with cache.locked():
+        (cache.folder / "source.txt").write_text(source + "\n")  # for `gpujobs gc`
         manifest = cache.manifest()
         stale = [o for o in objects if manifest.get(o.path) != o.version]
         need = sum(o.size or 0 for o in stale)
