@@ -122,3 +122,47 @@ def https_server(tmp_path: Path, monkeypatch) -> Iterator[tuple[str, Served]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def http_fake(answer) -> Iterator[str]:  # noqa: ANN001 - a Route
+    """A plain-HTTP fake of a download API on loopback: `answer(method, path, query, headers)`
+    gives (status, headers, body); a Range header is served from the body as a real server
+    would."""
+    from urllib.parse import parse_qs, urlsplit
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return None
+
+        def _serve(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            status, headers, body = answer(method, parts.path, parse_qs(parts.query), self.headers)
+            ranged = self.headers.get("Range")
+            if status == 200 and ranged:
+                first, _, last = ranged.removeprefix("bytes=").partition("-")
+                start, end = int(first), int(last) + 1 if last else len(body)
+                headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{len(body)}"}
+                status, body = 206, body[start:end]
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_HEAD(self) -> None:
+            self._serve("HEAD")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

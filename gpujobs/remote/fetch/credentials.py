@@ -67,6 +67,8 @@ def _aws() -> dict[str, str]:
 
 
 def _gcp() -> dict[str, str]:
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return {}  # an emulator takes no token
     try:
         import google.auth  # the gcp extra
         import google.auth.transport.requests
