@@ -125,7 +125,7 @@ def https_server(tmp_path: Path, monkeypatch) -> Iterator[tuple[str, Served]]:
 
 
 @contextmanager
-def http_fake(answer) -> Iterator[str]:  # noqa: ANN001 - a Route
+def http_fake(answer) -> Iterator[str]:
     """A plain-HTTP fake of a download API on loopback: `answer(method, path, query, headers)`
     gives (status, headers, body); a Range header is served from the body as a real server
     would."""

@@ -45,7 +45,7 @@ def test_gs_prefix_through_the_json_api(tmp_path: Path, monkeypatch) -> None:
     media_reads = []
     tampered: dict[str, bytes] = {}  # served instead of what the listing describes
 
-    def answer(method, path, query, headers):  # noqa: ANN001, ANN202
+    def answer(method, path, query, headers):
         if path == "/storage/v1/b/art-data/o":
             prefix = query.get("prefix", [""])[0]
             items = [
@@ -87,7 +87,7 @@ def test_hf_dataset_pinned_to_its_commit_with_the_token(tmp_path: Path, monkeypa
     commit = "3f2a9c0d1e"
     seen_auth = set()
 
-    def answer(method, path, query, headers):  # noqa: ANN001, ANN202
+    def answer(method, path, query, headers):
         seen_auth.add(headers.get("Authorization"))
         if headers.get("Authorization") != "Bearer hf_secret_token":
             return 401, {}, b'{"error": "Invalid credentials"}'
@@ -137,7 +137,7 @@ def test_kaggle_dataset_with_the_key_from_kaggle_json(tmp_path: Path, monkeypatc
     archive = raw.getvalue()
     expected = "Basic " + base64.b64encode(b"ada:kaggle-key-123").decode()
 
-    def answer(method, path, query, headers):  # noqa: ANN001, ANN202
+    def answer(method, path, query, headers):
         if headers.get("Authorization") != expected:
             return 401, {}, b'{"code": 401, "message": "Unauthenticated"}'
         if path == "/api/v1/competitions/data/download-all/titanic":
