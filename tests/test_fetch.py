@@ -15,9 +15,10 @@ import pytest
 
 from gpujobs.errors import ProvisioningError
 from gpujobs.remote.fetch import SourceRequest, fetch_on_node
-from gpujobs.remote.fetch.node import CHUNK
 from gpujobs.remote.transport import LocalTransport
 from tests.fetch_peers import https_server, moto_s3
+
+CHUNK = 1 << 20  # ranges of 1 MiB, so a few MiB make a ranged, resumable read
 
 
 def _fetch(tmp_path: Path, *sources: SourceRequest, dest: str = "data") -> list[str]:
@@ -31,6 +32,7 @@ def _fetch(tmp_path: Path, *sources: SourceRequest, dest: str = "data") -> list[
         scratch=str(tmp_path / "scratch"),
         env={},
         workers=4,
+        chunk_bytes=CHUNK,
     )
 
 

@@ -53,6 +53,7 @@ def fetch_on_node(
     scratch: str,
     env: dict[str, str],
     workers: int = 16,
+    chunk_bytes: int | None = None,
     timeout_s: float = 24 * 3600,
     write_private: Callable[[str, str], None] | None = None,
 ) -> list[str]:
@@ -70,6 +71,7 @@ def fetch_on_node(
         "cache": posixpath.join(cache, "fetch"),
         "log": log,
         "workers": workers,
+        "chunk_bytes": chunk_bytes,
     }
     request_path = posixpath.join(scratch, "fetch-request.json")
     env_path = posixpath.join(scratch, "fetch.env")

@@ -11,13 +11,14 @@ import base64
 import datetime
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
 import ssl
+import threading
 import urllib.error
 import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,23 +51,104 @@ def _no_auth(_url: str, extra: dict[str, str]) -> dict[str, str]:
     return dict(extra)
 
 
+_CONTEXT: ssl.SSLContext | None = None
+_LOCAL = threading.local()  # each thread keeps its own connections open (keep-alive)
+_REDIRECTS = 5
+
+
 def _context() -> ssl.SSLContext:
-    # The system's CAs, or SSL_CERT_FILE's (a lab's own CA, a test's throwaway one).
-    cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("AWS_CA_BUNDLE")
-    return ssl.create_default_context(cafile=cafile or None)
+    # The system's CAs, or SSL_CERT_FILE's (a lab's own CA, a test's throwaway one); made once:
+    # loading the CAs costs more than a small object's whole read.
+    global _CONTEXT
+    if _CONTEXT is None:
+        cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("AWS_CA_BUNDLE")
+        _CONTEXT = ssl.create_default_context(cafile=cafile or None)
+    return _CONTEXT
 
 
-def request(
-    url: str,
-    headers: dict[str, str],
-    *,
-    method: str = "GET",
-    timeout: float = 60,
-) -> urllib.response.addinfourl:  # type: ignore[name-defined]
-    req = urllib.request.Request(url, headers=headers, method=method)
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=_context())]
-    opener = urllib.request.build_opener(*handlers)
-    return opener.open(req, timeout=timeout)
+class Response:
+    """A finished request's status line and headers, and its body to read; closing it puts
+    the connection back for the thread's next request when the body was read whole."""
+
+    def __init__(self, url: str, answer: http.client.HTTPResponse, key: tuple) -> None:
+        self.url, self.answer, self.key = url, answer, key
+        self.status, self.headers = answer.status, answer.headers
+
+    def read(self, amount: int | None = None) -> bytes:
+        return self.answer.read(amount)
+
+    def geturl(self) -> str:
+        return self.url
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and self.answer.length == 0:
+            self.answer.read()  # a HEAD's (empty) body: the connection stays usable
+        if exc[0] is not None or not self.answer.isclosed():
+            _drop(self.key)  # an unread or broken body: that connection is not reused
+        self.answer.close()
+
+
+def _connection(key: tuple) -> http.client.HTTPConnection:
+    pool = getattr(_LOCAL, "pool", None)
+    if pool is None:
+        pool = _LOCAL.pool = {}
+    found = pool.get(key)
+    if found is None:
+        scheme, host, port, timeout = key
+        if scheme == "https":
+            found = http.client.HTTPSConnection(host, port, timeout=timeout, context=_context())
+        else:
+            found = http.client.HTTPConnection(host, port, timeout=timeout)
+        pool[key] = found
+    return found
+
+
+def _drop(key: tuple) -> None:
+    found = getattr(_LOCAL, "pool", {}).pop(key, None)
+    if found is not None:
+        found.close()
+
+
+def request(url: str, headers: dict[str, str], *, method: str = "GET", timeout: float = 60
+            ) -> Response:  # fmt: skip
+    """One request on the thread's kept-alive connection to that host; redirects followed (a
+    Hub or Kaggle download answers with one to its CDN); urllib's HTTPError for 4xx and 5xx."""
+    for _ in range(_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = (parts.scheme, parts.hostname or "", port, timeout)
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        for attempt in (0, 1):  # a kept-alive connection the server closed: once more, fresh
+            connection = _connection(key)
+            try:
+                connection.request(method, target, headers=headers)
+                answer = connection.getresponse()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                _drop(key)
+                if attempt:
+                    raise
+            except OSError:
+                _drop(key)
+                raise
+        if answer.status in (301, 302, 303, 307, 308) and answer.headers.get("Location"):
+            location = urllib.parse.urljoin(url, answer.headers["Location"])
+            answer.read()
+            if urllib.parse.urlsplit(location).netloc != parts.netloc:
+                # Another host (a CDN's signed URL): no credential of ours goes along.
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            url = location
+            continue
+        response = Response(url, answer, key)
+        if answer.status >= 400:
+            body = answer.read()
+            raise urllib.error.HTTPError(url, answer.status, body[:200].decode(errors="replace"),
+                                         answer.headers, None)  # fmt: skip
+        return response
+    raise FetchError(f"{url.split('?', 1)[0]}: more than {_REDIRECTS} redirects")
 
 
 def read_json(url: str, headers: dict[str, str], what: str) -> object:
