@@ -149,6 +149,16 @@ def test_a_dataset_bigger_than_disk_gb_is_refused_at_planning(tmp_path: Path, mo
             dataset: {source: s3://big-set/frames}
             """,
         )
+        planned = json.loads(gpujobs_cli("plan", "--json", str(spec)).stdout)["dataset"]
+        assert planned["bytes"] == 1_200_000
+        assert planned["sources"] == [
+            {"source": "s3://big-set/frames", "bytes": 1_200_000, "objects": 3, "note": ""}
+        ]
+        assert planned["egress_basis"] == "s3://big-set/frames out of aws at $0.09/GB"
+        shown = gpujobs_cli("plan", str(spec)).stderr
+        assert "dataset: s3://big-set/frames: 1.2 MB in 3 object(s); resources.disk_gb: 0.001" in (
+            shown
+        )
         done = gpujobs_cli("launch", str(spec), timeout=120)
         assert done.returncode == 2, done.stderr
         line = done.stderr.strip().splitlines()[-1]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need
     from gpujobs.models import Offer
     from gpujobs.money.budget import Allowance
     from gpujobs.money.report import BudgetReport
+    from gpujobs.placement.dataset_size import DatasetSize
     from gpujobs.placement.gc import GcItem, GcReport, SweepResult
     from gpujobs.placement.planner import Plan
     from gpujobs.placement.quota import QuotaReport
@@ -136,6 +137,17 @@ class Controller:
         from gpujobs.placement.planner import plan
 
         return plan(spec, self.providers_for(spec), self.allowance())
+
+    def dataset_size(self, spec: JobSpec) -> DatasetSize | None:
+        """The dataset's size as planning sees it (buckets and URLs listed from here)."""
+        from gpujobs.placement.dataset_size import dataset_size
+
+        return dataset_size(spec)
+
+    def egress_estimate(self, size: DatasetSize, provider: str) -> tuple[float, str] | None:
+        from gpujobs.placement.dataset_size import egress_estimate
+
+        return egress_estimate(size, provider)
 
     def check(self) -> list[Credentials]:
         from concurrent.futures import ThreadPoolExecutor

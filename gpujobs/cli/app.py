@@ -266,12 +266,20 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             controller = controller_factory()
             result = controller.plan(spec)
             hours = spec.budget.max_hours
+            size = controller.dataset_size(spec) if spec.dataset is not None else None
+            first = result.placements[0].offer.provider if result.placements else None
+            egress = controller.egress_estimate(size, first) if size and first else None
             if as_json:
-                _print_json(clouds_view.plan_json(result, hours))
+                data = clouds_view.plan_json(result, hours)
+                if size is not None:
+                    data["dataset"] = clouds_view.dataset_json(size, egress)
+                _print_json(data)
                 return
             console = _console(stdout=True)
             for table in clouds_view.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
+            for line in clouds_view.dataset_lines(size, egress, spec.resources.disk_gb):
+                _info(line)
             if not result.placements:
                 _error(f"no placement fits {spec_file}: {controller.refusal(spec, result)}")
                 raise typer.Exit(2)

@@ -22,6 +22,9 @@ from gpujobs.remote.fetch.sources import FetchError, list_source
 from gpujobs.spec import JobSpec
 
 _HEADROOM = 1.1  # checkpoints, logs and the venv need room too
+# Internet egress of the first 10 TB a month, USD per GB (AWS S3 and GCS list prices, 2025);
+# reading inside the same cloud and region is free, across its regions about 0.02.
+_EGRESS_USD_PER_GB = {"s3": ("aws", 0.09), "gs": ("gcp", 0.12)}
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,17 @@ def _credentials(found: dict[str, str]) -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+def egress_estimate(size: DatasetSize, provider: str) -> tuple[float, str] | None:
+    """What reading the dataset's bucket sources from a node of `provider` costs in egress, by
+    list price, and how it was reckoned; None when nothing leaves a cloud."""
+    usd, parts = 0.0, []
+    for item in size.sources:
+        scheme = item.source.split("://", 1)[0]
+        home = _EGRESS_USD_PER_GB.get(scheme)
+        if home is None or item.bytes is None or home[0] == provider:
+            continue
+        usd += item.bytes / 1e9 * home[1]
+        parts.append(f"{item.source} out of {home[0]} at ${home[1]:.2f}/GB")
+    return (usd, "; ".join(parts)) if parts else None
