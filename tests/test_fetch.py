@@ -21,7 +21,9 @@ from tests.fetch_peers import https_server, moto_s3
 CHUNK = 1 << 20  # ranges of 1 MiB, so a few MiB make a ranged, resumable read
 
 
-def _fetch(tmp_path: Path, *sources: SourceRequest, dest: str = "data") -> list[str]:
+def _fetch(
+    tmp_path: Path, *sources: SourceRequest, dest: str = "data", seen: list[str] | None = None
+) -> list[str]:
     return fetch_on_node(
         LocalTransport(),
         python=sys.executable,
@@ -33,6 +35,8 @@ def _fetch(tmp_path: Path, *sources: SourceRequest, dest: str = "data") -> list[
         env={},
         workers=4,
         chunk_bytes=CHUNK,
+        poll_s=0.05,
+        on_line=None if seen is None else seen.append,
     )
 
 
@@ -51,7 +55,10 @@ def test_s3_prefix_is_fetched_verified_and_cached(tmp_path: Path, monkeypatch) -
         for key, body in objects.items():
             s3.put_object(Bucket="lab-data", Key=key, Body=body)
 
-        lines = _fetch(tmp_path, SourceRequest("s3://lab-data/mnist"))
+        seen: list[str] = []
+        lines = _fetch(tmp_path, SourceRequest("s3://lab-data/mnist"), seen=seen)
+        assert seen[0].startswith("fetch: s3://lab-data/mnist: 21 object(s), 21 to fetch")
+        assert seen[-1] == lines[0]  # the node's lines, as they came
         got = _files(tmp_path / "data")
         want = {k.removeprefix("mnist/"): v for k, v in objects.items() if k.startswith("mnist/")}
         assert got == want

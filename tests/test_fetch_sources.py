@@ -32,6 +32,7 @@ def _fetch(tmp_path: Path, source: str, dest: str = "data") -> list[str]:
         scratch=str(tmp_path / "scratch"),
         env={},
         workers=4,
+        poll_s=0.05,
     )
 
 

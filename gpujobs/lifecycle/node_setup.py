@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gpujobs.clock import Clock
 from gpujobs.errors import Cancelled, ProvisioningError
@@ -44,8 +44,9 @@ _BOOTSTRAP_PROBE = (
 )
 
 
-def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec) -> list[str]:
-    """The node pulls the dataset's buckets and URLs itself, through the host's cache."""
+def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec, **follow: Any) -> list[str]:
+    """The node pulls the dataset's buckets and URLs itself, through the host's cache;
+    `follow`: fetch_on_node's on_line, should_stop, sleep and poll_s."""
     assert spec.dataset is not None
     python = (
         sys.executable
@@ -66,6 +67,7 @@ def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec) -> list[str]:
         scratch=posixpath.join(layout.workdir, ".fetch"),
         env={key: str(value) for key, value in spec.env.items()},
         write_private=lambda text, path: session.write_private(text, path),
+        **follow,
     )
 
 
@@ -185,9 +187,17 @@ class NodeSetup:
                 f"{label}: the node fetches {', '.join(dataset.fetched_sources)} "
                 "(progress in the job log)"
             )
-            for line in fetch_dataset(session, node, self.spec):
-                self.note(f"{label}: {line}")
+            fetch_dataset(
+                session,
+                node,
+                self.spec,
+                on_line=lambda line: self.note(f"{label}: {line}"),
+                should_stop=lambda: self.cancel.cancelled or self.halted.is_set(),
+                sleep=self.clock.sleep,
+                poll_s=min(self.bootstrap_poll_s, 1.0),
+            )
             self.cancel.raise_if_cancelled()
+            self._stop_if_halted()
         if dataset.local_source is None:
             return
 

@@ -39,6 +39,7 @@ def gpujobs_fetch(source: str, dest: Path, work: Path) -> None:
         log=None,
         scratch=str(work / "scratch"),
         env={},
+        poll_s=0.02,
     )
 
 

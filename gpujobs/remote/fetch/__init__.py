@@ -14,6 +14,7 @@ import os
 import posixpath
 import shlex
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,6 @@ from gpujobs.remote.transport import Transport
 
 _HERE = Path(__file__).parent
 _TOOL_FILES = ("node.py", "sources.py")
-# Source the env file, remove it, then run the fetcher: its secrets never appear in argv.
-_RUN = '. "$1" && rm -f "$1" && exec "$2" "$3" "$4"'
 
 
 @dataclass(frozen=True)
@@ -54,15 +53,23 @@ def fetch_on_node(
     env: dict[str, str],
     workers: int = 16,
     chunk_bytes: int | None = None,
-    timeout_s: float = 24 * 3600,
+    on_line: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 1.0,
+    timeout_s: float = 7 * 24 * 3600,
+    sleep: Callable[[float], None] = time.sleep,
     write_private: Callable[[str, str], None] | None = None,
 ) -> list[str]:
     """Fetch `sources` into `dest` on the node; returns the fetcher's summary lines.
 
-    `env`: the job's own variables (an SSL_CERT_FILE, an AWS_REGION) to which the credentials the
-    sources need are added; `scratch`: a folder of the job's for the request files."""
+    The fetcher runs detached on the node (a dropped connection does not stop it) and its
+    progress lines are passed to `on_line` as they come. `env`: the job's own variables (an
+    SSL_CERT_FILE, an AWS_REGION) to which the credentials the sources need are added;
+    `scratch`: a folder of the job's for this fetch's files; `should_stop`: asked between
+    polls, True stops the fetch (what it finished stays in the cache)."""
     tool = posixpath.join(cache, "fetch-tool", tool_version())
-    transport.run(["mkdir", "-p", tool, scratch, posixpath.join(cache, "fetch")])
+    run_dir = posixpath.join(scratch, f"fetch-{time.time_ns()}")
+    transport.run(["mkdir", "-p", tool, run_dir, posixpath.join(cache, "fetch")])
     for name in _TOOL_FILES:
         transport.put(_HERE / name, posixpath.join(tool, name))
     request = {
@@ -73,25 +80,78 @@ def fetch_on_node(
         "workers": workers,
         "chunk_bytes": chunk_bytes,
     }
-    request_path = posixpath.join(scratch, "fetch-request.json")
-    env_path = posixpath.join(scratch, "fetch.env")
+    paths = {name: posixpath.join(run_dir, name) for name in _RUN_FILES}
     write = write_private or (lambda text, path: _put_private(transport, text, path))
-    write(json.dumps(request), request_path)
+    write(json.dumps(request), paths["request"])
     environment = {**env, **credentials_for([s.source for s in sources])}
     write(
         "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(environment.items())),
-        env_path,
+        paths["env"],
     )
-    argv = ["sh", "-c", _RUN, "sh", env_path, python, posixpath.join(tool, "node.py"),
-            request_path]  # fmt: skip
-    result = transport.run(argv, timeout=timeout_s, check=False)
-    if not result.ok:
-        said = [line for line in result.stderr.splitlines() if "gpujobs fetch failed" in line]
-        reason = said[-1].split(": ", 1)[1] if said else result.tail(5)
+    write(_script(paths, python, posixpath.join(tool, "node.py")), paths["script"])
+    transport.start(paths["script"], cwd=run_dir)
+    return _follow(transport, paths, on_line, should_stop, poll_s, timeout_s, sleep)
+
+
+_RUN_FILES = {"request": "request.json", "env": "fetch.env", "script": "fetch.sh",
+              "out": "output", "exit": "exit_code"}  # fmt: skip
+
+
+def _script(paths: dict[str, str], python: str, node: str) -> str:
+    """Source the credentials, remove their file, run the fetcher, record its exit code. The
+    secrets never appear in an argv; the file goes even if sourcing it fails."""
+    q = shlex.quote
+    return (
+        f"if . {q(paths['env'])}; then rm -f {q(paths['env'])}\n"
+        f"  {q(python)} {q(node)} {q(paths['request'])} > {q(paths['out'])} 2>&1; code=$?\n"
+        f"else rm -f {q(paths['env'])}; code=90; fi\n"
+        f"echo $code > {q(paths['exit'])}.tmp && mv {q(paths['exit'])}.tmp {q(paths['exit'])}\n"
+    )
+
+
+def _follow(
+    transport: Transport,
+    paths: dict[str, str],
+    on_line: Callable[[str], None] | None,
+    should_stop: Callable[[], bool] | None,
+    poll_s: float,
+    timeout_s: float,
+    sleep: Callable[[float], None],
+) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    offset, pending, output = 0, b"", []
+    while True:
+        code_text = transport.read(paths["exit"], 0, 16).strip()  # before the last output read
+        chunk = transport.read(paths["out"], offset)
+        offset += len(chunk)
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            output.append(line)
+            if on_line is not None and line.startswith("gpujobs fetch:"):
+                on_line(line.removeprefix("gpujobs "))
+        if code_text and not chunk:
+            break
+        if (should_stop is not None and should_stop()) or time.monotonic() > deadline:
+            pid = transport.read(posixpath.join(posixpath.dirname(paths["out"]),
+                                                ".started/pid"), 0, 32).strip()  # fmt: skip
+            if pid:
+                transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", pid.decode()], check=False)
+            if time.monotonic() > deadline:
+                raise ProvisioningError(f"the node's dataset fetch took over {timeout_s:g} s")
+            return []
+        sleep(poll_s)
+    if pending:
+        output.append(pending.decode(errors="replace"))
+    code = int(code_text) if code_text.isdigit() else -1
+    if code != 0:
+        said = [line for line in output if line.startswith("gpujobs fetch failed")]
+        reason = said[-1].split(": ", 1)[1] if said else "\n".join(output[-5:]) or f"exit {code}"
         raise ProvisioningError(f"the node could not fetch the dataset: {reason}")
     return [
         line.removeprefix("gpujobs ")
-        for line in result.stdout.splitlines()
+        for line in output
         if line.startswith("gpujobs fetch:") and ": done," in line
     ]
 
