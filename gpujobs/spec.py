@@ -203,6 +203,17 @@ class Checkpoints(_Strict):
     )
     every_minutes: float = Field(10, gt=0, description="minutes between checkpoints and pulls")
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
+    upload: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/\S*)?$",
+        description="s3://bucket/prefix: the node uploads each checkpoint there as it is "
+        "written (besides bringing them home), so they survive a laptop that is gone",
+    )
+    upload_endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+/?$",
+        description="an S3-compatible store for `upload` (default: AWS_ENDPOINT_URL_S3, AWS)",
+    )
 
 
 class RegistryAuth(_Strict):

@@ -31,7 +31,7 @@ from gpujobs.lifecycle.job_files import (
 )
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
-from gpujobs.remote.fetch import SourceRequest, fetch_on_node
+from gpujobs.remote.fetch import SourceRequest, fetch_on_node, start_checkpoint_upload
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
@@ -68,6 +68,31 @@ def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec, **follow: Any
         env={key: str(value) for key, value in spec.env.items()},
         write_private=lambda text, path: session.write_private(text, path),
         **follow,
+    )
+
+
+def _node_python(node: Node, spec: JobSpec) -> str:
+    if node.transport == "local":
+        return sys.executable
+    return spec.ssh.python if spec.ssh else "python3"
+
+
+def start_upload(session: NodeSession, node: Node, spec: JobSpec) -> int:
+    """The node's checkpoint uploader, detached: it outlives this laptop's connection."""
+    assert spec.checkpoints.upload is not None
+    layout = session.layout
+    return start_checkpoint_upload(
+        session.transport,
+        python=_node_python(node, spec),
+        target=spec.checkpoints.upload,
+        folder=layout.checkpoints,
+        workdir=layout.workdir,
+        exit_code=layout.exit_code,
+        cache=layout.cache,
+        log=layout.log,
+        env={key: str(value) for key, value in spec.env.items()},
+        endpoint_url=spec.checkpoints.upload_endpoint_url,
+        write_private=lambda text, path: session.write_private(text, path),
     )
 
 
@@ -168,6 +193,9 @@ class NodeSetup:
         self._stop_if_halted()
         environment = job_environment(node.job_id, spec, session.layout, None, node.rank)
         run_setup(session, runtime, spec, environment, steps)
+        if spec.checkpoints.upload and node.rank == 0:
+            self.note(f"checkpoints are also uploaded to {spec.checkpoints.upload} by the node")
+            start_upload(session, node, spec)
         return runtime
 
     def _sent(self, label: str, done: int, total: int) -> None:

@@ -24,7 +24,7 @@ from gpujobs.remote.fetch.credentials import credentials_for
 from gpujobs.remote.transport import Transport
 
 _HERE = Path(__file__).parent
-_TOOL_FILES = ("node.py", "sources.py")
+_TOOL_FILES = ("node.py", "sources.py", "upload.py")
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,9 @@ def fetch_on_node(
     SSL_CERT_FILE, an AWS_REGION) to which the credentials the sources need are added;
     `scratch`: a folder of the job's for this fetch's files; `should_stop`: asked between
     polls, True stops the fetch (what it finished stays in the cache)."""
-    tool = posixpath.join(cache, "fetch-tool", tool_version())
+    tool = _ship_tool(transport, cache)
     run_dir = posixpath.join(scratch, f"fetch-{time.time_ns()}")
-    transport.run(["mkdir", "-p", tool, run_dir, posixpath.join(cache, "fetch")])
-    for name in _TOOL_FILES:
-        transport.put(_HERE / name, posixpath.join(tool, name))
+    transport.run(["mkdir", "-p", run_dir, posixpath.join(cache, "fetch")])
     request = {
         "sources": [{k: v for k, v in vars(s).items() if v is not None} for s in sources],
         "dest": dest,
@@ -80,7 +78,7 @@ def fetch_on_node(
         "workers": workers,
         "chunk_bytes": chunk_bytes,
     }
-    paths = {name: posixpath.join(run_dir, name) for name in _RUN_FILES}
+    paths = {key: posixpath.join(run_dir, name) for key, name in _RUN_FILES.items()}
     write = write_private or (lambda text, path: _put_private(transport, text, path))
     write(json.dumps(request), paths["request"])
     environment = {**env, **credentials_for([s.source for s in sources])}
@@ -154,6 +152,49 @@ def _follow(
         for line in output
         if line.startswith("gpujobs fetch:") and ": done," in line
     ]
+
+
+def start_checkpoint_upload(
+    transport: Transport,
+    *,
+    python: str,
+    target: str,
+    folder: str,
+    workdir: str,
+    exit_code: str,
+    cache: str,
+    log: str | None,
+    env: dict[str, str],
+    endpoint_url: str | None = None,
+    every_s: float = 5.0,
+    write_private: Callable[[str, str], None] | None = None,
+) -> int:
+    """Start the node's checkpoint uploader (upload.py) detached: it sends each checkpoint
+    written in `folder` to `target` (s3://bucket/prefix) and ends once `exit_code` is written
+    or `workdir` is gone. Returns its pid."""
+    tool = _ship_tool(transport, cache)
+    run_dir = posixpath.join(workdir, f".upload-{time.time_ns()}")
+    transport.run(["mkdir", "-p", run_dir])
+    request = {"folder": folder, "target": target, "exit_code": exit_code, "workdir": workdir,
+               "log": log, "every_s": every_s, "endpoint_url": endpoint_url}  # fmt: skip
+    paths = {key: posixpath.join(run_dir, name) for key, name in _RUN_FILES.items()}
+    write = write_private or (lambda text, path: _put_private(transport, text, path))
+    write(json.dumps(request), paths["request"])
+    environment = {**env, **credentials_for([target])}
+    write(
+        "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(environment.items())),
+        paths["env"],
+    )
+    write(_script(paths, python, posixpath.join(tool, "upload.py")), paths["script"])
+    return transport.start(paths["script"], cwd=run_dir)
+
+
+def _ship_tool(transport: Transport, cache: str) -> str:
+    tool = posixpath.join(cache, "fetch-tool", tool_version())
+    transport.run(["mkdir", "-p", tool])
+    for name in _TOOL_FILES:
+        transport.put(_HERE / name, posixpath.join(tool, name))
+    return tool
 
 
 def _put_private(transport: Transport, text: str, remote: str) -> None:

@@ -112,8 +112,14 @@ def _drop(key: tuple) -> None:
         found.close()
 
 
-def request(url: str, headers: dict[str, str], *, method: str = "GET", timeout: float = 60
-            ) -> Response:  # fmt: skip
+def request(
+    url: str,
+    headers: dict[str, str],
+    *,
+    method: str = "GET",
+    timeout: float = 60,
+    body: bytes | None = None,
+) -> Response:
     """One request on the thread's kept-alive connection to that host; redirects followed (a
     Hub or Kaggle download answers with one to its CDN); urllib's HTTPError for 4xx and 5xx."""
     for _ in range(_REDIRECTS + 1):
@@ -124,7 +130,7 @@ def request(url: str, headers: dict[str, str], *, method: str = "GET", timeout: 
         for attempt in (0, 1):  # a kept-alive connection the server closed: once more, fresh
             connection = _connection(key)
             try:
-                connection.request(method, target, headers=headers)
+                connection.request(method, target, body=body, headers=headers)
                 answer = connection.getresponse()
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -182,11 +188,19 @@ class AwsKeys:
         return cls(key, secret, os.environ.get("AWS_SESSION_TOKEN")) if key and secret else None
 
 
-def _sigv4(keys: AwsKeys, region: str, method: str, url: str, extra: dict[str, str]) -> dict:
+def sigv4(
+    keys: AwsKeys,
+    region: str,
+    method: str,
+    url: str,
+    extra: dict[str, str],
+    payload: str = _EMPTY_SHA256,
+) -> dict[str, str]:
+    """`extra` with AWS Signature V4 headers for an S3 request; `payload`: the body's sha256."""
     parts = urllib.parse.urlsplit(url)
     now = datetime.datetime.now(datetime.UTC)
     stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    headers = {"host": parts.netloc, "x-amz-date": stamp, "x-amz-content-sha256": _EMPTY_SHA256}
+    headers = {"host": parts.netloc, "x-amz-date": stamp, "x-amz-content-sha256": payload}
     if keys.token:
         headers["x-amz-security-token"] = keys.token
     query = sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
@@ -202,7 +216,7 @@ def _sigv4(keys: AwsKeys, region: str, method: str, url: str, extra: dict[str, s
             canonical_query,
             "".join(f"{name}:{headers[name]}\n" for name in signed),
             ";".join(signed),
-            _EMPTY_SHA256,
+            payload,
         ]
     )
     scope = f"{day}/{region}/s3/aws4_request"
@@ -238,7 +252,7 @@ def list_s3(source: str, endpoint_url: str | None = None) -> list[RemoteObject]:
     base = f"{endpoint}/{bucket}" if endpoint else f"https://{bucket}.s3.{region}.amazonaws.com"
 
     def headers(url: str, extra: dict[str, str]) -> dict[str, str]:
-        return _sigv4(keys, region, "GET", url, extra) if keys else dict(extra)
+        return sigv4(keys, region, "GET", url, extra) if keys else dict(extra)
 
     def object_url(key: str) -> str:
         return f"{base}/{urllib.parse.quote(key, safe='/-_.~')}"
