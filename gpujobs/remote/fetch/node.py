@@ -121,7 +121,7 @@ def fetch_object(
     part = target.with_name(target.name + ".part")
     record = target.with_name(target.name + ".part.json")
     size = obj.size
-    if size is None:  # a server that does not say: one plain read
+    if size is None or not obj.ranges:  # a server that does not say, or serve ranges
         _read_range(obj, part, 0, None, progress, truncate=True)
     else:
         done = _resume_record(record, obj.version, size)
@@ -173,6 +173,10 @@ def _read_range(
             extra["Range"] = f"bytes={position}-{end - 1}"
         try:
             with request(obj.url, obj.headers(obj.url, extra), timeout=120) as answer:
+                if "Range" in extra and answer.status == 200:  # the server ignored the range
+                    if start != 0 or end != obj.size:
+                        raise FetchError(f"{obj.path}: the server does not serve byte ranges")
+                    position = 0  # the whole object again, from its first byte
                 mode = "wb" if truncate else "r+b"
                 with part.open(mode) as handle:
                     handle.seek(position)

@@ -41,6 +41,7 @@ class RemoteObject:
     md5: str | None = None  # hex
     sha256: str | None = None
     unpack: bool = False  # an archive, unpacked into the dataset
+    ranges: bool = True  # the server serves byte ranges (else: one read, from the start)
 
 
 def is_remote(source: str) -> bool:
@@ -378,6 +379,7 @@ def list_url(
                 f"{answer.headers.get('Last-Modified', '')}/{size_text}"
             )
             final = answer.geturl()
+            ranges = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
     except urllib.error.HTTPError as exc:
         raise FetchError(f"{shown}: HTTP {exc.code} {_why(exc.code)}") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -394,6 +396,7 @@ def list_url(
             headers,
             sha256=sha256,
             unpack=is_archive(base),
+            ranges=ranges,
         )
     ]
 
