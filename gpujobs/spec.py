@@ -742,10 +742,11 @@ def _resolve_files(spec: JobSpec, label: str, root: yaml.Node | None, base: Path
     for node_path, source in spec.files.items():
         loc = ("files", node_path)
         if re.match(r"^[a-z][a-z0-9+.-]*://", source):
-            if not URL_SOURCE.match(source):
+            shape = _REMOTE_SHAPES.get(source.split("://", 1)[0])
+            if shape is None or not shape.match(source):
                 raise SpecError(
-                    f"{_where(label, root, loc)}: files.{node_path}: {_short(source)}: only "
-                    "https:// and http:// URLs are fetched by the node; give a URL or a local path"
+                    f"{_where(label, root, loc)}: files.{node_path}: {_short(source)}: the node "
+                    f"fetches {_REMOTE_EXAMPLES}; give one of those or a local path"
                 )
             resolved[node_path] = source
             continue

@@ -201,3 +201,24 @@ def test_checkpoints_are_uploaded_to_s3_by_the_node(tmp_path: Path, monkeypatch)
         body = s3.get_object(Bucket="lab-ckpt", Key=f"runs/mnist/{newest}")["Body"].read()
         assert body == (Path(job["runs_dir"]) / newest).read_bytes()
         assert "testing" not in (Path(job["runs_dir"]) / "job.log").read_text()
+
+
+def test_files_from_a_bucket_object_and_prefix(tmp_path: Path, monkeypatch) -> None:
+    with moto_s3(monkeypatch) as (s3, _endpoint):
+        s3.create_bucket(Bucket="lab-weights")
+        s3.put_object(Bucket="lab-weights", Key="vgg/vgg19-tiny.pth", Body=b"weights-v1")
+        s3.put_object(Bucket="lab-weights", Key="glove/a.txt", Body=b"alpha")
+        s3.put_object(Bucket="lab-weights", Key="glove/b.txt", Body=b"beta")
+        spec = write_spec(
+            tmp_path,
+            """
+            name: files-s3
+            command: cat weights/vgg19-tiny.pth; echo; cat glove/a.txt glove/b.txt
+            files:
+              weights/vgg19-tiny.pth: s3://lab-weights/vgg/vgg19-tiny.pth
+              glove: s3://lab-weights/glove/
+            """,
+        )
+        job = _launch(spec)
+    log = (Path(job["runs_dir"]) / "job.log").read_text()
+    assert "weights-v1\nalphabeta" in log, log[-500:]

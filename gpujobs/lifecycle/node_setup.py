@@ -173,7 +173,8 @@ class NodeSetup:
             session.push_code()
         send_workdir(session, spec, runs_root=self.runs_root, note=self.note,
                      progress=lambda done, total: self._sent("workdir", done, total))  # fmt: skip
-        cached = send_files(session, spec, self.hashes, progress=self._sent, note=self.note)
+        cached = send_files(session, spec, self.hashes, progress=self._sent, note=self.note,
+                            python=_node_python(node, spec))  # fmt: skip
         self._stop_if_halted()  # before the longest step: a venv or image may take minutes
         runtime = self.runtime_for(node, spec)
         self.note(f"preparing the {runtime.name} runtime on {node.host}")
