@@ -312,7 +312,8 @@ class JobSpec(_Strict):
     files: dict[NodePath, str] = Field(
         default_factory=dict,
         description="files and folders the job needs besides the dataset (weights, "
-        "embeddings): {node path: local path or https:// URL}; cached on the node by content, "
+        "embeddings): {node path: local path, https:// URL or s3/gs/hf/kaggle source}; cached on "
+        "the node by content, "
         "so the next job does not send them again. A relative node path is inside the job's "
         "working folder; args may name a file by its node path",
     )
