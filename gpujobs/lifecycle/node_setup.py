@@ -38,6 +38,7 @@ from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import JobSpec
 
 T = TypeVar("T")
+_FETCH_NOTE_EVERY_S = 30.0
 
 _BOOTSTRAP_PROBE = (
     'if [ -e "$1" ]; then echo ready; elif [ -e "$1.failed" ]; then cat "$1.failed"; fi'
@@ -220,7 +221,7 @@ class NodeSetup:
                 session,
                 node,
                 self.spec,
-                on_line=lambda line: self.note(f"{label}: {line}"),
+                on_line=self._fetch_lines(label),
                 should_stop=lambda: self.cancel.cancelled or self.halted.is_set(),
                 sleep=self.clock.sleep,
                 poll_s=min(self.bootstrap_poll_s, 1.0),
@@ -240,6 +241,21 @@ class NodeSetup:
             f"{label}: {report.files_total} files, {report.bytes_total} bytes, "
             f"{report.files_sent} sent ({report.method}), verified on the node"
         )
+
+    def _fetch_lines(self, label: str) -> Callable[[str], None]:
+        """The fetcher's lines as notes: each source's first and last line, and its progress
+        lines at most every half minute (every note is stored; the job log has them all)."""
+        last = [float("-inf")]
+
+        def note(line: str) -> None:
+            progress = line.startswith("fetch: ") and " MB/s" in line and ": done," not in line
+            now = self.clock.monotonic()
+            if progress and now - last[0] < _FETCH_NOTE_EVERY_S:
+                return
+            last[0] = now if progress else last[0]
+            self.note(f"{label}: {line}")
+
+        return note
 
     def wait_for_bootstrap(self, transport: Transport, node: Node) -> None:
         """A cloud node installs Docker and its NVIDIA runtime at boot; set up after that."""
