@@ -126,16 +126,76 @@ def _absolute(value: str) -> str:
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 
 
+_FETCHED = re.compile(r"^(s3|gs|https?|hf|kaggle)://")
+_REMOTE_SHAPES = {
+    "s3": re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/\S*)?$"),
+    "gs": re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,221}(/\S*)?$"),
+    "http": URL_SOURCE,
+    "https": URL_SOURCE,
+    "hf": re.compile(r"^hf://datasets/[\w.-]+/[\w.-]+(@[\w./-]+)?/?$"),
+    "kaggle": re.compile(r"^kaggle://(competitions/[\w.-]+|[\w.-]+/[\w.-]+)/?$"),
+}
+_REMOTE_EXAMPLES = (
+    "s3://bucket/prefix, gs://bucket/prefix, https://host/file.tar.gz, "
+    "hf://datasets/ORG/NAME[@revision], kaggle://OWNER/DATASET, kaggle://competitions/NAME"
+)
+
+
+def is_fetched(source: str) -> bool:
+    """A source the node fetches itself (a bucket, a URL, the Hub, Kaggle), not a local path."""
+    return bool(_FETCHED.match(source))
+
+
 class Dataset(_Strict):
-    source: str = Field(description="a local directory (relative to the spec file)")
+    source: str | list[str] = Field(
+        description="a local directory (relative to the spec file), or where the node fetches "
+        f"it from: {_REMOTE_EXAMPLES}; a list for several (at most one local directory)"
+    )
     target: AbsolutePath = Field("/data", description="absolute path where the workload reads it")
+    sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="the sha256 of an https:// source's file, checked on the node",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+/?$",
+        description="an S3-compatible store (R2, MinIO, Ceph) for s3:// sources; default: "
+        "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS",
+    )
 
     @field_validator("source")
     @classmethod
-    def _local_only(cls, value: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+.-]*://", value):
-            raise ValueError(f"{value!r}: only local directories are supported as sources so far")
+    def _sources(cls, value: str | list[str]) -> str | list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not items:
+            raise ValueError("give at least one source")
+        local = 0
+        for item in items:
+            scheme = item.split("://", 1)[0] if "://" in item else None
+            if scheme is None:
+                local += 1
+                continue
+            shape = _REMOTE_SHAPES.get(scheme)
+            if shape is None or not shape.match(item):
+                raise ValueError(
+                    f"{_SHORT.repr(item)}: expected a local folder or {_REMOTE_EXAMPLES}"
+                )
+        if local > 1:
+            raise ValueError("at most one local directory; put the others inside it")
         return value
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @property
+    def local_source(self) -> str | None:
+        return next((s for s in self.sources if not is_fetched(s)), None)
+
+    @property
+    def fetched_sources(self) -> list[str]:
+        return [s for s in self.sources if is_fetched(s)]
 
 
 class Checkpoints(_Strict):
@@ -144,6 +204,17 @@ class Checkpoints(_Strict):
     )
     every_minutes: float = Field(10, gt=0, description="minutes between checkpoints and pulls")
     keep: int = Field(3, ge=1, le=1000, description="how many checkpoints the node keeps")
+    upload: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/\S*)?$",
+        description="s3://bucket/prefix: the node uploads each checkpoint there as it is "
+        "written (besides bringing them home), so they survive a laptop that is gone",
+    )
+    upload_endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+/?$",
+        description="an S3-compatible store for `upload` (default: AWS_ENDPOINT_URL_S3, AWS)",
+    )
 
 
 class RegistryAuth(_Strict):
@@ -242,7 +313,8 @@ class JobSpec(_Strict):
     files: dict[NodePath, str] = Field(
         default_factory=dict,
         description="files and folders the job needs besides the dataset (weights, "
-        "embeddings): {node path: local path or https:// URL}; cached on the node by content, "
+        "embeddings): {node path: local path, https:// URL or s3/gs/hf/kaggle source}; cached on "
+        "the node by content, "
         "so the next job does not send them again. A relative node path is inside the job's "
         "working folder; args may name a file by its node path",
     )
@@ -705,15 +777,19 @@ def _expected(loc: tuple[int | str, ...]) -> str | None:
 
 
 def _resolve_dataset(spec: JobSpec, label: str, root: yaml.Node | None, base: Path) -> JobSpec:
-    if spec.dataset is None:
+    if spec.dataset is None or spec.dataset.local_source is None:
         return spec
-    source = _local_path(spec.dataset.source, base, label, root, ("dataset", "source"))
+    local = spec.dataset.local_source
+    source = _local_path(local, base, label, root, ("dataset", "source"))
     if not _is(source, Path.is_dir):
         raise SpecError(
             f"{_where(label, root, ('dataset', 'source'))}: dataset.source: {str(source)!r} is "
-            "not a directory; give a local folder (relative paths are read from the spec's folder)"
+            "not a directory; give a local folder (relative paths are read from the spec's folder) "
+            f"or a source the node fetches ({_REMOTE_EXAMPLES})"
         )
-    dataset = spec.dataset.model_copy(update={"source": str(source)})
+    sources = [str(source) if s == local else s for s in spec.dataset.sources]
+    resolved = sources[0] if isinstance(spec.dataset.source, str) else sources
+    dataset = spec.dataset.model_copy(update={"source": resolved})
     return spec.model_copy(update={"dataset": dataset})
 
 
@@ -734,10 +810,11 @@ def _resolve_files(spec: JobSpec, label: str, root: yaml.Node | None, base: Path
     for node_path, source in spec.files.items():
         loc = ("files", node_path)
         if re.match(r"^[a-z][a-z0-9+.-]*://", source):
-            if not URL_SOURCE.match(source):
+            shape = _REMOTE_SHAPES.get(source.split("://", 1)[0])
+            if shape is None or not shape.match(source):
                 raise SpecError(
-                    f"{_where(label, root, loc)}: files.{node_path}: {_short(source)}: only "
-                    "https:// and http:// URLs are fetched by the node; give a URL or a local path"
+                    f"{_where(label, root, loc)}: files.{node_path}: {_short(source)}: the node "
+                    f"fetches {_REMOTE_EXAMPLES}; give one of those or a local path"
                 )
             resolved[node_path] = source
             continue

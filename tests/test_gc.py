@@ -157,7 +157,7 @@ def test_a_crashed_aws_launch_is_listed_with_age_and_cost_and_deleted_with_yes(
     listed = gc(home, store, clock, providers, "--json")  # no TTY, no --yes: list only
     assert listed.exit_code == 0, listed.output
     report = json.loads(listed.stdout)
-    assert set(report) == {"orphans", "driver_lost", "problems"}
+    assert set(report) == {"orphans", "driver_lost", "problems", "dataset_cache"}
     orphans = by_kind(report["orphans"])
     assert set(orphans) == {"instance", "security-group", "key-pair"}
     assert {item["job_id"] for item in orphans.values()} == {job}
@@ -183,7 +183,10 @@ def test_a_crashed_aws_launch_is_listed_with_age_and_cost_and_deleted_with_yes(
     [entry] = store.ledger(job)
     assert entry.ended_at == clock.now(), "the ledger stops where gc deleted the instance"
     again = json.loads(gc(home, store, clock, providers, "--yes", "--json").stdout)
-    assert again == {"orphans": [], "driver_lost": [], "problems": {}, "deleted": [], "failed": []}
+    assert again == {
+        "orphans": [], "driver_lost": [], "problems": {}, "deleted": [], "failed": [],
+        "dataset_cache": [],
+    }  # fmt: skip
 
 
 def test_unknown_jobs_only_when_asked_live_and_driver_lost_jobs_are_left_alone(

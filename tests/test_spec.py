@@ -106,9 +106,30 @@ def test_dataset_that_does_not_exist(tmp_path: Path) -> None:
     assert message.startswith(":4: dataset.source: ") and "is not a directory" in message
 
 
-def test_cloud_dataset_urls_are_refused_for_now(tmp_path: Path) -> None:
-    message = error_of(tmp_path, "name: a\ncommand: 'true'\ndataset: {source: 's3://b/k'}\n")
-    assert "only local directories" in message
+def test_fetched_dataset_sources_load_and_bad_ones_say_what_is_expected(tmp_path: Path) -> None:
+    (tmp_path / "extra").mkdir()
+    path = write_spec(
+        tmp_path,
+        "name: a\ncommand: 'true'\ndataset:\n  source: [s3://lab-data/mnist, "
+        "'hf://datasets/org/name@v1', kaggle://competitions/titanic, ./extra]\n"
+        "  endpoint_url: https://minio.lab:9000\n",
+    )
+    dataset = load_spec(path).dataset
+    assert dataset is not None
+    assert dataset.fetched_sources == [
+        "s3://lab-data/mnist",
+        "hf://datasets/org/name@v1",
+        "kaggle://competitions/titanic",
+    ]
+    assert dataset.local_source == str(tmp_path / "extra")
+    message = error_of(tmp_path, "name: a\ncommand: 'true'\ndataset: {source: 'ftp://b/k'}\n")
+    assert message.startswith(":3: dataset.source: ") and "s3://bucket/prefix" in message
+    message = error_of(tmp_path, "name: a\ncommand: 'true'\ndataset: {source: [./a, ./b]}\n")
+    assert "at most one local directory" in message
+    message = error_of(
+        tmp_path, "name: a\ncommand: 'true'\ndataset: {source: 'https://x/a.zip', sha256: nope}\n"
+    )
+    assert "dataset.sha256" in message
 
 
 def test_reserved_args_are_refused(tmp_path: Path) -> None:

@@ -30,11 +30,13 @@ if TYPE_CHECKING:  # imported lazily at run time: `status` and `logs` never need
     from gpujobs.models import Offer
     from gpujobs.money.budget import Allowance
     from gpujobs.money.report import BudgetReport
+    from gpujobs.placement.dataset_size import DatasetSize
     from gpujobs.placement.gc import GcItem, GcReport, SweepResult
     from gpujobs.placement.planner import Plan
     from gpujobs.placement.quota import QuotaReport
     from gpujobs.providers.base import Credentials, Node, Provider
     from gpujobs.providers.catalog import CatalogInfo
+    from gpujobs.remote.fetch.cache import CacheEntry
     from gpujobs.remote.transport import Transport
     from gpujobs.spec import JobSpec
 
@@ -136,6 +138,17 @@ class Controller:
 
         return plan(spec, self.providers_for(spec), self.allowance())
 
+    def dataset_size(self, spec: JobSpec) -> DatasetSize | None:
+        """The dataset's size as planning sees it (buckets and URLs listed from here)."""
+        from gpujobs.placement.dataset_size import dataset_size
+
+        return dataset_size(spec)
+
+    def egress_estimate(self, size: DatasetSize, provider: str) -> tuple[float, str] | None:
+        from gpujobs.placement.dataset_size import egress_estimate
+
+        return egress_estimate(size, provider)
+
     def check(self) -> list[Credentials]:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -188,6 +201,10 @@ class Controller:
             except BadInputError as exc:
                 raise BadInputError(f"{source}: {exc}") from None
 
+        if spec.dataset is not None and spec.resources.disk_gb is not None:
+            from gpujobs.placement.dataset_size import check_disk, dataset_size
+
+            check_disk(spec, dataset_size(spec), source)
         try:
             require_placements(spec, self.providers_for(spec), self.allowance())
         except BudgetRefusedError as exc:
@@ -434,6 +451,17 @@ class Controller:
         results = sweep(items, self.providers) if items else []
         record_deleted(results, self.store, self.clock.now())
         return results
+
+    def dataset_cache(self) -> list[CacheEntry]:
+        """The datasets this machine's jobs fetched, kept for the next job (local provider)."""
+        from gpujobs.remote.fetch.cache import cache_entries
+
+        return cache_entries(self.home.root / "cache")
+
+    def prune_dataset_cache(self, entries: list[CacheEntry], *, days: float) -> list[CacheEntry]:
+        from gpujobs.remote.fetch.cache import prune
+
+        return prune(entries, older_than_s=days * 86400, now=self.clock.now())
 
     # -- read -------------------------------------------------------------------------------
     def detail(self, job_ref: str) -> JobDetail:

@@ -267,12 +267,20 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             controller = controller_factory()
             result = controller.plan(spec)
             hours = spec.budget.max_hours
+            size = controller.dataset_size(spec) if spec.dataset is not None else None
+            first = result.placements[0].offer.provider if result.placements else None
+            egress = controller.egress_estimate(size, first) if size and first else None
             if as_json:
-                _print_json(clouds_view.plan_json(result, hours))
+                data = clouds_view.plan_json(result, hours)
+                if size is not None:
+                    data["dataset"] = clouds_view.dataset_json(size, egress)
+                _print_json(data)
                 return
             console = _console(stdout=True)
             for table in clouds_view.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
+            for line in clouds_view.dataset_lines(size, egress, spec.resources.disk_gb):
+                _info(line)
             if not result.placements:
                 _error(f"no placement fits {spec_file}: {controller.refusal(spec, result)}")
                 raise typer.Exit(2)
@@ -425,11 +433,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 "from another machine or GPUJOBS_HOME, or whose state was lost).",
             ),
         ] = False,
+        cache_days: Annotated[
+            float,
+            typer.Option(
+                "--cache-days",
+                min=0,
+                help="With --yes, also remove fetched datasets no job on this machine used "
+                "for this many days (the node-side dataset cache).",
+            ),
+        ] = 14,
     ) -> None:
         """Find what gpujobs tagged on aws, gcp, paperspace and this machine that no live job
         owns (left by a crash or a failed teardown), with its age and cost so far, and delete
         it once you confirm. Jobs whose driver is lost are listed, not deleted: `gpujobs down
-        JOB` brings their checkpoint home first. ssh hosts are not swept."""
+        JOB` brings their checkpoint home first. ssh hosts are not swept. Datasets fetched
+        from buckets and URLs are kept for the next job; those unused for --cache-days go."""
         with errors_to_exit():
             from gpujobs.cli import gc_view
 
@@ -456,10 +474,16 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 else:
                     _info("run gpujobs gc --yes to delete them")
             results = controller.gc_sweep(doomed) if delete else []
+            cache = controller.dataset_cache()
+            pruned = controller.prune_dataset_cache(cache, days=cache_days) if yes else []
             if as_json:
-                _print_json(gc_view.gc_json(report, results if yes else None))
+                data = gc_view.gc_json(report, results if yes else None)
+                data["dataset_cache"] = gc_view.cache_json(cache, pruned)
+                _print_json(data)
             else:
                 for line in gc_view.sweep_lines(results):
+                    _info(line)
+                for line in gc_view.cache_lines(cache, pruned, cache_days):
                     _info(line)
             if any(not result.deleted for result in results):
                 raise typer.Exit(EXIT_JOB_FAILED)

@@ -238,3 +238,30 @@ def quota_json(report: QuotaReport) -> dict[str, Any]:
 
 def quota_table(report: QuotaReport) -> Table:
     return limits_table(quota_lines(report), report.problems, scope="REGION")
+
+
+def dataset_json(size: Any, egress: tuple[float, str] | None) -> dict[str, Any]:
+    """The dataset's size by source (placement.dataset_size.DatasetSize) and the egress estimate
+    for the first placement."""
+    return {
+        "bytes": size.known_bytes,
+        "sources": [
+            {"source": item.source, "bytes": item.bytes, "objects": item.objects, "note": item.note}
+            for item in size.sources
+        ],
+        "egress_usd": round(egress[0], 2) if egress else 0.0,
+        "egress_basis": egress[1] if egress else "",
+    }
+
+
+def dataset_lines(size: Any, egress: tuple[float, str] | None, disk_gb: float | None) -> list[str]:
+    if size is None:
+        return []
+    lines = [f"dataset: {size.describe()}"]
+    if disk_gb is not None:
+        lines[0] += f"; resources.disk_gb: {disk_gb:g}"
+    if egress is not None:
+        lines.append(
+            f"dataset egress for the first placement: about ${egress[0]:.2f} ({egress[1]})"
+        )
+    return lines

@@ -133,3 +133,32 @@ def _age(seconds: float | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def cache_json(entries: list[Any], pruned: list[Any]) -> list[dict[str, Any]]:
+    """This machine's fetched datasets (remote.fetch.cache.CacheEntry), and which were removed."""
+    gone = {entry.folder for entry in pruned}
+    return [
+        {
+            "source": entry.source,
+            "bytes": entry.bytes,
+            "last_used": entry.last_used,
+            "folder": str(entry.folder),
+            "removed": entry.folder in gone,
+        }
+        for entry in entries
+    ]
+
+
+def cache_lines(entries: list[Any], pruned: list[Any], days: float) -> list[str]:
+    if not entries:
+        return []
+    total = sum(entry.bytes for entry in entries)
+    lines = [
+        f"dataset cache on this machine: {len(entries)} source(s), {total / 1e9:.2f} GB "
+        f"(kept for the next job; --yes removes those unused for {days:g} days)"
+    ]
+    lines += [
+        f"removed from the dataset cache: {e.source} ({e.bytes / 1e9:.2f} GB)" for e in pruned
+    ]
+    return lines

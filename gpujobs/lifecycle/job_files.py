@@ -21,12 +21,13 @@ from gpujobs.clock import Clock
 from gpujobs.errors import ProvisioningError
 from gpujobs.lifecycle.events import CancelToken
 from gpujobs.lifecycle.node_session import NodeSession
+from gpujobs.remote.fetch import SourceRequest, fetch_on_node
 from gpujobs.remote.ignore import CodeFilter
 from gpujobs.remote.logs import tail_lines
 from gpujobs.remote.sync import SyncReport, push_dir
 from gpujobs.runtime.base import Runtime
 from gpujobs.runtime.launcher import env_file, step_script
-from gpujobs.spec import URL_SOURCE, JobSpec
+from gpujobs.spec import URL_SOURCE, JobSpec, is_fetched
 
 # A code folder past this is more likely to hold data than code: say so, once.
 LARGE_WORKDIR_BYTES = 100 * 1024 * 1024
@@ -122,6 +123,7 @@ def send_files(
     *,
     progress: Callable[[str, int, int], None],
     note: Callable[[str], None],
+    python: str = "python3",
 ) -> dict[str, str]:
     """Every `files` entry into the node's cache, where it is not already; returns node path ->
     its copy in the cache."""
@@ -130,7 +132,7 @@ def send_files(
     for node_path, source in spec.files.items():
         label = f"files: {node_path}"
         cached[node_path], was_sent = _cache_one(
-            session, source, hashes, label, functools.partial(progress, label)
+            session, source, hashes, label, functools.partial(progress, label), python
         )
         sent += was_sent
     if cached:
@@ -144,9 +146,12 @@ def _cache_one(
     hashes: ContentHashes,
     label: str,
     progress: Callable[[int, int], None],
+    python: str,
 ) -> tuple[str, bool]:
     """One `files` source in the node's cache: (its place there, whether anything was sent)."""
     root = posixpath.join(session.layout.cache, "files")
+    if is_fetched(source) and not URL_SOURCE.match(source):
+        return _fetch_object_store(session, source, root, python), True
     if URL_SOURCE.match(source):
         key = "url-" + hashlib.sha256(source.encode()).hexdigest()[:32]
         target = posixpath.join(root, key, posixpath.basename(urlsplit(source).path) or "file")
@@ -254,6 +259,23 @@ class StepRunner:
 
     def tail(self, session: NodeSession, lines: int = 8) -> str:
         return tail_lines(session.follower.local_log, lines)
+
+
+def _fetch_object_store(session: NodeSession, source: str, root: str, python: str) -> str:
+    """A bucket object or prefix, a Hub dataset or a Kaggle set, pulled by the node's fetcher
+    through its cache (a listing when nothing changed); its place: the file when the source
+    names one object, else the folder."""
+    folder = posixpath.join(root, "src-" + hashlib.sha256(source.encode()).hexdigest()[:32])
+    layout = session.layout
+    fetch_on_node(session.transport, python=python, sources=[SourceRequest(source)],
+                  dest=folder, cache=layout.cache, log=layout.log,
+                  scratch=posixpath.join(layout.workdir, ".fetch"), env={},
+                  write_private=session.write_private, poll_s=0.2)  # fmt: skip
+    files = session.transport.list_files(folder)
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    if len(files) == 1 and files[0].path == name:
+        return posixpath.join(folder, name)
+    return folder
 
 
 def _fetch(session: NodeSession, url: str, target: str, label: str) -> None:

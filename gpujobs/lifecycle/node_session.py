@@ -20,6 +20,13 @@ from gpujobs.runtime.launcher import env_file, launch_script, node_notify_script
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.workloads import jobs_package_dir
 
+# Only once the workload has exited: `.upload-*/exit_code` is written by each uploader's script.
+_UPLOADS_DONE = (
+    '[ -e "$1/exit_code" ] || exit 0; n=0; while [ "$n" -lt 120 ]; do done=1; '
+    'for d in "$1"/.upload-*/; do [ -d "$d" ] || continue; [ -e "$d/exit_code" ] || done=0; '
+    'done; [ "$done" = 1 ] && exit 0; sleep 0.5; n=$((n + 1)); done'
+)
+
 
 class NodeSession:
     def __init__(
@@ -123,7 +130,14 @@ class NodeSession:
             self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)
 
     def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
+        self._let_uploads_finish()
         return pull_dir(self.transport, self.layout.checkpoints, runs_dir)
+
+    def _let_uploads_finish(self) -> None:
+        """A finished job's checkpoint uploader (checkpoints.upload) makes its last look within
+        seconds; wait for it (up to a minute), so teardown does not cut its last upload."""
+        self.transport.run(["sh", "-c", _UPLOADS_DONE, "sh", self.layout.workdir],
+                           timeout=90, check=False)  # fmt: skip
 
     def write_private(self, text: str, remote: str) -> None:
         """A file only the node's user may read (an env file may hold secrets): 0600 here and

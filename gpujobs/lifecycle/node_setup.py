@@ -10,13 +10,14 @@ transitions around them.
 
 from __future__ import annotations
 
+import posixpath
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gpujobs.clock import Clock
 from gpujobs.errors import Cancelled, ProvisioningError
@@ -30,16 +31,70 @@ from gpujobs.lifecycle.job_files import (
 )
 from gpujobs.lifecycle.node_session import NodeSession
 from gpujobs.providers.base import Node
+from gpujobs.remote.fetch import SourceRequest, fetch_on_node, start_checkpoint_upload
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import Runtime, job_environment
 from gpujobs.runtime.host import HostRuntime
 from gpujobs.spec import JobSpec
 
 T = TypeVar("T")
+_FETCH_NOTE_EVERY_S = 30.0
 
 _BOOTSTRAP_PROBE = (
     'if [ -e "$1" ]; then echo ready; elif [ -e "$1.failed" ]; then cat "$1.failed"; fi'
 )
+
+
+def fetch_dataset(session: NodeSession, node: Node, spec: JobSpec, **follow: Any) -> list[str]:
+    """The node pulls the dataset's buckets and URLs itself, through the host's cache;
+    `follow`: fetch_on_node's on_line, should_stop, sleep and poll_s."""
+    assert spec.dataset is not None
+    python = (
+        sys.executable
+        if node.transport == "local"
+        else (spec.ssh.python if spec.ssh else "python3")
+    )
+    layout = session.layout
+    return fetch_on_node(
+        session.transport,
+        python=python,
+        sources=[
+            SourceRequest(source, spec.dataset.sha256, spec.dataset.endpoint_url)
+            for source in spec.dataset.fetched_sources
+        ],
+        dest=layout.data,
+        cache=layout.cache,
+        log=layout.log,
+        scratch=posixpath.join(layout.workdir, ".fetch"),
+        env={key: str(value) for key, value in spec.env.items()},
+        write_private=lambda text, path: session.write_private(text, path),
+        **follow,
+    )
+
+
+def _node_python(node: Node, spec: JobSpec) -> str:
+    if node.transport == "local":
+        return sys.executable
+    return spec.ssh.python if spec.ssh else "python3"
+
+
+def start_upload(session: NodeSession, node: Node, spec: JobSpec) -> int:
+    """The node's checkpoint uploader, detached: it outlives this laptop's connection."""
+    assert spec.checkpoints.upload is not None
+    layout = session.layout
+    return start_checkpoint_upload(
+        session.transport,
+        python=_node_python(node, spec),
+        target=spec.checkpoints.upload,
+        folder=layout.checkpoints,
+        workdir=layout.workdir,
+        exit_code=layout.exit_code,
+        cache=layout.cache,
+        log=layout.log,
+        env={key: str(value) for key, value in spec.env.items()},
+        endpoint_url=spec.checkpoints.upload_endpoint_url,
+        write_private=lambda text, path: session.write_private(text, path),
+    )
 
 
 def runtime_for(node: Node, spec: JobSpec) -> Runtime:
@@ -119,7 +174,8 @@ class NodeSetup:
             session.push_code()
         send_workdir(session, spec, runs_root=self.runs_root, note=self.note,
                      progress=lambda done, total: self._sent("workdir", done, total))  # fmt: skip
-        cached = send_files(session, spec, self.hashes, progress=self._sent, note=self.note)
+        cached = send_files(session, spec, self.hashes, progress=self._sent, note=self.note,
+                            python=_node_python(node, spec))  # fmt: skip
         self._stop_if_halted()  # before the longest step: a venv or image may take minutes
         runtime = self.runtime_for(node, spec)
         self.note(f"preparing the {runtime.name} runtime on {node.host}")
@@ -139,6 +195,9 @@ class NodeSetup:
         self._stop_if_halted()
         environment = job_environment(node.job_id, spec, session.layout, None, node.rank)
         run_setup(session, runtime, spec, environment, steps)
+        if spec.checkpoints.upload and node.rank == 0:
+            self.note(f"checkpoints are also uploaded to {spec.checkpoints.upload} by the node")
+            start_upload(session, node, spec)
         return runtime
 
     def _sent(self, label: str, done: int, total: int) -> None:
@@ -147,21 +206,56 @@ class NodeSetup:
         self._stop_if_halted()
 
     def push_dataset(self, node: Node, session: NodeSession, *, of_several: bool) -> None:
-        """The spec's dataset onto the node; `of_several`: the node is one of a group's."""
-        if self.spec.dataset is None:
+        """The spec's dataset onto the node; `of_several`: the node is one of a group's. A local
+        folder is sent from here; buckets, URLs, the Hub and Kaggle are fetched by the node."""
+        dataset = self.spec.dataset
+        if dataset is None:
             return
         label = f"dataset to node {node.rank}" if of_several else "dataset"
+        if dataset.fetched_sources:
+            self.note(
+                f"{label}: the node fetches {', '.join(dataset.fetched_sources)} "
+                "(progress in the job log)"
+            )
+            fetch_dataset(
+                session,
+                node,
+                self.spec,
+                on_line=self._fetch_lines(label),
+                should_stop=lambda: self.cancel.cancelled or self.halted.is_set(),
+                sleep=self.clock.sleep,
+                poll_s=min(self.bootstrap_poll_s, 1.0),
+            )
+            self.cancel.raise_if_cancelled()
+            self._stop_if_halted()
+        if dataset.local_source is None:
+            return
 
         def progress(done: int, total: int) -> None:
             self.progress(label, done, total)
             self.cancel.raise_if_cancelled()
             self._stop_if_halted()
 
-        report = session.push_dataset(Path(self.spec.dataset.source), progress)
+        report = session.push_dataset(Path(dataset.local_source), progress)
         self.note(
             f"{label}: {report.files_total} files, {report.bytes_total} bytes, "
             f"{report.files_sent} sent ({report.method}), verified on the node"
         )
+
+    def _fetch_lines(self, label: str) -> Callable[[str], None]:
+        """The fetcher's lines as notes: each source's first and last line, and its progress
+        lines at most every half minute (every note is stored; the job log has them all)."""
+        last = [float("-inf")]
+
+        def note(line: str) -> None:
+            progress = line.startswith("fetch: ") and " MB/s" in line and ": done," not in line
+            now = self.clock.monotonic()
+            if progress and now - last[0] < _FETCH_NOTE_EVERY_S:
+                return
+            last[0] = now if progress else last[0]
+            self.note(f"{label}: {line}")
+
+        return note
 
     def wait_for_bootstrap(self, transport: Transport, node: Node) -> None:
         """A cloud node installs Docker and its NVIDIA runtime at boot; set up after that."""
