@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gpujobs.errors import SpecError
+from gpujobs.errors import SpecError, register_secrets
 from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 from gpujobs.workloads import bundled_workloads
 
@@ -38,6 +38,8 @@ RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", 
 _ARG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "***"
+# Top-level fields whose values may be secrets: never echoed in an error, redacted when stored.
+SECRET_FIELDS = frozenset({"env"})
 _GPU_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Values in error lines are shown short: an alias-grown value must not make a 400 kB line.
@@ -427,6 +429,8 @@ def parse_spec(text: str, *, label: str, base_dir: Path) -> JobSpec:
         raise SpecError(
             f"{label}: a job spec is a YAML mapping (name: ..., workload: ...), got {kind}"
         )
+    if isinstance(data.get("env"), dict):
+        register_secrets(data["env"])  # before validation: its errors must not show them either
     data.setdefault("name", _default_name(label))
     try:
         spec = JobSpec.model_validate(data)
@@ -603,7 +607,12 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     # Our own validators raise ValueError; pydantic prefixes their text with this.
     text = str(error["msg"]).removeprefix("Value error, ")
     text = text[0].lower() + text[1:] if text else text
-    if kind != "value_error" and "input" in error and not isinstance(error["input"], dict):
+    if (
+        kind != "value_error"
+        and "input" in error
+        and not isinstance(error["input"], dict)
+        and not (loc and loc[0] in SECRET_FIELDS)
+    ):
         text += f" (got {_short(error['input'])})"
     expected = _expected(loc) if kind != "value_error" else None
     return text + (f"; expected: {expected}" if expected else "")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from gpujobs.errors import redact
+
 
 class JobState(StrEnum):
     PENDING = "PENDING"
@@ -341,7 +343,7 @@ class Store:
             )
             db.execute(
                 "INSERT INTO events (job_id, ts, state, message) VALUES (?, ?, ?, ?)",
-                (job_id, now, state, message),
+                (job_id, now, state, redact(message)),
             )
             if state.is_terminal:  # what it did not spend goes back to the budgets
                 db.execute(
@@ -353,14 +355,14 @@ class Store:
         """An event that is not a state change (a pull, a warning), under the current state."""
         now = time.time() if now is None else now
         with self._write() as db:
-            db.execute(_NOTE_SQL, (now, message, job_id))
+            db.execute(_NOTE_SQL, (now, redact(message), job_id))
 
     def set_outcome(self, job_id: str, *, exit_code: int | None, error: str | None) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET exit_code = COALESCE(?, exit_code), "
                 "error = COALESCE(?, error) WHERE id = ?",
-                (exit_code, error, job_id),
+                (exit_code, None if error is None else redact(error), job_id),
             )
 
     def set_placement(self, job_id: str, placement: str) -> None:
@@ -394,7 +396,7 @@ class Store:
             ).rowcount
             if changed:
                 message = "driver lost: the gpujobs process driving this job is gone"
-                db.execute(_NOTE_SQL, (now, message, job_id))
+                db.execute(_NOTE_SQL, (now, redact(message), job_id))
 
     def job(self, job_id: str) -> JobRecord:
         row = self._db.execute(

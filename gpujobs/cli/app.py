@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gpujobs import __version__
-from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
+from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError, redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -537,7 +537,7 @@ def _info(message: str) -> None:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {redact(message)}\n")
 
 
 def main() -> None:
