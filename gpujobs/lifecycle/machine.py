@@ -272,7 +272,33 @@ class _Drive:
         self.cap.held = cap_left(record, ledger, billed_from, "the cap held at launch")
         self.cap.started_at = clock.monotonic() - (clock.now() - billed_from)
         following = record.state in (JobState.RUNNING, JobState.COLLECTING, JobState.TEARING_DOWN)
+        if following and not self._workload_started(nodes):
+            # RUNNING is recorded before the start (the machine records first): a driver that
+            # died in between leaves a workload that never ran, not one that vanished.
+            self._note("its workload had not started when the driver died: starting it now")
+            following = False
         self.execute(follow=following)
+
+    def _workload_started(self, nodes: list[Node]) -> bool:
+        """Whether every node's workload was started: its pid is stored, or (a driver that
+        died between the start and the store) the node's launch script recorded one."""
+        rows = {row.node_id: row for row in self.lc.store.nodes(self.job_id)}
+        for node in nodes:
+            row = rows.get(node.node_id)
+            if row is not None and row.pid is not None:
+                continue
+            layout = NodeLayout(node.workdir)
+            transport = self._connect(node)
+            try:
+                raw = transport.read(layout.started_pid, 0, 64) or transport.read(layout.pid, 0, 64)
+            finally:
+                transport.close()
+            try:
+                pid = int(raw.strip())
+            except ValueError:
+                return False
+            self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
+        return True
 
     def execute(self, *, follow: bool = False) -> None:
         """Every step, or (`follow`: an adopted job whose workload was started) from watching
