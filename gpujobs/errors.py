@@ -111,6 +111,10 @@ class TransportError(GpuJobsError):
     """Talking to a node failed."""
 
 
+class LocalDiskFullError(GpuJobsError):
+    """This machine's disk cannot hold what must come home: a local error, never a lost node."""
+
+
 class TransportTimeoutError(TransportError):
     pass
 

@@ -35,6 +35,7 @@ from gpujobs.errors import (
     Cancelled,
     ConnectionLostError,
     GpuJobsError,
+    LocalDiskFullError,
     NoCapacityError,
     ProviderError,
     ProvisioningError,
@@ -640,7 +641,11 @@ class _Drive:
                 self.sessions.check_alive(self._confirmed_loss)
             if now >= next_pull:
                 next_pull = now + pull_every
-                self._pull()
+                try:
+                    self._pull()
+                except LocalDiskFullError as exc:
+                    # The node is fine and keeps its checkpoints: the next pull tries again.
+                    self._note(f"warning: {exc}")
             clock.sleep(config.poll_interval_s)
 
     def _collect(self) -> None:

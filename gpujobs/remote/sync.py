@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 from gpujobs.errors import (
     ConnectionLostError,
     HostKeyChangedError,
+    LocalDiskFullError,
     RemoteFileNotFoundError,
     SshAuthError,
     TransportError,
@@ -254,6 +255,7 @@ def pull_dir(
         if not _same(item, _local_file(local_dir, item.path)) or _racy(item, local_dir)
     ]
     total = sum(item.size for item in changed)
+    _check_room(local_dir, changed)
     done = 0
     fetched = 0
     skipped: list[str] = []
@@ -290,6 +292,26 @@ def pull_dir(
         pruned=pruned,
         skipped=tuple(skipped),
     )
+
+
+def _check_room(local_dir: Path, changed: list[RemoteFile]) -> None:
+    """Refuse a pull this machine's disk cannot hold, before a byte moves, saying how much room
+    it needs: a full disk here is a local error to fix here, never a lost node."""
+    need = sum(item.size for item in changed)
+    for item in changed:  # what each file replaces is freed as it lands
+        with contextlib.suppress(OSError):
+            need -= (local_dir / item.path).stat().st_size
+    free = shutil.disk_usage(local_dir).free
+    if need > free:
+        raise LocalDiskFullError(
+            f"not enough room for the checkpoints in {local_dir}: they need "
+            f"{_megabytes(need)} and its disk has {_megabytes(free)} free; free "
+            f"{_megabytes(need - free)} or more there"
+        )
+
+
+def _megabytes(count: int) -> str:
+    return f"{max(count, 0) / 1e6:,.1f} MB"
 
 
 def _in_progress(path: str) -> bool:
