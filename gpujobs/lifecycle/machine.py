@@ -257,6 +257,7 @@ class _Drive:
         )
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
+        self.odd_reported: set[str] = set()  # reported once, not at every pull
 
     def adopt(self, nodes: list[Node]) -> None:
         record = self.lc.store.job(self.job_id)
@@ -724,6 +725,9 @@ class _Drive:
             self._note(f"pulled {report.files_sent} file(s) to {self.runs_dir}")
         if report.pruned:
             self._note(f"removed {len(report.pruned)} checkpoint(s) the node no longer keeps")
+        if new_odd := [name for name in report.odd if name not in self.odd_reported]:
+            self.odd_reported.update(new_odd)
+            self._note(f"skipped what cannot come home: {', '.join(new_odd)}")
 
     def _failure_message(self, exit_code: int, rank: int = 0) -> str:
         tail = tail_lines(self.lc.home.node_log_file(self.job_id, rank), lines=10)
