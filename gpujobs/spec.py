@@ -38,6 +38,10 @@ RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", 
 _ARG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "***"
+# Linux's MAX_ARG_STRLEN: one "KEY=value" string longer than this makes every exec fail (E2BIG),
+# the launch script's own included. The total stays well inside ARG_MAX (2 MiB by default).
+_MAX_ENV_STRING = 128 * 1024
+_MAX_ENV_TOTAL = 1024 * 1024
 # Top-level fields whose values may be secrets: never echoed in an error, redacted when stored.
 SECRET_FIELDS = frozenset({"env"})
 _GPU_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
@@ -354,7 +358,23 @@ class JobSpec(_Strict):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if key.startswith("GPUJOBS_"):
                 raise ValueError(f"{key!r}: names starting GPUJOBS_ are set by gpujobs")
-        return {key: _env_text(item) for key, item in value.items()}
+        texts = {key: _env_text(item) for key, item in value.items()}
+        for key, text in texts.items():
+            size = len(f"{key}={text}".encode())
+            if size >= _MAX_ENV_STRING:
+                raise ValueError(
+                    f"{key!r} is {size:,} bytes; Linux passes at most {_MAX_ENV_STRING - 1:,} "
+                    "bytes per variable to a program: put the value in a file and send it "
+                    "with `files:`"
+                )
+        total = sum(len(f"{key}={text}".encode()) + 1 for key, text in texts.items())
+        if total > _MAX_ENV_TOTAL:
+            raise ValueError(
+                f"the variables total {total:,} bytes; keep them under {_MAX_ENV_TOTAL:,} "
+                "(programs get them with their arguments, within the kernel's limit): put "
+                "large values in files and send them with `files:`"
+            )
+        return texts
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> JobSpec:

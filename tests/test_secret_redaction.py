@@ -67,3 +67,31 @@ def test_the_store_redacts_what_it_records(store: Store) -> None:
     store.set_outcome(record.id, exit_code=1, error="bad p4ssw0rd-zz")
     assert "p4ssw0rd" not in str(store.job(record.id).error)
     assert all("p4ssw0rd" not in e.message for e in store.events(record.id))
+
+
+def test_an_env_value_too_long_for_linux_is_refused_truly(tmp_path: Path) -> None:
+    """A value past MAX_ARG_STRLEN makes every exec on the node fail (the launch script's own
+    `mv` too, so no exit code was ever written): refused up front, naming the key, not the
+    value, and saying what to do instead."""
+    spec = write_spec(tmp_path, f"name: x\ncommand: echo hi\nenv: {{BIG: {'s' * 140_000}}}\n")
+    done = gpujobs_cli("launch", str(spec))
+    assert done.returncode == 2
+    assert "'BIG' is 140,004 bytes" in done.stderr and "files:" in done.stderr
+    assert "sss" not in done.stderr
+    many = ", ".join(f"K{i}: {'v' * 100_000}" for i in range(12))
+    spec = write_spec(tmp_path, f"name: x\ncommand: echo hi\nenv: {{{many}}}\n")
+    done = gpujobs_cli("launch", str(spec))
+    assert done.returncode == 2 and "the variables total" in done.stderr
+
+
+def test_an_env_value_just_under_the_limit_arrives_whole(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: x\n"
+        """command: 'printf %s "$BIG" | wc -c > "$GPUJOBS_CKPT_DIR/n.txt"'\n"""
+        f"env: {{BIG: {'s' * 120_000}}}\n",
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [job] = json.loads(gpujobs_cli("status", "--json").stdout)
+    assert (Path(job["runs_dir"]) / "n.txt").read_text().strip() == "120000"
