@@ -423,23 +423,36 @@ class Store:
         ).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, *, limit: int | None = None) -> list[JobRecord]:
-        """Newest first."""
+    def jobs(self, *, limit: int | None = None, offset: int = 0) -> list[JobRecord]:
+        """Newest first; a page of them with `limit` and `offset` (only those rows are read)."""
         query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at DESC"
         params: tuple[int, ...] = ()
         if limit is not None:
-            query += " LIMIT ?"
-            params = (limit,)
+            query += " LIMIT ? OFFSET ?"
+            params = (limit, offset)
         return [_job(row) for row in self._db.execute(query, params)]
 
-    def active_jobs(self) -> list[JobRecord]:
+    def active_jobs(self, *, limit: int | None = None) -> list[JobRecord]:
+        """Jobs not yet ended, newest first (at most `limit`)."""
         placeholders = ", ".join("?" for _ in TERMINAL_STATES)
-        rows = self._db.execute(
+        query = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
-            "ORDER BY created_at DESC",
-            tuple(TERMINAL_STATES),
+            "ORDER BY created_at DESC"
         )
-        return [_job(row) for row in rows]
+        params: tuple[object, ...] = tuple(TERMINAL_STATES)
+        if limit is not None:
+            query += " LIMIT ?"
+            params += (limit,)
+        return [_job(row) for row in self._db.execute(query, params)]
+
+    def count_active(self) -> int:
+        placeholders = ", ".join("?" for _ in TERMINAL_STATES)
+        return int(
+            self._db.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE state NOT IN ({placeholders})",
+                tuple(TERMINAL_STATES),
+            ).fetchone()[0]
+        )
 
     def count_jobs(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])

@@ -44,6 +44,10 @@ SPEC_FROM_PYTHON = "<python>"
 
 # How many finished jobs `status` shows beside the active ones, unless asked for all.
 RECENT_JOBS = 20
+# Beside the recent ones, plain `status` shows this many active jobs at most.
+ACTIVE_SHOWN = 50
+# `status --all` shows every job a page at a time.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -445,20 +449,27 @@ class Controller:
     def view(self, record: JobRecord) -> JobView:
         if record.state.is_terminal:
             return JobView(record, driver_alive=False)
+        if record.driver_lost:
+            # Already found gone; an attach clears the flag as it takes over. No lock to open:
+            # thousands of such jobs must not slow `status` down.
+            return JobView(record, driver_alive=False)
         alive = driver_alive(self.home.lock_file(record.id))
-        if not alive and not record.driver_lost:
+        if not alive:
             # Reconcile: record that the driver is gone, once, so the history says when.
             self.store.mark_driver_lost(record.id, now=self.clock.now())
         return JobView(record, driver_alive=alive)
 
-    def overview(self, *, show_all: bool) -> tuple[list[JobView], int]:
-        """Active jobs and the most recent others (all with show_all), and the total count."""
+    def overview(self, *, show_all: bool, page: int = 1) -> tuple[list[JobView], int]:
+        """Active jobs (the newest ACTIVE_SHOWN) and the most recent others, or with show_all
+        one page of every job, newest first; and the total count. Only the rows shown are read,
+        so it stays fast with 100,000 jobs stored."""
         if show_all:
-            records = self.store.jobs()
+            records = self.store.jobs(limit=PAGE_SIZE, offset=(max(page, 1) - 1) * PAGE_SIZE)
         else:
             recent = self.store.jobs(limit=RECENT_JOBS)
             seen = {record.id for record in recent}
-            records = [r for r in self.store.active_jobs() if r.id not in seen] + recent
+            active = self.store.active_jobs(limit=ACTIVE_SHOWN)
+            records = [r for r in active if r.id not in seen] + recent
             records.sort(key=lambda record: record.created_at, reverse=True)
         return [self.view(record) for record in records], self.store.count_jobs()
 

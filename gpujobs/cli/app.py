@@ -144,7 +144,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     def status(
         job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,  # noqa: UP045
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-        show_all: Annotated[bool, typer.Option("--all", "-a", help="Every job.")] = False,
+        show_all: Annotated[
+            bool, typer.Option("--all", "-a", help="Every job, a page at a time.")
+        ] = False,
+        page: Annotated[
+            int, typer.Option("--page", min=1, help="With --all: which page (newest first).")
+        ] = 1,
     ) -> None:
         """Show jobs (active ones and the most recent), or one job in detail."""
         with errors_to_exit():
@@ -158,16 +163,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 else:
                     _console(stdout=True).print(render.job_detail(detail))
                 return
-            views, total = controller.overview(show_all=show_all)
+            views, total = controller.overview(show_all=show_all, page=page)
             costs = controller.costs([view.record.id for view in views])
+            hint = render.more_jobs_hint(len(views), total, show_all=show_all, page=page)
             if as_json:
                 _print_json([render.job_json(view, costs) for view in views])
+                if hint:
+                    _info(hint)  # stderr: the JSON stays one list
             elif not views:
-                _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
+                _info(hint or "no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
                 console = _console(stdout=True)
                 now = controller.clock.now()
-                console.print(render.status_table(views, total, costs, now, width=console.width))
+                table = render.status_table(views, total, costs, now, width=console.width)
+                table.caption = hint
+                console.print(table)
 
     @app.command()
     def logs(
