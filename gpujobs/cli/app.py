@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,6 +69,13 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
+        except sqlite3.DatabaseError as exc:  # the store: damaged, full, or held
+            if settings.debug:
+                raise
+            from gpujobs.api.maintenance import store_error_message
+
+            _error(store_error_message(exc))
+            raise typer.Exit(EXIT_JOB_FAILED) from None
         except Exception as exc:
             if settings.debug:
                 raise
@@ -421,6 +429,37 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             pushed = controller_factory().push_image(reference, on_line=_info)
             typer.echo(pushed)
             _info(f"pushed; in a spec: image: {pushed}")
+
+    @app.command()
+    def doctor(
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """Check the job store; rebuild a damaged one from every row it can still read."""
+        with errors_to_exit():
+            from gpujobs.api.maintenance import doctor as run_doctor
+
+            report = run_doctor()
+            if as_json:
+                _print_json(
+                    {
+                        "store": str(report.path),
+                        "healthy": report.healthy,
+                        "problem": report.problem,
+                        "moved_to": str(report.moved_to) if report.moved_to else None,
+                        "kept": report.kept,
+                        "unreadable": report.lost,
+                    }
+                )
+            elif report.healthy:
+                _info(f"{report.path}: ok")
+            else:
+                kept = ", ".join(f"{count} {table}" for table, count in report.kept.items())
+                lost = sum(report.lost.values())
+                _info(f"{report.path} was damaged: {report.problem}")
+                _info(f"  the damaged file is kept as {report.moved_to}")
+                _info(f"  rebuilt with every row that could be read: {kept}")
+                if lost:
+                    _info(f"  {lost} unreadable range(s) of rows were left behind")
 
     @app.command()
     def gc(
