@@ -12,6 +12,40 @@ EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
 
+# Values known to be secret in this process (a spec's `env` values, read before it validates).
+# Every message the CLI shows passes through `redact`, so a secret that found its way into an
+# exception (an SDK echoing a header, a shell error quoting a line) is still never printed.
+_SECRETS: set[str] = set()
+# Shorter values ("1", "true", "cpu") are words of ordinary messages, not secrets worth hiding.
+_MIN_SECRET_LENGTH = 4
+REDACTED = "***"
+
+
+def register_secrets(values: object, _depth: int = 0) -> None:
+    """Remember every string in `values` (nested lists and mappings too) as a secret."""
+    if _depth > 8:
+        return  # not an env value any spec would validate: it is refused anyway
+    if isinstance(values, str):
+        if len(values) >= _MIN_SECRET_LENGTH:
+            _SECRETS.add(values)
+    elif isinstance(values, dict):
+        for item in values.values():
+            register_secrets(item, _depth + 1)
+    elif isinstance(values, (list, tuple)):
+        for item in values:
+            register_secrets(item, _depth + 1)
+    elif isinstance(values, (int, float)) and not isinstance(values, bool):
+        register_secrets(str(values))
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by ***, the longest first."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 class GpuJobsError(Exception):
     """Base of every error gpujobs raises on purpose."""
 
@@ -75,6 +109,10 @@ class NotTerminatedError(ProviderError):
 # Transport errors: raised by remote/, translated from paramiko/OS errors at the boundary.
 class TransportError(GpuJobsError):
     """Talking to a node failed."""
+
+
+class LocalDiskFullError(GpuJobsError):
+    """This machine's disk cannot hold what must come home: a local error, never a lost node."""
 
 
 class TransportTimeoutError(TransportError):

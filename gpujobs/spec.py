@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gpujobs.dev_spec import DevSession, dev_command
-from gpujobs.errors import SpecError
+from gpujobs.errors import SpecError, register_secrets
 from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 from gpujobs.workloads import bundled_workloads
 
@@ -39,6 +39,12 @@ RESERVED_ARGS = frozenset({"data", "out", "resume", "checkpoint-every-minutes", 
 _ARG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "***"
+# Linux's MAX_ARG_STRLEN: one "KEY=value" string longer than this makes every exec fail (E2BIG),
+# the launch script's own included. The total stays well inside ARG_MAX (2 MiB by default).
+_MAX_ENV_STRING = 128 * 1024
+_MAX_ENV_TOTAL = 1024 * 1024
+# Top-level fields whose values may be secrets: never echoed in an error, redacted when stored.
+SECRET_FIELDS = frozenset({"env"})
 _GPU_NAME = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Values in error lines are shown short: an alias-grown value must not make a 400 kB line.
@@ -465,7 +471,23 @@ class JobSpec(_Strict):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if key.startswith("GPUJOBS_"):
                 raise ValueError(f"{key!r}: names starting GPUJOBS_ are set by gpujobs")
-        return {key: _env_text(item) for key, item in value.items()}
+        texts = {key: _env_text(item) for key, item in value.items()}
+        for key, text in texts.items():
+            size = len(f"{key}={text}".encode())
+            if size >= _MAX_ENV_STRING:
+                raise ValueError(
+                    f"{key!r} is {size:,} bytes; Linux passes at most {_MAX_ENV_STRING - 1:,} "
+                    "bytes per variable to a program: put the value in a file and send it "
+                    "with `files:`"
+                )
+        total = sum(len(f"{key}={text}".encode()) + 1 for key, text in texts.items())
+        if total > _MAX_ENV_TOTAL:
+            raise ValueError(
+                f"the variables total {total:,} bytes; keep them under {_MAX_ENV_TOTAL:,} "
+                "(programs get them with their arguments, within the kernel's limit): put "
+                "large values in files and send them with `files:`"
+            )
+        return texts
 
     @model_validator(mode="before")
     @classmethod
@@ -564,6 +586,8 @@ def parse_spec(
         raise SpecError(
             f"{label}: a job spec is a YAML mapping (name: ..., workload: ...), got {kind}"
         )
+    if isinstance(data.get("env"), dict):
+        register_secrets(data["env"])  # before validation: its errors must not show them either
     data.setdefault("name", _default_name(label))
     for key, value in (defaults or {}).items():
         data.setdefault(key, value)
@@ -742,7 +766,12 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     # Our own validators raise ValueError; pydantic prefixes their text with this.
     text = str(error["msg"]).removeprefix("Value error, ")
     text = text[0].lower() + text[1:] if text else text
-    if kind != "value_error" and "input" in error and not isinstance(error["input"], dict):
+    if (
+        kind != "value_error"
+        and "input" in error
+        and not isinstance(error["input"], dict)
+        and not (loc and loc[0] in SECRET_FIELDS)
+    ):
         text += f" (got {_short(error['input'])})"
     expected = _expected(loc) if kind != "value_error" else None
     return text + (f"; expected: {expected}" if expected else "")

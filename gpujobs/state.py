@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from gpujobs.errors import redact
+
 
 class JobState(StrEnum):
     PENDING = "PENDING"
@@ -341,7 +343,7 @@ class Store:
             )
             db.execute(
                 "INSERT INTO events (job_id, ts, state, message) VALUES (?, ?, ?, ?)",
-                (job_id, now, state, message),
+                (job_id, now, state, redact(message)),
             )
             if state.is_terminal:  # what it did not spend goes back to the budgets
                 db.execute(
@@ -353,14 +355,14 @@ class Store:
         """An event that is not a state change (a pull, a warning), under the current state."""
         now = time.time() if now is None else now
         with self._write() as db:
-            db.execute(_NOTE_SQL, (now, message, job_id))
+            db.execute(_NOTE_SQL, (now, redact(message), job_id))
 
     def set_outcome(self, job_id: str, *, exit_code: int | None, error: str | None) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET exit_code = COALESCE(?, exit_code), "
                 "error = COALESCE(?, error) WHERE id = ?",
-                (exit_code, error, job_id),
+                (exit_code, None if error is None else redact(error), job_id),
             )
 
     def set_placement(self, job_id: str, placement: str) -> None:
@@ -394,7 +396,7 @@ class Store:
             ).rowcount
             if changed:
                 message = "driver lost: the gpujobs process driving this job is gone"
-                db.execute(_NOTE_SQL, (now, message, job_id))
+                db.execute(_NOTE_SQL, (now, redact(message), job_id))
 
     def job(self, job_id: str) -> JobRecord:
         row = self._db.execute(
@@ -421,23 +423,36 @@ class Store:
         ).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, *, limit: int | None = None) -> list[JobRecord]:
-        """Newest first."""
+    def jobs(self, *, limit: int | None = None, offset: int = 0) -> list[JobRecord]:
+        """Newest first; a page of them with `limit` and `offset` (only those rows are read)."""
         query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at DESC"
         params: tuple[int, ...] = ()
         if limit is not None:
-            query += " LIMIT ?"
-            params = (limit,)
+            query += " LIMIT ? OFFSET ?"
+            params = (limit, offset)
         return [_job(row) for row in self._db.execute(query, params)]
 
-    def active_jobs(self) -> list[JobRecord]:
+    def active_jobs(self, *, limit: int | None = None) -> list[JobRecord]:
+        """Jobs not yet ended, newest first (at most `limit`)."""
         placeholders = ", ".join("?" for _ in TERMINAL_STATES)
-        rows = self._db.execute(
+        query = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state NOT IN ({placeholders}) "
-            "ORDER BY created_at DESC",
-            tuple(TERMINAL_STATES),
+            "ORDER BY created_at DESC"
         )
-        return [_job(row) for row in rows]
+        params: tuple[object, ...] = tuple(TERMINAL_STATES)
+        if limit is not None:
+            query += " LIMIT ?"
+            params += (limit,)
+        return [_job(row) for row in self._db.execute(query, params)]
+
+    def count_active(self) -> int:
+        placeholders = ", ".join("?" for _ in TERMINAL_STATES)
+        return int(
+            self._db.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE state NOT IN ({placeholders})",
+                tuple(TERMINAL_STATES),
+            ).fetchone()[0]
+        )
 
     def count_jobs(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,10 @@ SPEC_FROM_PYTHON = "<python>"
 
 # How many finished jobs `status` shows beside the active ones, unless asked for all.
 RECENT_JOBS = 20
+# Beside the recent ones, plain `status` shows this many active jobs at most.
+ACTIVE_SHOWN = 50
+# `status --all` shows every job a page at a time.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -487,20 +492,27 @@ class Controller:
     def view(self, record: JobRecord) -> JobView:
         if record.state.is_terminal:
             return JobView(record, driver_alive=False)
+        if record.driver_lost:
+            # Already found gone; an attach clears the flag as it takes over. No lock to open:
+            # thousands of such jobs must not slow `status` down.
+            return JobView(record, driver_alive=False)
         alive = driver_alive(self.home.lock_file(record.id))
-        if not alive and not record.driver_lost:
+        if not alive:
             # Reconcile: record that the driver is gone, once, so the history says when.
             self.store.mark_driver_lost(record.id, now=self.clock.now())
         return JobView(record, driver_alive=alive)
 
-    def overview(self, *, show_all: bool) -> tuple[list[JobView], int]:
-        """Active jobs and the most recent others (all with show_all), and the total count."""
+    def overview(self, *, show_all: bool, page: int = 1) -> tuple[list[JobView], int]:
+        """Active jobs (the newest ACTIVE_SHOWN) and the most recent others, or with show_all
+        one page of every job, newest first; and the total count. Only the rows shown are read,
+        so it stays fast with 100,000 jobs stored."""
         if show_all:
-            records = self.store.jobs()
+            records = self.store.jobs(limit=PAGE_SIZE, offset=(max(page, 1) - 1) * PAGE_SIZE)
         else:
             recent = self.store.jobs(limit=RECENT_JOBS)
             seen = {record.id for record in recent}
-            records = [r for r in self.store.active_jobs() if r.id not in seen] + recent
+            active = self.store.active_jobs(limit=ACTIVE_SHOWN)
+            records = [r for r in active if r.id not in seen] + recent
             records.sort(key=lambda record: record.created_at, reverse=True)
         return [self.view(record) for record in records], self.store.count_jobs()
 
@@ -568,8 +580,9 @@ class Controller:
         if not nodes and record.state.is_terminal:
             return record, "nothing to tear down"
         lifecycle = self.lifecycle(spec=spec)
+        finished: int | None = None
         if not record.state.is_terminal:
-            self._save_what_runs(record, nodes, lifecycle)
+            finished = self._save_what_runs(record, nodes, lifecycle)
             lifecycle.transition(record.id, JobState.TEARING_DOWN, "gpujobs down (driver lost)")
         error = lifecycle.tear_down(nodes, spec)
         if error:
@@ -577,10 +590,27 @@ class Controller:
             raise GpuJobsError(f"{record.id}: teardown incomplete: {error}; run down again")
         lifecycle.forget_job_key(record.id, nodes)
         if not record.state.is_terminal:
+            self._record_orphan_end(record, lifecycle, finished)
+        return self.store.job(record.id), f"tore down {len(nodes)} node(s)"
+
+    def _record_orphan_end(
+        self, record: JobRecord, lifecycle: Lifecycle, finished: int | None
+    ) -> None:
+        """A workload that ended on its own ends the job as it did (SUCCEEDED or FAILED with
+        its code); one that was still running was cancelled by this `down`."""
+        if finished == 0:
+            self.store.set_outcome(record.id, exit_code=0, error=None)
+            lifecycle.transition(
+                record.id, JobState.SUCCEEDED, "the workload finished while its driver was gone"
+            )
+        elif finished is not None:
+            message = f"the workload exited with code {finished} while its driver was gone"
+            self.store.set_outcome(record.id, exit_code=finished, error=message)
+            lifecycle.transition(record.id, JobState.FAILED, message)
+        else:
             message = "torn down by `gpujobs down` after its driver was lost"
             self.store.set_outcome(record.id, exit_code=None, error=message)
             lifecycle.transition(record.id, JobState.CANCELLED, message)
-        return self.store.job(record.id), f"tore down {len(nodes)} node(s)"
 
     def _stored_spec(self, record: JobRecord) -> JobSpec | None:
         """The job's spec as stored (env redacted): enough to reach its hosts again."""
@@ -623,23 +653,30 @@ class Controller:
                     nodes.setdefault(node.node_id, node)
         return list(nodes.values())
 
-    def _save_what_runs(self, record: JobRecord, nodes: list[Node], lifecycle: Lifecycle) -> None:
-        """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
-        home. Best effort: a node that cannot be reached must not block the teardown."""
+    def _save_what_runs(
+        self, record: JobRecord, nodes: list[Node], lifecycle: Lifecycle
+    ) -> int | None:
+        """Before tearing down an orphan: stop its workload gracefully and bring its log and
+        checkpoints home. Best effort: a node that cannot be reached must not block the
+        teardown. Returns the workload's exit code when it had already ended on its own (its
+        driver died before seeing that), so the job ends as it really did."""
         from gpujobs.lifecycle.node_session import NodeSession
         from gpujobs.runtime.node_layout import NodeLayout
 
         rows = {row.node_id: row for row in self.store.nodes(record.id)}
+        finished: int | None = None
         for node in nodes[:1]:  # rank 0 holds the checkpoints
             row = rows.get(node.node_id)
+            local_log = self.home.log_file(record.id)
             session = NodeSession(
                 lifecycle.connect(node),
                 NodeLayout(node.workdir),
-                self.home.log_file(record.id),
+                local_log,
                 pid=row.pid if row else None,
             )
             try:
-                if session.pid is not None:
+                finished = session.exit_code()
+                if finished is None and session.pid is not None:
                     session.stop_gracefully(
                         self.clock,
                         grace_s=lifecycle.config.stop_grace_s,
@@ -647,16 +684,20 @@ class Controller:
                         on_log=lambda _chunk: None,
                         forced=lambda: False,
                     )
+                session.follow()  # the log's end, written while no driver was reading
                 report = session.pull_checkpoints(Path(record.runs_dir))
                 self.store.note(
                     record.id,
                     f"down: pulled {report.files_sent} file(s) home",
                     now=self.clock.now(),
                 )
-            except GpuJobsError as exc:
+                if local_log.exists():
+                    shutil.copyfile(local_log, Path(record.runs_dir) / "job.log")
+            except (GpuJobsError, OSError) as exc:
                 self.store.note(record.id, f"down: could not save the checkpoints: {exc}")
             finally:
                 session.transport.close()
+        return finished
 
 
 def _check_budget_provider(provider: str | None) -> None:

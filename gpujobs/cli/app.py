@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gpujobs import __version__
-from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
+from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError, redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,6 +69,13 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
+        except sqlite3.DatabaseError as exc:  # the store: damaged, full, or held
+            if settings.debug:
+                raise
+            from gpujobs.api.maintenance import store_error_message
+
+            _error(store_error_message(exc))
+            raise typer.Exit(EXIT_JOB_FAILED) from None
         except Exception as exc:
             if settings.debug:
                 raise
@@ -145,7 +153,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     def status(
         job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,  # noqa: UP045
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-        show_all: Annotated[bool, typer.Option("--all", "-a", help="Every job.")] = False,
+        show_all: Annotated[
+            bool, typer.Option("--all", "-a", help="Every job, a page at a time.")
+        ] = False,
+        page: Annotated[
+            int, typer.Option("--page", min=1, help="With --all: which page (newest first).")
+        ] = 1,
     ) -> None:
         """Show jobs (active ones and the most recent), or one job in detail."""
         with errors_to_exit():
@@ -159,16 +172,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 else:
                     _console(stdout=True).print(render.job_detail(detail))
                 return
-            views, total = controller.overview(show_all=show_all)
+            views, total = controller.overview(show_all=show_all, page=page)
             costs = controller.costs([view.record.id for view in views])
+            hint = render.more_jobs_hint(len(views), total, show_all=show_all, page=page)
             if as_json:
                 _print_json([render.job_json(view, costs) for view in views])
+                if hint:
+                    _info(hint)  # stderr: the JSON stays one list
             elif not views:
-                _info("no jobs yet: gpujobs launch templates/mnist-local.yaml")
+                _info(hint or "no jobs yet: gpujobs launch templates/mnist-local.yaml")
             else:
                 console = _console(stdout=True)
                 now = controller.clock.now()
-                console.print(render.status_table(views, total, costs, now, width=console.width))
+                table = render.status_table(views, total, costs, now, width=console.width)
+                table.caption = hint
+                console.print(table)
 
     @app.command()
     def logs(
@@ -422,6 +440,37 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             _info(f"pushed; in a spec: image: {pushed}")
 
     @app.command()
+    def doctor(
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ) -> None:
+        """Check the job store; rebuild a damaged one from every row it can still read."""
+        with errors_to_exit():
+            from gpujobs.api.maintenance import doctor as run_doctor
+
+            report = run_doctor()
+            if as_json:
+                _print_json(
+                    {
+                        "store": str(report.path),
+                        "healthy": report.healthy,
+                        "problem": report.problem,
+                        "moved_to": str(report.moved_to) if report.moved_to else None,
+                        "kept": report.kept,
+                        "unreadable": report.lost,
+                    }
+                )
+            elif report.healthy:
+                _info(f"{report.path}: ok")
+            else:
+                kept = ", ".join(f"{count} {table}" for table, count in report.kept.items())
+                lost = sum(report.lost.values())
+                _info(f"{report.path} was damaged: {report.problem}")
+                _info(f"  the damaged file is kept as {report.moved_to}")
+                _info(f"  rebuilt with every row that could be read: {kept}")
+                if lost:
+                    _info(f"  {lost} unreadable range(s) of rows were left behind")
+
+    @app.command()
     def gc(
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -569,7 +618,7 @@ def _info(message: str) -> None:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {redact(message)}\n")
 
 
 def main() -> None:

@@ -93,6 +93,23 @@ def status_table(
     return table
 
 
+def more_jobs_hint(shown: int, total: int, *, show_all: bool, page: int) -> str | None:
+    """What the listing leaves out, and the command that shows it."""
+    if not show_all:
+        if total > shown:
+            return f"{total - shown:,} older job(s) not shown: gpujobs status --all"
+        return None
+    from gpujobs.api.controller import PAGE_SIZE
+
+    pages = max(-(-total // PAGE_SIZE), 1)
+    if page > pages:
+        return f"page {page} is past the last ({pages:,}): gpujobs status --all --page {pages}"
+    if pages == 1:
+        return None
+    following = f": gpujobs status --all --page {page + 1}" if page < pages else ""
+    return f"page {page} of {pages:,} ({total:,} jobs, newest first){following}"
+
+
 def _columns_that_fit(rows: list[dict[str, str]], width: int | None) -> list[str]:
     def needed(column: str) -> int:
         return max([len(column), *(len(row[column]) for row in rows)])

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from gpujobs.cli.jobs_view import STATE_STYLE
+from gpujobs.errors import redact
 from gpujobs.state import JobState
 
 
@@ -27,7 +28,7 @@ class ConsoleSink:
     def state(self, job_id: str, state: JobState, message: str) -> None:
         self._end_progress()
         style = STATE_STYLE.get(state, "bold")
-        first_line = message.splitlines()[0] if message else ""
+        first_line = redact(message).splitlines()[0] if message else ""
         detail = f" {escape(first_line)}" if first_line else ""
         self.console.print(f"[dim]{_clock()}[/] [{style}]{state.value}[/]{detail}")
 
@@ -36,7 +37,7 @@ class ConsoleSink:
         self.out.flush()
 
     def note(self, message: str) -> None:
-        self.console.print(f"[dim]{_clock()}   {escape(message)}[/]")
+        self.console.print(f"[dim]{_clock()}   {escape(redact(message))}[/]")
 
     def progress(self, label: str, done: int, total: int) -> None:
         if self._progress is None:
@@ -79,7 +80,7 @@ class PlainSink:
         return None
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
+        self.stream.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {redact(text)}\n")
         self.stream.flush()
 
 

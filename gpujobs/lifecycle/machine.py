@@ -35,6 +35,7 @@ from gpujobs.errors import (
     Cancelled,
     ConnectionLostError,
     GpuJobsError,
+    LocalDiskFullError,
     NoCapacityError,
     ProviderError,
     ProvisioningError,
@@ -257,6 +258,7 @@ class _Drive:
         )
         record = lifecycle.store.job(job_id)
         self.runs_dir = Path(record.runs_dir)
+        self.odd_reported: set[str] = set()  # reported once, not at every pull
 
     def adopt(self, nodes: list[Node]) -> None:
         record = self.lc.store.job(self.job_id)
@@ -273,7 +275,33 @@ class _Drive:
         self.cap.held = cap_left(record, ledger, billed_from, "the cap held at launch")
         self.cap.started_at = clock.monotonic() - (clock.now() - billed_from)
         following = record.state in (JobState.RUNNING, JobState.COLLECTING, JobState.TEARING_DOWN)
+        if following and not self._workload_started(nodes):
+            # RUNNING is recorded before the start (the machine records first): a driver that
+            # died in between leaves a workload that never ran, not one that vanished.
+            self._note("its workload had not started when the driver died: starting it now")
+            following = False
         self.execute(follow=following)
+
+    def _workload_started(self, nodes: list[Node]) -> bool:
+        """Whether every node's workload was started: its pid is stored, or (a driver that
+        died between the start and the store) the node's launch script recorded one."""
+        rows = {row.node_id: row for row in self.lc.store.nodes(self.job_id)}
+        for node in nodes:
+            row = rows.get(node.node_id)
+            if row is not None and row.pid is not None:
+                continue
+            layout = NodeLayout(node.workdir)
+            transport = self._connect(node)
+            try:
+                raw = transport.read(layout.started_pid, 0, 64) or transport.read(layout.pid, 0, 64)
+            finally:
+                transport.close()
+            try:
+                pid = int(raw.strip())
+            except ValueError:
+                return False
+            self.lc.store.set_node_pid(self.job_id, node.node_id, pid)
+        return True
 
     def execute(self, *, follow: bool = False) -> None:
         """Every step, or (`follow`: an adopted job whose workload was started) from watching
@@ -617,7 +645,11 @@ class _Drive:
                 self.sessions.check_alive(self._confirmed_loss)
             if now >= next_pull:
                 next_pull = now + pull_every
-                self._pull()
+                try:
+                    self._pull()
+                except LocalDiskFullError as exc:
+                    # The node is fine and keeps its checkpoints: the next pull tries again.
+                    self._note(f"warning: {exc}")
             clock.sleep(config.poll_interval_s)
 
     def _collect(self) -> None:
@@ -696,6 +728,9 @@ class _Drive:
             self._note(f"pulled {report.files_sent} file(s) to {self.runs_dir}")
         if report.pruned:
             self._note(f"removed {len(report.pruned)} checkpoint(s) the node no longer keeps")
+        if new_odd := [name for name in report.odd if name not in self.odd_reported]:
+            self.odd_reported.update(new_odd)
+            self._note(f"skipped what cannot come home: {', '.join(new_odd)}")
 
     def _failure_message(self, exit_code: int, rank: int = 0) -> str:
         tail = tail_lines(self.lc.home.node_log_file(self.job_id, rank), lines=10)

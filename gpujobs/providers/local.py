@@ -6,13 +6,10 @@ process group and removes the directory. It never touches anything outside that 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 from gpujobs.providers.base import (
@@ -26,6 +23,7 @@ from gpujobs.providers.base import (
     TaggedResource,
 )
 from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.runtime.stop_job import stop_job_here
 from gpujobs.spec import JobSpec, Resources
 
 _GPU_QUERY_TIMEOUT_S = 5.0
@@ -207,23 +205,9 @@ class LocalProvider:
         return self.work_root / job_id
 
     def _stop_processes(self, workdir: Path) -> None:
-        """Stop the job's process group: TERM (the workload saves), then KILL after a grace."""
-        pid = job_pid(workdir)
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace_s
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            kill_deadline = time.monotonic() + 5
-            while _group_alive(pid) and time.monotonic() < kill_deadline:
-                time.sleep(0.05)
-        if _group_alive(pid):
-            raise NotTerminatedError(f"process group {pid} of {workdir.name} survived SIGKILL")
+        """Stop every process of the job, background children included: TERM (the workload
+        saves), then KILL after a grace (see runtime/stop_job.sh)."""
+        stop_job_here(str(workdir), self.stop_grace_s)
 
 
 def node_id(job_id: str, restart: int = 0, rank: int = 0) -> str:

@@ -26,6 +26,7 @@ from gpujobs.providers.base import (
 )
 from gpujobs.providers.local import node_id
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
+from gpujobs.runtime.stop_job import STOP_JOB_SCRIPT
 from gpujobs.spec import JobSpec, Resources, SshHosts, parse_ssh_host
 
 REGION = "ssh"
@@ -42,32 +43,22 @@ if command -v nvidia-smi > /dev/null 2>&1; then
   nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu=/'
 fi
 """
-# Stop the job's process group (TERM: the workload checkpoints; KILL after the grace), then
-# remove its folder. The pid is trusted only while its cwd is the job folder (no pid reuse).
-_STOP_AND_REMOVE = r"""
-w=$1; grace=$2
-case $w in
+# Refuse a folder that is not a job's, stop every process of the job (runtime/stop_job.sh: TERM,
+# the workload checkpoints; KILL after the grace), then remove the folder.
+_STOP_AND_REMOVE = (
+    r"""
+case $1 in
   */work/*) ;;
-  *) echo "refusing to remove $w: not a gpujobs job folder" >&2; exit 3 ;;
+  *) echo "refusing to remove $1: not a gpujobs job folder" >&2; exit 3 ;;
 esac
-[ -d "$w" ] || exit 0
-pid=$(cat "$w/pid" 2>/dev/null || cat "$w/.started/pid" 2>/dev/null)
-case $pid in ''|*[!0-9]*) pid= ;; esac
-if [ -n "$pid" ] && [ -d /proc ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != "$w" ]; then
-  pid=
-fi
-if [ -n "$pid" ] && kill -0 "-$pid" 2>/dev/null; then
-  kill -TERM "-$pid" 2>/dev/null
-  n=0
-  while kill -0 "-$pid" 2>/dev/null && [ "$n" -lt "$grace" ]; do sleep 0.1; n=$((n + 1)); done
-  kill -KILL "-$pid" 2>/dev/null
-  n=0
-  while kill -0 "-$pid" 2>/dev/null && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-  if kill -0 "-$pid" 2>/dev/null; then echo "process group $pid survived SIGKILL" >&2; exit 5; fi
-fi
-rm -rf -- "$w"
-[ ! -e "$w" ]
+[ -d "$1" ] || exit 0
 """
+    + STOP_JOB_SCRIPT
+    + r"""
+rm -rf -- "$job_folder"
+[ ! -e "$job_folder" ]
+"""
+)
 _LIST_JOBS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
 
 

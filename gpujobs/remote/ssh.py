@@ -66,8 +66,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _CHUNK = 1 << 16
 # GNU find prints each file as path, size, mtime, type, NUL-separated (names may hold newlines).
 _LIST_SCRIPT = (
-    '[ -d "$1" ] || exit 0; '
-    "exec find \"$1\" -mindepth 1 \\( -type f -o -type l \\) -printf '%P\\0%s\\0%T@\\0%y\\0'"
+    '[ -d "$1" ] || exit 0; exec find "$1" -mindepth 1 ! -type d -printf \'%P\\0%s\\0%T@\\0%y\\0\''
 )
 
 
@@ -347,7 +346,9 @@ class SSHTransport:
             return self._retrying(lambda: self._walk(remote_dir))
         fields = result.stdout.split("\0")
         found = [
-            RemoteFile(path=path, size=int(size), mtime=float(mtime), is_symlink=kind == "l")
+            RemoteFile(
+                path=path, size=int(size), mtime=float(mtime), is_symlink=kind == "l", kind=kind
+            )
             for path, size, mtime, kind in zip(
                 fields[0::4], fields[1::4], fields[2::4], fields[3::4], strict=False
             )

@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 from gpujobs.errors import (
     ConnectionLostError,
     HostKeyChangedError,
+    LocalDiskFullError,
     RemoteFileNotFoundError,
     SshAuthError,
     TransportError,
@@ -89,6 +90,9 @@ class SyncReport:
     # Listed, then gone before their turn (renamed or pruned on the node): the next pull sees
     # what took their place.
     skipped: tuple[str, ...] = ()
+    # Not files a checkpoint folder can bring home, each with why: a FIFO, a socket, a device,
+    # or a name that is a folder on one side and a file on the other.
+    odd: tuple[str, ...] = ()
 
 
 def push_dir(
@@ -256,15 +260,26 @@ def pull_dir(
     local_dir.mkdir(parents=True, exist_ok=True)
     remote_files = transport.list_files(remote_dir)
     refused = tuple(item.path for item in remote_files if _unsafe(item))
-    wanted = [
-        item for item in remote_files if item.path not in refused and not _in_progress(item.path)
+    odd = [
+        f"{item.path} ({_KIND_NAMES.get(item.kind, 'not a regular file')})"
+        for item in remote_files
+        if item.kind not in ("f", "l")
     ]
+    wanted = [
+        item
+        for item in remote_files
+        if item.path not in refused and item.kind == "f" and not _in_progress(item.path)
+    ]
+    clashing = {item.path for item in wanted if _clashes(local_dir, item.path)}
+    odd += [f"{path} (a folder here, a file on the node, or under one)" for path in clashing]
+    wanted = [item for item in wanted if item.path not in clashing]
     changed = [
         item
         for item in wanted
         if not _same(item, _local_file(local_dir, item.path)) or _racy(item, local_dir)
     ]
     total = sum(item.size for item in changed)
+    _check_room(local_dir, changed)
     done = 0
     fetched = 0
     skipped: list[str] = []
@@ -300,7 +315,45 @@ def pull_dir(
         refused=refused,
         pruned=pruned,
         skipped=tuple(skipped),
+        odd=tuple(sorted(odd)),
     )
+
+
+_KIND_NAMES = {"p": "a FIFO", "s": "a socket", "b": "a block device", "c": "a character device"}
+
+
+def _clashes(local_dir: Path, relative: str) -> bool:
+    """Whether a file at `relative` cannot land here: a folder stands at its name, or a file
+    stands where one of its parent folders would be."""
+    target = local_dir / relative
+    if target.is_dir() and not target.is_symlink():
+        return True
+    parent = target.parent
+    while parent != local_dir and parent.is_relative_to(local_dir):
+        if parent.exists() and not parent.is_dir():
+            return True
+        parent = parent.parent
+    return False
+
+
+def _check_room(local_dir: Path, changed: list[RemoteFile]) -> None:
+    """Refuse a pull this machine's disk cannot hold, before a byte moves, saying how much room
+    it needs: a full disk here is a local error to fix here, never a lost node."""
+    need = sum(item.size for item in changed)
+    for item in changed:  # what each file replaces is freed as it lands
+        with contextlib.suppress(OSError):
+            need -= (local_dir / item.path).stat().st_size
+    free = shutil.disk_usage(local_dir).free
+    if need > free:
+        raise LocalDiskFullError(
+            f"not enough room for the checkpoints in {local_dir}: they need "
+            f"{_megabytes(need)} and its disk has {_megabytes(free)} free; free "
+            f"{_megabytes(need - free)} or more there"
+        )
+
+
+def _megabytes(count: int) -> str:
+    return f"{max(count, 0) / 1e6:,.1f} MB"
 
 
 def _in_progress(path: str) -> bool:

@@ -66,6 +66,9 @@ class RemoteFile:
     size: int
     mtime: float
     is_symlink: bool = False
+    # find's %y letter: f a file, l a symlink; p (FIFO), s (socket), b/c (devices) are listed
+    # so that a pull can skip and report them (opening a FIFO would block forever).
+    kind: str = "f"
 
 
 @runtime_checkable
@@ -171,19 +174,38 @@ class LocalTransport:
             here = Path(folder)
             for name in files + [d for d in dirs if (here / d).is_symlink()]:
                 path = here / name
-                info = path.lstat()
+                try:
+                    info = path.lstat()
+                except FileNotFoundError:
+                    continue  # gone since the walk saw it
                 found.append(
                     RemoteFile(
                         path=path.relative_to(root).as_posix(),
                         size=info.st_size,
                         mtime=info.st_mtime,
-                        is_symlink=path.is_symlink(),
+                        is_symlink=stat.S_ISLNK(info.st_mode),
+                        kind=_kind(info.st_mode),
                     )
                 )
         return sorted(found, key=lambda item: item.path)
 
     def close(self) -> None:
         return None
+
+
+def _kind(mode: int) -> str:
+    """find's %y letter for a file mode."""
+    for test, letter in (
+        (stat.S_ISREG, "f"),
+        (stat.S_ISLNK, "l"),
+        (stat.S_ISFIFO, "p"),
+        (stat.S_ISSOCK, "s"),
+        (stat.S_ISBLK, "b"),
+        (stat.S_ISCHR, "c"),
+    ):
+        if test(mode):
+            return letter
+    return "?"
 
 
 @contextlib.contextmanager

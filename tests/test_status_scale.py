@@ -1,0 +1,54 @@
+"""`status` with many jobs stored reads only what it shows (issue 24 item 10, issue 25)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from gpujobs.state import Store
+from tests.conftest import gpujobs_cli
+
+
+def fill(home: Path, finished: int, driverless: int) -> None:
+    Store(home / "state.db").close()
+    rows = []
+    for i in range(finished + driverless):
+        done = i < finished
+        rows.append(
+            (f"job-{i:06d}", "bulk", "SUCCEEDED" if done else "RUNNING", '{"name": "bulk"}',
+             "spec.yaml", f"runs/job-{i:06d}", 1000.0 + i, 1000.0 + i, None if not done else 1.0,
+             None if done else 999_999, 0)
+        )  # fmt: skip
+    with sqlite3.connect(home / "state.db") as db:
+        db.executemany(
+            "INSERT INTO jobs (id, name, state, spec_json, spec_path, runs_dir, created_at, "
+            "updated_at, finished_at, driver_pid, driver_lost) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+
+def test_all_pages_through_every_job_newest_first(tmp_path: Path) -> None:
+    fill(tmp_path / "home", 2_950, 0)
+    first = gpujobs_cli("status", "--all", "--json")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    assert [job["id"] for job in page[:2]] == ["job-002949", "job-002948"]
+    assert len(page) == 100
+    assert "page 1 of 30 (2,950 jobs, newest first): gpujobs status --all --page 2" in first.stderr
+    last = gpujobs_cli("status", "--all", "--page", "30", "--json")
+    assert [job["id"] for job in json.loads(last.stdout)][-1] == "job-000000"
+    past = gpujobs_cli("status", "--all", "--page", "31")
+    assert "past the last (30)" in past.stderr
+
+
+def test_plain_status_shows_a_bounded_list_of_driverless_jobs(tmp_path: Path) -> None:
+    fill(tmp_path / "home", 10, 300)
+    done = gpujobs_cli("status", "--json")
+    shown = json.loads(done.stdout)
+    assert 20 <= len(shown) <= 70
+    assert "older job(s) not shown: gpujobs status --all" in done.stderr
+    # The first look found them driverless and said so once; the next reads no lock files.
+    with sqlite3.connect(tmp_path / "home" / "state.db") as db:
+        lost = db.execute("SELECT COUNT(*) FROM jobs WHERE driver_lost = 1").fetchone()[0]
+    assert lost == len([job for job in shown if job["state"] == "RUNNING"])
