@@ -86,6 +86,7 @@ def gan_summary(
     g_field: str = "loss_g",
     diversity_field: str | None = None,
     min_diversity: float = 0.02,
+    quality_field: str | None = None,
 ) -> dict[str, Any]:
     """A GAN collapsed when the discriminator's loss sits near 0 (it wins every batch) or the
     samples of a fixed noise batch are all alike (diversity near 0)."""
@@ -106,12 +107,15 @@ def gan_summary(
                 "the same picture for every noise vector"
             )
     last = rows[-1] if rows else {}
-    fields = ("epoch", "step", d_field, g_field) + ((diversity_field,) if diversity_field else ())
+    extra = tuple(field for field in (diversity_field, quality_field) if field)
+    fields = ("epoch", "step", d_field, g_field, *extra)
     return {
         "workload": workload,
         "kind": "gan",
         "final": {k: last.get(k) for k in fields} if rows else None,
         "best_diversity": _best(rows, diversity_field, highest=True) if diversity_field else None,
+        # The quality figure (an FID-style distance): lower is better.
+        "best_quality": _best(rows, quality_field, highest=False) if quality_field else None,
         "verdict": verdict,
     }
 
@@ -122,7 +126,7 @@ def render(summary: dict[str, Any]) -> str:
     final = summary.get("final") or {}
     if final:
         lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
-    for key in ("best_accuracy", "best_loss", "best_diversity"):
+    for key in ("best_accuracy", "best_loss", "best_diversity", "best_quality"):
         best = summary.get(key)
         if best:
             name = key.removeprefix("best_")

@@ -104,3 +104,13 @@ def test_summary_is_written_as_json_and_printed_on_one_screen(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert printed.startswith("== transfer summary ==") and "WARNING:" in printed
     assert len(render(summary).splitlines()) <= 24
+
+
+def test_a_gan_summary_names_where_its_quality_figure_was_best() -> None:
+    rows = [
+        {"step": s, "epoch": s, "split": "train", "loss_d": 0.7, "loss_g": 1.0, "fid_proxy": q}
+        for s, q in enumerate([3.0, 1.5, 2.0], start=1)
+    ]
+    summary = gan_summary(rows, workload="dcgan", quality_field="fid_proxy")
+    assert summary["best_quality"] == {"value": 1.5, "epoch": 2, "step": 2}
+    assert "best quality: 1.5 at epoch 2" in render(summary)
