@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from gpujobs.api.controller import Controller
 from gpujobs.cli.app import create_app
 from gpujobs.paths import HomeLayout
-from gpujobs.state import Store
+from gpujobs.state import JobState, Store
 
 SUMMARY = {
     "workload": "transfer",
@@ -73,3 +73,22 @@ def test_results_of_an_unknown_job_is_one_line(home: HomeLayout, store: Store) -
     app = create_app(lambda: Controller(home, store, lambda: {}))
     done = CliRunner().invoke(app, ["results", "nope"])
     assert done.exit_code != 0 and "Traceback" not in done.output
+
+
+def test_status_marks_a_succeeded_job_whose_training_failed(
+    home: HomeLayout, store: Store, tmp_path: Path
+) -> None:
+    runs = _job(store, tmp_path)
+    (runs / "summary.json").write_text(json.dumps(SUMMARY))  # where --out comes home
+    store.transition("covers", JobState.SUCCEEDED, "done")
+    app = create_app(lambda: Controller(home, store, lambda: {}))
+    data = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
+    assert data[0]["state"] == "SUCCEEDED"
+    assert data[0]["training_verdict"] == SUMMARY["verdict"]
+    table = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["status"]).output
+    assert "SUCCEEDED (training failed: gpujobs results covers)" in table
+
+    (runs / "summary.json").write_text(json.dumps({**SUMMARY, "verdict": None}))
+    data = json.loads(CliRunner().invoke(app, ["status", "--json"]).output)
+    assert data[0]["training_verdict"] is None
+    assert "training failed" not in CliRunner().invoke(app, ["status"]).output

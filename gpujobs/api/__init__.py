@@ -19,7 +19,7 @@ from gpujobs.api.controller import (
     default_controller,
 )
 from gpujobs.api.jobs import Job, JobStatus, budget, job, launch, plan, status
-from gpujobs.api.results import Results, read_results
+from gpujobs.api.results import Results, read_results, training_verdict
 from gpujobs.driver_lock import DriverLock
 from gpujobs.lifecycle.events import CancelToken, EventSink
 
@@ -41,4 +41,5 @@ __all__ = [
     "plan",
     "read_results",
     "status",
+    "training_verdict",
 ]

@@ -46,3 +46,14 @@ def read_results(job_id: str, runs_dir: Path) -> Results:
         summary_path=None if summary_path is None else str(summary_path),
         pictures=pictures,
     )
+
+
+def training_verdict(runs_dir: Path) -> str | None:
+    """The verdict of runs_dir/summary.json (where a workload's --out comes home): one file
+    read, cheap enough for every row of `gpujobs status`; None when absent or unreadable."""
+    try:
+        data = json.loads((runs_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    verdict = data.get("verdict") if isinstance(data, dict) else None
+    return verdict if isinstance(verdict, str) and verdict else None
