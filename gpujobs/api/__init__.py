@@ -19,6 +19,7 @@ from gpujobs.api.controller import (
     default_controller,
 )
 from gpujobs.api.jobs import Job, JobStatus, budget, job, launch, plan, status
+from gpujobs.api.results import Results, read_results, training_verdict
 from gpujobs.driver_lock import DriverLock
 from gpujobs.lifecycle.events import CancelToken, EventSink
 
@@ -32,10 +33,13 @@ __all__ = [
     "JobDetail",
     "JobStatus",
     "JobView",
+    "Results",
     "budget",
     "default_controller",
     "job",
     "launch",
     "plan",
+    "read_results",
     "status",
+    "training_verdict",
 ]

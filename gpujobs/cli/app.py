@@ -215,6 +215,23 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 )
 
     @app.command()
+    def results(
+        job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Print a job's run summary and the paths of its pictures (opens nothing)."""
+        with errors_to_exit():
+            from gpujobs.api import read_results
+            from gpujobs.cli import results_view
+
+            record = controller_factory().find(job)
+            found = read_results(record.id, Path(record.runs_dir))
+            if as_json:
+                _print_json(results_view.results_json(found))
+            else:
+                typer.echo(results_view.results_text(found))
+
+    @app.command()
     def down(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:
         """Cancel a job and tear down everything it started; brings its checkpoint home first.
         Works on jobs whose gpujobs process died."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from gpujobs.api import training_verdict
 from gpujobs.api.controller import JobDetail, JobView
 from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord
 
@@ -26,6 +28,8 @@ def state_label(view: JobView) -> str:
         notes.append(f"restarted {view.record.restarts}x")
     if view.driver_lost:
         notes.append("driver lost")
+    if _verdict(view):
+        notes.append("training failed: gpujobs results " + view.record.id)
     state = view.record.state.value
     return f"{state} ({', '.join(notes)})" if notes else state
 
@@ -84,6 +88,8 @@ def status_table(
         table.add_column(column, no_wrap=not folds, overflow="fold" if folds else "ellipsis")
     for view, row in zip(views, rows, strict=True):
         style = "red" if view.driver_lost else STATE_STYLE.get(view.record.state, "")
+        if style == "green" and _verdict(view):
+            style = "yellow"  # it ran to the end, but what it trained is no good
         cells = [escape(row[column]) for column in shown]
         if style:
             cells[1] = f"[{style}]{cells[1]}[/]"
@@ -186,7 +192,15 @@ def job_json(view: JobView, costs: dict[str, float]) -> dict[str, Any]:
         "cap_usd": record.cap_usd,
         "cap_hours": record.cap_hours,
         "restarts": record.restarts,
+        "training_verdict": _verdict(view),
     }
+
+
+def _verdict(view: JobView) -> str | None:
+    """The workload's own verdict on a job that ran to the end (summary.json came home)."""
+    if view.record.state is not JobState.SUCCEEDED:
+        return None
+    return training_verdict(Path(view.record.runs_dir))
 
 
 def job_detail_json(detail: JobDetail) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from jobs.common.checkpoint import (
 )
 from jobs.common.device import describe
 from jobs.common.distributed import single_process_only
-from jobs.common.metrics import MetricsWriter
+from jobs.common.metrics import MetricsWriter, read_metrics
 from jobs.common.progress import (
     Position,
     find_checkpoint,
@@ -29,6 +29,7 @@ from jobs.common.progress import (
     start_run,
 )
 from jobs.common.signals import StopFlag
+from jobs.common.summary import gan_summary, write_summary
 from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
 from jobs.dcgan.model import Discriminator, Generator
 from jobs.dcgan.outputs import write_charts, write_samples
@@ -192,6 +193,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
             if stop and pos.epoch < args.epochs:  # signal arrived during the epoch-end work
                 return report_stopped(stop, last_path, pos)
 
+    rows = [row for row in read_metrics(args.out) if row.get("split") == "train"]
+    write_summary(args.out, gan_summary(rows, workload="dcgan", quality_field="fid_proxy"))
     _print_done(last_epoch, last_path)
     return 0
 

@@ -36,6 +36,7 @@ from jobs.common.progress import (
     start_run,
 )
 from jobs.common.signals import StopFlag
+from jobs.common.summary import classifier_summary, write_summary
 from jobs.mnist_cnn.data import epoch_order, load_digits, to_inputs
 from jobs.mnist_cnn.model import MnistCnn
 from jobs.mnist_cnn.techniques import (
@@ -198,6 +199,9 @@ def _run(
         if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
             return stopped(last_path)
 
+    if group.is_main:
+        summary = classifier_summary(read_metrics(args.out), workload="mnist_cnn", num_classes=10)
+        write_summary(args.out, summary)
     return report_end(group, "mnist_cnn", pos, net, last_path, last_val=last_val)
 
 

@@ -38,6 +38,7 @@ from jobs.common.progress import (
     start_run,
 )
 from jobs.common.signals import StopFlag
+from jobs.common.summary import classifier_summary, write_summary
 from jobs.text_classifier.cli import DEFAULT_EMBED_DIM, text_columns
 from jobs.text_classifier.data import (
     Encoded,
@@ -284,6 +285,11 @@ def _run(
         if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
             return stopped(last_path)
 
+    if group.is_main:
+        summary = classifier_summary(
+            read_metrics(args.out), workload="text_classifier", num_classes=len(data.labels)
+        )
+        write_summary(args.out, summary)
     return report_end(group, "text_classifier", pos, net, last_path, last_val=last_val)
 
 

@@ -42,6 +42,7 @@ from jobs.common.progress import (
     start_run,
 )
 from jobs.common.signals import StopFlag
+from jobs.common.summary import classifier_summary, write_summary
 from jobs.transfer.data import (
     ImageSplits,
     Normalizer,
@@ -291,6 +292,11 @@ def _run(
         if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
             return stopped()
 
+    if group.is_main:
+        summary = classifier_summary(
+            read_metrics(args.out), workload="transfer", num_classes=num_classes
+        )
+        write_summary(args.out, summary)
     return report_end(group, "transfer", pos, net, last_path, last_val=last_val)
 
 

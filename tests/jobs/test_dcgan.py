@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -64,6 +65,10 @@ def test_two_epochs_discriminator_learns_and_grids_written(tmp_path: Path) -> No
     for name in ("losses.png", "fid_proxy.png"):
         with Image.open(out / name) as chart:
             chart.load()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "gan" and summary["final"]["epoch"] == 2
+    epoch_quality = [r["fid_proxy"] for r in rows if r["split"] == "train"]
+    assert summary["best_quality"]["value"] == min(epoch_quality)
 
 
 def test_interrupted_then_resumed_equals_unbroken(

@@ -11,6 +11,7 @@ import torch
 
 from jobs.common.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from jobs.common.metrics import read_metrics
+from jobs.common.summary import read_summary
 from jobs.mnist_cnn.cli import main
 
 MODULE = "jobs.mnist_cnn"
@@ -54,6 +55,9 @@ def test_one_epoch_learns(tmp_path: Path) -> None:
     assert steps[-1]["loss"] < 0.5 * steps[0]["loss"]
     assert val[0]["accuracy"] > 0.6  # chance is 0.1
     assert all(r["time"] > 0 and r["epoch"] == 1 for r in rows)
+    summary = read_summary(out)
+    assert summary is not None and summary["verdict"] is None
+    assert summary["best_accuracy"]["value"] == val[0]["accuracy"]
 
 
 def test_interrupted_then_resumed_equals_unbroken(

@@ -182,6 +182,7 @@ def test_each_model_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str], m
     assert train[-1] < train[0]
     assert val[-1] > 0.7  # chance is ~0.5
     assert (tmp_path / "out" / "loss.png").is_file()
+    assert "== text_classifier summary ==" in out and "verdict: no sign" in out
 
 
 def test_resume_after_max_steps_equals_unbroken(tmp_path: Path) -> None:

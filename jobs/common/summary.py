@@ -1,0 +1,160 @@
+"""The run's last word: final and best metrics, where they were reached, and a verdict when
+training clearly failed, printed as one screen in the log and written to
+``<out>/summary.json`` so the home side can show it without reading the whole metrics file."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "summary.json"
+# A loss this many times its first finite value has diverged, even if it is still finite.
+DIVERGED_FACTOR = 100.0
+# A discriminator loss below this for the last rows means it wins outright: the GAN collapsed.
+D_LOSS_COLLAPSED = 0.05
+# A classifier must beat chance by this margin (absolute accuracy) to count as having learnt.
+CHANCE_MARGIN = 0.02
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _best(rows: Sequence[dict[str, Any]], field: str, *, highest: bool) -> dict[str, Any] | None:
+    scored = [(row, _finite(row.get(field))) for row in rows]
+    valid = [(row, value) for row, value in scored if value is not None]
+    if not valid:
+        return None
+    row, value = (max if highest else min)(valid, key=lambda pair: pair[1])
+    return {"value": value, "epoch": row.get("epoch"), "step": row.get("step")}
+
+
+def _loss_verdict(rows: Sequence[dict[str, Any]], field: str) -> str | None:
+    """NaN (written as null by the metrics writer) or diverged loss, judged on the last row."""
+    present = [row for row in rows if field in row]
+    if not present:
+        return None
+    last = present[-1].get(field)
+    if last is None or _finite(last) is None:
+        return f"{field} is NaN or infinite at step {present[-1].get('step')}: training diverged"
+    first = next((_finite(row.get(field)) for row in present if _finite(row.get(field))), None)
+    if first and last > DIVERGED_FACTOR * first:
+        return f"{field} grew from {first:.3g} to {last:.3g}: training diverged"
+    return None
+
+
+def classifier_summary(
+    rows: Sequence[dict[str, Any]], *, workload: str, num_classes: int
+) -> dict[str, Any]:
+    """From metrics rows (split "train"/"val"); the verdict names the first failure found."""
+    val = [row for row in rows if row.get("split") == "val"]
+    train = [row for row in rows if row.get("split") == "train"]
+    judged = val or train
+    chance = 1.0 / num_classes if num_classes > 0 else 0.0
+    verdict = _loss_verdict(train, "loss") or _loss_verdict(val, "loss")
+    last_acc = _finite(judged[-1].get("accuracy")) if judged else None
+    if verdict is None and last_acc is not None and last_acc <= chance + CHANCE_MARGIN:
+        verdict = (
+            f"accuracy {last_acc:.1%} is at or below chance ({chance:.1%} for {num_classes} "
+            "classes): the model did not learn (labels shuffled, data too small, LR too high, "
+            "or no pretrained weights)"
+        )
+    return {
+        "workload": workload,
+        "kind": "classifier",
+        "num_classes": num_classes,
+        "chance_accuracy": chance,
+        "final": {k: judged[-1].get(k) for k in ("epoch", "step", "loss", "accuracy")}
+        if judged
+        else None,
+        "best_accuracy": _best(judged, "accuracy", highest=True),
+        "best_loss": _best(judged, "loss", highest=False),
+        "verdict": verdict,
+    }
+
+
+def gan_summary(
+    rows: Sequence[dict[str, Any]],
+    *,
+    workload: str,
+    d_field: str = "loss_d",
+    g_field: str = "loss_g",
+    diversity_field: str | None = None,
+    min_diversity: float = 0.02,
+    quality_field: str | None = None,
+) -> dict[str, Any]:
+    """A GAN collapsed when the discriminator's loss sits near 0 (it wins every batch) or the
+    samples of a fixed noise batch are all alike (diversity near 0)."""
+    verdict = _loss_verdict(rows, d_field) or _loss_verdict(rows, g_field)
+    tail = rows[-max(1, len(rows) // 5) :] if rows else []
+    d_tail = [_finite(row.get(d_field)) for row in tail]
+    d_tail_ok = [value for value in d_tail if value is not None]
+    if verdict is None and d_tail_ok and max(d_tail_ok) < D_LOSS_COLLAPSED:
+        verdict = (
+            f"discriminator loss stayed below {D_LOSS_COLLAPSED} (last {d_tail_ok[-1]:.3g}): "
+            "the GAN collapsed, the generator's samples are not learning"
+        )
+    if verdict is None and diversity_field and rows:
+        last_div = _finite(rows[-1].get(diversity_field))
+        if last_div is not None and last_div < min_diversity:
+            verdict = (
+                f"sample diversity {last_div:.3g} is near 0: mode collapse, the generator makes "
+                "the same picture for every noise vector"
+            )
+    last = rows[-1] if rows else {}
+    extra = tuple(field for field in (diversity_field, quality_field) if field)
+    fields = ("epoch", "step", d_field, g_field, *extra)
+    return {
+        "workload": workload,
+        "kind": "gan",
+        "final": {k: last.get(k) for k in fields} if rows else None,
+        "best_diversity": _best(rows, diversity_field, highest=True) if diversity_field else None,
+        # The quality figure (an FID-style distance): lower is better.
+        "best_quality": _best(rows, quality_field, highest=False) if quality_field else None,
+        "verdict": verdict,
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    """One screen of plain text for the log."""
+    lines = [f"== {summary['workload']} summary =="]
+    final = summary.get("final") or {}
+    if final:
+        lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
+    for key in ("best_accuracy", "best_loss", "best_diversity", "best_quality"):
+        best = summary.get(key)
+        if best:
+            name = key.removeprefix("best_")
+            lines.append(
+                f"best {name}: {_fmt(best['value'])} at epoch {best['epoch']}, step {best['step']}"
+            )
+    verdict = summary.get("verdict")
+    lines.append(f"WARNING: {verdict}" if verdict else "verdict: no sign of failed training")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
+    """Writes summary.json (atomically: a pull mid-write sees the old or the new) and prints."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / SUMMARY_FILE
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    temp.replace(path)
+    print(render(summary), flush=True)
+    return path
+
+
+def read_summary(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
