@@ -274,3 +274,40 @@ def test_launch_on_an_alias_behind_a_bastion(
     done = gpujobs_cli("launch", str(spec), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "synced through the bastion" in done.stdout
+
+
+def test_gpujobs_ssh_reaches_a_job_behind_a_bastion(
+    sshd: LoopbackSshd, bastion: LoopbackSshd, tmp_path: Path
+) -> None:
+    """`gpujobs ssh` takes the same route as the driver (the user's alias, its ProxyJump), with
+    every host checked against gpujobs' pins; `ssh-config` names the bastion for VS Code."""
+    write_config(
+        f"Host gate\n  HostName {bastion.host}\n  Port {bastion.port}\n"
+        f"  IdentityFile {bastion.client_key}\n"
+        f"Host labgpu\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.client_key}\n  ProxyJump gate\n"
+    )
+    spec = write_spec(
+        tmp_path,
+        f"""
+        name: behind-gate
+        command: echo ready; sleep 60
+        providers: [ssh]
+        ssh: {{hosts: [labgpu], workdir: {tmp_path / "lab-root"}}}
+        """,
+    )
+    job_id = gpujobs_cli("launch", "--detach", str(spec)).stdout.strip()
+    log = tmp_path / "home" / "logs" / f"{job_id}.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and b"ready" in log.read_bytes()):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    try:
+        shell = gpujobs_cli("ssh", job_id, "--", "echo on-the-node; pwd")
+        assert shell.returncode == 0, shell.stderr
+        assert "on-the-node" in shell.stdout
+        assert str(tmp_path / "lab-root" / "work" / job_id) in shell.stdout
+        entries = gpujobs_cli("ssh-config").stdout
+        assert "ProxyJump gate" in entries and f"Host gpujobs-{job_id}" in entries
+    finally:
+        gpujobs_cli("down", job_id)

@@ -165,7 +165,12 @@ def shell_command(
 def write_job_config(controller: Controller, accesses: list[NodeAccess]) -> Path:
     """One job's Host entries in gpujobs' home (0600); refused when a host key is not pinned
     (strict checking would only fail later, with a less clear message)."""
-    from gpujobs.remote.openssh import host_entry, host_key_pinned, write_private
+    from gpujobs.remote.openssh import (
+        every_host_pinned,
+        host_entry,
+        host_key_pinned,
+        write_private,
+    )
 
     known_hosts = controller.home.known_hosts
     blocks = []
@@ -179,7 +184,7 @@ def write_job_config(controller: Controller, accesses: list[NodeAccess]) -> Path
             )
         blocks.append(host_entry(access.alias, access.target, known_hosts))
     path = controller.home.root / "ssh" / f"{accesses[0].alias}.conf"
-    return write_private(path, "\n".join(blocks))
+    return write_private(path, "\n".join([*blocks, every_host_pinned(known_hosts)]))
 
 
 def remote_nodes(controller: Controller) -> list[NodeAccess]:
