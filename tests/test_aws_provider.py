@@ -296,3 +296,16 @@ def test_importing_the_provider_does_not_import_boto3() -> None:
     code = "import sys, gpujobs.providers.aws; print('boto3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_reprovision_from_a_new_address_closes_ssh_to_the_old_one(
+    aws: AwsProvider, fakes: AwsFakes
+) -> None:
+    """The laptop moved (café to home) between a spot loss and the restart: the job's group
+    admits the new /32 only, never both."""
+    aws.provision("moved-1", offer(aws, spot=True), KEY, 1)
+    aws.caller_address = lambda: "198.51.100.23"
+    aws.provision("moved-1", offer(aws, spot=True), KEY, 1, restart=1)
+    [group] = ec2(fakes).describe_security_groups(GroupNames=["gpujobs-moved-1"])["SecurityGroups"]
+    ssh = [r for r in group["IpPermissions"] if r["FromPort"] == 22]
+    assert [ip["CidrIp"] for rule in ssh for ip in rule["IpRanges"]] == ["198.51.100.23/32"]

@@ -684,7 +684,7 @@ def test_specs_that_once_broke_launch_are_refused_in_one_line(
     assert len(outcome.stderr) < 1_500, outcome.stderr
 
 
-@settings(FUZZ, max_examples=1300)
+@settings(FUZZ, max_examples=500)
 @given(spec=structured_specs())
 # Valid: a job, its every placement out of capacity, exit 1.
 @example(spec=b"name: ok\nworkload: mnist_cnn\nargs: {epochs: 1, amp: true}\n")
@@ -710,7 +710,7 @@ def test_structured_specs_end_in_a_job_or_one_error_line(launcher: Launcher, spe
     event(f"exit {launcher.check(spec).exit_code}")
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=400)
 @given(spec=RAW_SPECS)
 # Handled: alias bombs big and small, nesting, tabs, encodings.
 @example(spec=alias_bomb(6))

@@ -338,7 +338,41 @@ class AwsProvider:
         except ProviderError as exc:
             if exc.code != "InvalidPermission.Duplicate":
                 raise
+        if existing:
+            self._close_stale_ssh(region, name, group_id, existing[0], keep=cidr)
         return group_id
+
+    def _close_stale_ssh(
+        self, region: str, name: str, group_id: str, group: dict[str, Any], keep: str
+    ) -> None:
+        """A job re-provisioned from another address (a laptop that moved) admits the new one
+        only: the launcher's old /32s are revoked, so SSH stays open to the caller alone."""
+        stale = [
+            ip_range["CidrIp"]
+            for permission in group.get("IpPermissions", [])
+            if permission.get("IpProtocol") == "tcp"
+            and permission.get("FromPort") == 22
+            and permission.get("ToPort") == 22
+            for ip_range in permission.get("IpRanges", [])
+            if ip_range.get("CidrIp") != keep
+        ]
+        if not stale:
+            return
+        self.clients.call(
+            "ec2",
+            region,
+            "revoke_security_group_ingress",
+            f"closing SSH to the old address(es) {', '.join(stale)} on {name}",
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": cidr} for cidr in stale],
+                }
+            ],
+        )
 
     def _let_members_meet(self, region: str, job_id: str, group_id: str) -> None:
         """A multi-node job's instances reach each other on its rendezvous ports, and only
