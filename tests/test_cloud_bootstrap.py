@@ -116,3 +116,37 @@ def test_no_address_is_a_clear_error() -> None:
         lookup_caller_address()
     with pytest.raises(ProviderError, match="not an IPv4 address"):
         caller_cidr(lambda: "::1")
+
+
+def test_a_node_without_a_cloud_firewall_filters_its_own_inbound_traffic(tmp_path: Path) -> None:
+    """Paperspace: SSH from the caller's /32, everything from the group's private network,
+    replies, loopback and ICMP; the rest dropped; the chain first in INPUT. Before Docker."""
+    iptables = {"iptables": f'echo "$*" >> {tmp_path}/iptables.log; case "$1" in -C) exit 1;; esac'}
+    stubs = write_stubs(tmp_path / "stubs", {**node_stubs(tmp_path), **iptables})
+    settings = CloudNodeSettings("ubuntu", str(tmp_path / "root"))
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+    script = Bootstrap(
+        "pair", settings, None, ssh_from="198.51.100.7/32", group_cidr="10.3.7.0/24"
+    ).render()
+    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+    rules = (tmp_path / "iptables.log").read_text().splitlines()
+    assert "-A GPUJOBS_IN -p tcp --dport 22 -s 198.51.100.7/32 -j ACCEPT" in rules
+    assert "-A GPUJOBS_IN -s 10.3.7.0/24 -j ACCEPT" in rules
+    group_rule = rules.index("-A GPUJOBS_IN -s 10.3.7.0/24 -j ACCEPT")
+    assert rules.index("-A GPUJOBS_IN -j DROP") > group_rule
+    assert rules[-1] == "-I INPUT 1 -j GPUJOBS_IN"
+    assert script.index("filter_inbound ||") < script.index("docker info")
+    # Clouds with a firewall API (AWS, GCP) leave the node's own filter alone.
+    (tmp_path / "iptables.log").unlink()
+    subprocess.run(["bash", "-c", Bootstrap("solo", settings, None).render()], env=env,
+                   check=True, timeout=30)  # fmt: skip
+    assert not (tmp_path / "iptables.log").exists()
+
+
+def test_a_failing_filter_fails_the_bootstrap(tmp_path: Path) -> None:
+    stubs = write_stubs(tmp_path / "stubs", {**node_stubs(tmp_path), "iptables": "exit 3"})
+    root = tmp_path / "root"
+    settings = CloudNodeSettings("ubuntu", str(root))
+    script = Bootstrap("j", settings, 1, ssh_from="1.2.3.4/32").render()
+    subprocess.run(["bash", "-c", script], env={"PATH": f"{stubs}:/usr/bin:/bin"}, timeout=30)
+    assert "iptables" in (root / "bootstrap.done.failed").read_text()

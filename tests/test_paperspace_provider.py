@@ -277,6 +277,14 @@ def test_the_nodes_of_a_job_meet_on_a_private_network_of_their_own(fake, clock, 
         assert all(address and address.startswith(f"{prefix}.") for address in private)
         assert len(set(private)) == count and "10.0.0.9" not in private
     assert all(node.host.startswith("203.0.113.") for node in nodes)
+    # No firewall API: the node's own filter admits SSH from the caller alone and, for a group,
+    # everything from its private network (the rendezvous and NCCL ports) and nothing else.
+    (script,) = fake.scripts.values()
+    assert "SSH_FROM=198.51.100.7/32" in script["script"]
+    if count > 1:
+        assert f"GROUP_CIDR={prefix}.0/24" in script["script"]
+    else:
+        assert "GROUP_CIDR=''" in script["script"]
     ps.terminate(nodes)
     assert fake.networks == {} and fake.scripts == {}
     assert [m["id"] for m in fake.live_machines()] == [other]

@@ -9,6 +9,8 @@ READY_FILE=$READY_FILE
 SHUTDOWN_MINUTES="$SHUTDOWN_MINUTES"
 SSH_PUBLIC_KEY=$SSH_PUBLIC_KEY
 PORT_BAND="$PORT_BAND"
+SSH_FROM=$SSH_FROM
+GROUP_CIDR=$GROUP_CIDR
 LOG="$$ROOT/bootstrap.log"
 
 mkdir -p "$$ROOT"
@@ -34,6 +36,26 @@ fail() {
 if [ -n "$$PORT_BAND" ]; then
     sysctl -w net.ipv4.ip_local_port_range="$$PORT_BAND" ||
         fail "cannot set net.ipv4.ip_local_port_range to $$PORT_BAND"
+fi
+
+# 2b. A cloud with no firewall API (Paperspace) leaves the node open to the internet: the node
+#    filters its own inbound traffic. SSH from the caller's address, everything from the job's
+#    private network (its rendezvous and NCCL ports), replies to what the node sent; nothing
+#    else. Before Docker or the workload can listen on anything.
+filter_inbound() {
+    iptables -N GPUJOBS_IN 2>/dev/null || iptables -F GPUJOBS_IN || return 1
+    iptables -A GPUJOBS_IN -i lo -j ACCEPT || return 1
+    iptables -A GPUJOBS_IN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT || return 1
+    iptables -A GPUJOBS_IN -p icmp -j ACCEPT || return 1
+    iptables -A GPUJOBS_IN -p tcp --dport 22 -s "$$SSH_FROM" -j ACCEPT || return 1
+    if [ -n "$$GROUP_CIDR" ]; then
+        iptables -A GPUJOBS_IN -s "$$GROUP_CIDR" -j ACCEPT || return 1
+    fi
+    iptables -A GPUJOBS_IN -j DROP || return 1
+    iptables -C INPUT -j GPUJOBS_IN 2>/dev/null || iptables -I INPUT 1 -j GPUJOBS_IN
+}
+if [ -n "$$SSH_FROM" ]; then
+    filter_inbound || fail "cannot filter inbound traffic with iptables"
 fi
 
 # 3. The login user: GCP's guest agent makes it from the ssh-keys metadata in the background, so

@@ -86,6 +86,10 @@ class Bootstrap:
     # A multi-node job's node keeps its ephemeral ports (where NCCL and Gloo listen) in this
     # band, which the group's firewall rule opens to the group (gpujobs.group.COLLECTIVE_PORTS).
     port_band: tuple[int, int] | None = None
+    # A cloud without a firewall API: the node admits SSH from this address range only, and
+    # (a multi-node job) everything from its group's private network.
+    ssh_from: str | None = None
+    group_cidr: str | None = None
 
     @property
     def shutdown_minutes(self) -> int | None:
@@ -108,4 +112,6 @@ class Bootstrap:
             SHUTDOWN_MINUTES=str(minutes) if minutes is not None else "",
             SSH_PUBLIC_KEY=shlex.quote(self.ssh_public_key or ""),
             PORT_BAND=" ".join(str(port) for port in self.port_band) if self.port_band else "",
+            SSH_FROM=shlex.quote(self.ssh_from or ""),
+            GROUP_CIDR=shlex.quote(self.group_cidr or ""),
         )

@@ -7,10 +7,10 @@ What Paperspace has and has not, and what gpujobs does about it:
 - No SSH-key field: the job's public key goes into the node's startup script (the bootstrap
   installs it for the login user, `paperspace` on Paperspace's Ubuntu images). The startup script
   is also where the budget's shutdown timer lives.
-- No security groups or firewall API: port 22 of a Paperspace machine is open to the internet,
-  not narrowed to the caller's address as on AWS and GCP (`caller_address` is accepted for a
-  uniform constructor and not used). SSH is key-only instead: the startup script turns password
-  login off first thing, and gpujobs asks Paperspace not to e-mail a password.
+- No security groups or firewall API: the node filters its own inbound traffic (iptables, in
+  the startup script before anything listens): SSH from the caller's address only, everything
+  from the job's private network, nothing else. SSH is key-only too: the startup script turns
+  password login off first thing, and gpujobs asks Paperspace not to e-mail a password.
 - A multi-node job's machines meet on a private network of the job's own (`gpujobs-<job id>`,
   a /24 in the offer's region): the group's addresses are the private ones, and no machine of
   another job (or person) shares the network. It is deleted after the machines.
@@ -25,8 +25,10 @@ What Paperspace has and has not, and what gpujobs does about it:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import httpx
@@ -54,6 +56,7 @@ from gpujobs.providers.cloud import (
     Bootstrap,
     CallerAddress,
     CloudNodeSettings,
+    caller_cidr,
     lookup_caller_address,
 )
 from gpujobs.providers.paperspace.client import (
@@ -123,7 +126,8 @@ class PaperspaceProvider:
         self._api_key = ApiKey(api_key, "the provider's settings") if api_key else None
         self._catalog = catalog
         self._transport = transport
-        self.caller_address = caller_address  # unused: Paperspace has no firewall API
+        # Paperspace has no firewall API: the node admits SSH from this address alone itself.
+        self.caller_address = caller_address
         self.clock = clock or SystemClock()
         self.settings = settings or CloudNodeSettings(ssh_user="paperspace")
         self.max_hours = max_hours
@@ -204,13 +208,19 @@ class PaperspaceProvider:
         if offer.spot:
             raise ProvisioningError("paperspace has no spot machines")
         disk = disk_size(self.disk_gb)
-        bootstrap = Bootstrap(job_id, self.settings, self.max_hours, ssh_public_key)
-        script_text = startup_script(bootstrap.render())
-        if len(script_text.encode()) > SCRIPT_LIMIT_BYTES:
-            raise ProvisioningError(
-                f"the node's startup script is {len(script_text.encode())} bytes, over "
-                f"Paperspace's {SCRIPT_LIMIT_BYTES}"
-            )
+        # No firewall API: the node filters its own inbound traffic (bootstrap.sh, 2b).
+        ssh_from = caller_cidr(self.caller_address)
+        bootstrap = Bootstrap(
+            job_id,
+            self.settings,
+            self.max_hours,
+            ssh_public_key,
+            ssh_from=ssh_from,
+            # The largest private network a group may have, for the size check before any
+            # call; the real one once the network exists.
+            group_cidr="255.255.255.255/32" if nodes > 1 else None,
+        )
+        _check_script_size(startup_script(bootstrap.render()))
         client = self._api()
         if not client.machine_available(offer.instance_type, offer.region):
             raise NoCapacityError(
@@ -226,6 +236,9 @@ class PaperspaceProvider:
                 network, fresh = self._ensure_network(client, job_id, offer.region)
                 made_network = network if fresh else None
                 network_id = network.id
+                bootstrap = replace(bootstrap, group_cidr=network_cidr(network))
+            script_text = startup_script(bootstrap.render())
+            _check_script_size(script_text)
             script_body = StartupScriptCreate(name=script_name(job_id), script=script_text)
             script, fresh = self._find_or_create(
                 lambda: named(client.list_startup_scripts(script_body.name), script_body.name),
@@ -539,3 +552,22 @@ class PaperspaceProvider:
             return self.catalog.price(machine.machine_type, machine.region, spot=False) or 0.0
         except (GpuJobsError, OSError, ValueError):  # owned() must work without a catalog
             return 0.0
+
+
+def network_cidr(network: PrivateNetwork) -> str:
+    """A private network's range (its prefix and netmask), e.g. 10.3.7.0/24."""
+    try:
+        return str(ipaddress.IPv4Network(f"{network.network}/{network.netmask}", strict=False))
+    except ValueError:
+        raise ProvisioningError(
+            f"paperspace private network {network.name} has no usable range "
+            f"({network.network!r}/{network.netmask!r}); its nodes cannot be filtered"
+        ) from None
+
+
+def _check_script_size(script_text: str) -> None:
+    if len(script_text.encode()) > SCRIPT_LIMIT_BYTES:
+        raise ProvisioningError(
+            f"the node's startup script is {len(script_text.encode())} bytes, over "
+            f"Paperspace's {SCRIPT_LIMIT_BYTES}"
+        )
