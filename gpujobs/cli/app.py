@@ -457,6 +457,33 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             _info(f"pushed; in a spec: image: {pushed}")
 
     @app.command()
+    def ui(
+        port: Annotated[
+            int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free).")
+        ] = 0,
+        no_open: Annotated[
+            bool, typer.Option("--no-open", help="Print the URL only; open no browser.")
+        ] = False,
+    ) -> None:
+        """A local web dashboard: jobs, live logs, metric curves, pictures, budget, stop."""
+        with errors_to_exit():
+            from gpujobs.cli.dashboard.server import Dashboard
+
+            try:
+                dashboard = Dashboard(controller_factory, port)
+            except OSError as exc:
+                raise GpuJobsError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+            _info(f"gpujobs ui: {dashboard.url}")
+            _info("  127.0.0.1 only; the token in the URL is the key. Ctrl-C stops it.")
+            if not no_open:
+                import webbrowser
+
+                webbrowser.open(dashboard.url)
+            with contextlib.suppress(KeyboardInterrupt):
+                dashboard.serve_forever()
+            dashboard.close()
+
+    @app.command()
     def doctor(
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     ) -> None:
