@@ -26,11 +26,12 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gpujobs.errors import SpecError
+from gpujobs.spec_slurm import SlurmSettings
 from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 from gpujobs.workloads import bundled_workloads
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
-ProviderName = Literal["local", "ssh", "aws", "gcp", "paperspace"]
+ProviderName = Literal["local", "ssh", "slurm", "aws", "gcp", "paperspace"]
 RuntimeName = Literal["auto", "host", "venv", "docker"]
 
 # Flags gpujobs itself passes to a bundled workload; a spec must not set them through `args`.
@@ -284,6 +285,9 @@ class JobSpec(_Strict):
     ssh: SshHosts | None = Field(
         None, validate_default=True, description="the machines of the ssh provider"
     )
+    slurm: SlurmSettings | None = Field(
+        None, validate_default=True, description="the cluster of the slurm provider"
+    )
 
     @field_validator("workload")
     @classmethod
@@ -304,6 +308,18 @@ class JobSpec(_Strict):
         if value is None and "ssh" in (info.data.get("providers") or ()):
             raise ValueError(
                 "providers lists ssh: add `ssh: {hosts: [user@host:port]}` naming the machines"
+            )
+        return value
+
+    @field_validator("slurm")
+    @classmethod
+    def _slurm_when_listed(
+        cls, value: SlurmSettings | None, info: ValidationInfo
+    ) -> SlurmSettings | None:
+        if value is None and "slurm" in (info.data.get("providers") or ()):
+            raise ValueError(
+                "providers lists slurm: add `slurm: {login: user@login-node}` naming the "
+                "cluster's login node"
             )
         return value
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpujobs.clock import Clock
+from gpujobs.lifecycle.batch_job import BatchJob
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
 from gpujobs.remote.transport import Transport
@@ -23,12 +24,19 @@ from gpujobs.workloads import jobs_package_dir
 
 class NodeSession:
     def __init__(
-        self, transport: Transport, layout: NodeLayout, local_log: Path, *, pid: int | None = None
+        self,
+        transport: Transport,
+        layout: NodeLayout,
+        local_log: Path,
+        *,
+        pid: int | None = None,
+        batch: BatchJob | None = None,
     ) -> None:
         self.transport = transport
         self.layout = layout
         self.follower = LogFollower(transport, layout.log, local_log)
-        self.pid = pid
+        self.pid = pid  # the launch script's process group, or the batch scheduler's job id
+        self.batch = batch  # set when a scheduler (Slurm) runs the launch script
 
     # -- before the run ---------------------------------------------------------------------
     def make_folders(self) -> None:
@@ -56,7 +64,10 @@ class NodeSession:
         self.write_private(env_file(environment), self.layout.env_file)
         script = launch_script(argv, self.layout, max_seconds=max_seconds, cwd=cwd)
         self.write_private(script, self.layout.launch_script)
-        self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
+        if self.batch is not None:
+            self.pid = self.batch.submit(self.transport, max_seconds=max_seconds)
+        else:
+            self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
         return self.pid
 
     # -- during the run ---------------------------------------------------------------------
@@ -78,6 +89,8 @@ class NodeSession:
     def alive(self) -> bool:
         if self.pid is None:
             return False
+        if self.batch is not None:
+            return self.batch.alive(self.transport, self.pid)
         return self.transport.run(["kill", "-0", str(self.pid)], check=False).ok
 
     def stop_gracefully(
@@ -112,7 +125,9 @@ class NodeSession:
 
     def request_stop(self) -> None:
         """TERM the job's process group; the workload saves a checkpoint and exits."""
-        if self.pid is not None:
+        if self.pid is not None and self.batch is not None:
+            self.batch.request_stop(self.transport, self.pid)
+        elif self.pid is not None:
             # The shell's own kill: `kill -TERM -PID` means the group there, while procps'
             # /usr/bin/kill wants `--` before it and dash's builtin refuses `--`.
             self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)

@@ -1,0 +1,408 @@
+"""The slurm provider: a university cluster reached through its login node over SSH, with no
+root and no containers.
+
+A "node" is the job's folder on the cluster's shared filesystem (`slurm.workdir`/work/<job>),
+reached through the login node: the lifecycle sets it up there as on any ssh host (code, venv
+in `slurm.workdir`/venvs, setup, dataset) and writes the launch script; this provider then
+submits it with `sbatch` (SupportsBatchJobs), so the scheduler runs it on a compute node. The
+launch script writes the workload's pid, log and exit code into the same folder, where the
+lifecycle reads them through the login node as it does everywhere. Offers come from `sinfo`,
+states from `squeue`; stop is `scancel --signal=TERM --full`, then `scancel`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+from gpujobs.errors import TransportError
+from gpujobs.providers.base import (
+    Availability,
+    BatchState,
+    Credentials,
+    Node,
+    NotTerminatedError,
+    Offer,
+    Provider,
+    ProvisioningError,
+    Quota,
+    TaggedResource,
+)
+from gpujobs.providers.local import node_id
+from gpujobs.providers.slurm.models import (
+    SINFO_FORMAT,
+    SQUEUE_FORMAT,
+    Partition,
+    SlurmJob,
+    parse_sinfo,
+    parse_squeue,
+)
+from gpujobs.providers.slurm.sbatch import (
+    JOB_NAME_PREFIX,
+    job_name,
+    render_script,
+    sbatch_argv,
+    time_limit_s,
+)
+from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
+from gpujobs.remote.transport import Transport
+from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.spec import JobSpec, Resources, parse_ssh_host
+from gpujobs.spec_slurm import SlurmSettings
+
+REGION = "slurm"
+_PREPARE = r"""
+root=$1
+case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
+umask 077; mkdir -p "$root/work" "$root/venvs" || exit 4
+cd "$root" && pwd -P
+"""
+# Stop the job's Slurm jobs (TERM to every process: the workload checkpoints; then a plain
+# scancel, which KILLs after the cluster's KillWait), wait until the queue no longer holds
+# them, and remove its folder. A squeue that fails (controller down) leaves the folder alone.
+_STOP_AND_REMOVE = r"""
+name=$1; w=$2; grace=$3
+case $w in
+  */work/*) ;;
+  *) echo "refusing to remove $w: not a gpujobs job folder" >&2; exit 3 ;;
+esac
+queued() {
+  out=$(squeue -h --name="$name" -o %i) || { echo "squeue failed: cannot confirm" >&2; exit 6; }
+  [ -n "$out" ]
+}
+if queued; then
+  scancel --signal=TERM --full --name="$name"
+  n=0; while queued && [ "$n" -lt "$grace" ]; do sleep 1; n=$((n + 1)); done
+  scancel --name="$name"
+  n=0; while queued && [ "$n" -lt 120 ]; do sleep 1; n=$((n + 1)); done
+  if queued; then echo "slurm still holds job $name after scancel" >&2; exit 5; fi
+fi
+rm -rf -- "$w"
+[ ! -e "$w" ]
+"""
+_LIST_FOLDERS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
+
+
+class SlurmProvider:
+    name = "slurm"
+
+    def __init__(
+        self,
+        settings: SlurmSettings | None,
+        pins: HostKeyPins,
+        *,
+        spec: JobSpec | None = None,
+        ssh: SshSettings | None = None,
+        stop_grace_s: int = 60,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.pins = pins
+        self.ssh = ssh or SshSettings(connect_timeout_s=10.0, reconnect_window_s=60.0)
+        self.stop_grace_s = stop_grace_s
+        self._root: str | None = None  # slurm.workdir, resolved on the cluster
+
+    def for_spec(self, spec: JobSpec) -> Provider:
+        return SlurmProvider(
+            spec.slurm or self.settings,
+            self.pins,
+            spec=spec,
+            ssh=self.ssh,
+            stop_grace_s=self.stop_grace_s,
+        )
+
+    # -- planning -------------------------------------------------------------------------------
+    def check(self) -> Credentials:
+        if self.settings is None:
+            return Credentials(
+                provider=self.name,
+                ok=False,
+                missing="add `slurm: {login: user@login-node}` to the spec",
+            )
+        key = self.settings.identity_file or "your ssh agent and ~/.ssh keys"
+        return Credentials(provider=self.name, ok=True, found=f"login {self.settings.login}, {key}")
+
+    def offers(self, resources: Resources) -> list[Offer]:
+        if self.settings is None:
+            return []
+        try:
+            with self._login() as transport:
+                partitions = self.partitions(transport)
+        except TransportError as exc:
+            return [self._unavailable(self.settings.partition or "cluster", str(exc))]
+        wanted = self.settings.partition
+        chosen = [p for p in partitions if wanted is None or p.name == wanted]
+        if not chosen:
+            names = ", ".join(sorted({p.name for p in partitions})) or "none"
+            return [self._unavailable(wanted or "cluster", f"no such partition (sinfo: {names})")]
+        return [self._offer(partition) for partition in chosen]
+
+    def partitions(self, transport: Transport) -> list[Partition]:
+        result = transport.run(["sinfo", "-h", "-o", SINFO_FORMAT], timeout=60, check=False)
+        if not result.ok:
+            raise TransportError(f"sinfo failed on the login node: {result.tail(2)}")
+        return parse_sinfo(result.stdout)
+
+    def quota(self, offer: Offer) -> Quota:
+        return Quota(
+            provider=self.name,
+            region=REGION,
+            code="none",
+            name="the cluster's own limits (account, QOS), enforced by its scheduler",
+            unit="node",
+        )
+
+    # -- a job's nodes ----------------------------------------------------------------------------
+    def provision(
+        self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
+    ) -> list[Node]:
+        if nodes > 1:
+            raise ProvisioningError("the slurm provider runs one-node jobs for now: set `nodes: 1`")
+        try:
+            with self._login() as transport:
+                node = self._node(job_id, self._resolve_root(transport), offer=offer)
+                # Made now, so that from here on the job's folder exists (owned() finds it).
+                transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", node.workdir])
+        except TransportError as exc:
+            raise ProvisioningError(f"{self._label()}: {exc}") from exc
+        return [node.model_copy(update={"node_id": node_id(job_id, restart, 0)})]
+
+    def wait_ready(self, nodes: list[Node]) -> list[Node]:
+        return nodes  # a folder on the shared filesystem; the scheduler's wait comes at submit
+
+    def terminate(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            argv = ["sh", "-c", _STOP_AND_REMOVE, "sh", job_name(node.job_id), node.workdir,
+                    str(self.stop_grace_s)]  # fmt: skip
+            try:
+                with self._login(node) as transport:
+                    result = transport.run(argv, timeout=self.stop_grace_s + 180, check=False)
+            except TransportError as exc:
+                raise NotTerminatedError(
+                    f"{self._label(node)}: could not cancel job {node.job_id} ({exc}); run "
+                    f"`gpujobs down {node.job_id}` again"
+                ) from exc
+            if not result.ok:
+                raise NotTerminatedError(
+                    f"{self._label(node)}: cancelling job {node.job_id} failed: {result.tail(3)}"
+                )
+
+    def owned(self) -> list[Node]:
+        """Job folders under slurm.workdir (for `down` and gc); none without a spec."""
+        if self.settings is None:
+            return []
+        try:
+            with self._login() as transport:
+                root = self._resolve_root(transport)
+                listing = transport.run(["sh", "-c", _LIST_FOLDERS, "sh", root], check=False)
+        except TransportError:
+            return []
+        return [self._node(job_id, root) for job_id in listing.stdout.split()]
+
+    # -- SupportsSweep: what `gpujobs gc` lists ---------------------------------------------
+    def tagged(self) -> list[TaggedResource]:
+        if self.settings is None:
+            return []
+        with self._login() as transport:
+            jobs = self._queue(transport, ["--me"])
+        return [
+            TaggedResource(
+                provider=self.name,
+                kind="slurm-job",
+                resource_id=str(job.job_id),
+                region=REGION,
+                job_id=job.name.removeprefix(JOB_NAME_PREFIX),
+            )
+            for job in jobs
+            if job.name.startswith(JOB_NAME_PREFIX)
+        ] + [
+            TaggedResource(
+                provider=self.name,
+                kind="workdir",
+                resource_id=node.workdir,
+                region=REGION,
+                job_id=node.job_id,
+                node_id=node.node_id,
+            )
+            for node in self.owned()
+        ]
+
+    def delete(self, resource: TaggedResource) -> None:
+        if resource.kind == "slurm-job":
+            with self._login() as transport:
+                transport.run(["scancel", resource.resource_id], check=False)
+            return
+        root = posixpath.dirname(posixpath.dirname(resource.resource_id))
+        self.terminate([self._node(resource.job_id, root)])
+
+    # -- SupportsBatchJobs: the scheduler runs the workload ---------------------------------
+    def submit(self, transport: Transport, node: Node, *, max_seconds: float | None) -> int:
+        spec = self.spec
+        if spec is None or spec.slurm is None:
+            raise ProvisioningError("the slurm provider was not given the job's spec")
+        layout = NodeLayout(node.workdir)
+        script = f"{node.workdir}/job.sbatch"
+        _put_text(transport, render_script(node.job_id, layout), script)
+        # No partition named: sbatch's default, whose limit then bounds --time.
+        partition = spec.slurm.partition
+        limit_s = next(
+            (
+                found.time_limit_s
+                for found in self.partitions(transport)
+                if found.name == partition or (partition is None and found.default)
+            ),
+            None,
+        )
+        argv = sbatch_argv(
+            node.job_id,
+            spec,
+            layout,
+            script,
+            partition=partition,
+            time_s=time_limit_s(max_seconds, limit_s),
+        )
+        result = transport.run(argv, timeout=120, check=False)
+        batch_id = result.stdout.strip().split(";")[0]
+        if not result.ok or not batch_id.isdigit():
+            raise ProvisioningError(f"sbatch refused the job: {result.tail(3)}")
+        return int(batch_id)
+
+    def batch_state(self, transport: Transport, batch_id: int) -> BatchState:
+        result = transport.run(
+            ["squeue", "-h", "-j", str(batch_id), "-o", SQUEUE_FORMAT], check=False
+        )
+        if not result.ok:
+            if "Invalid job id" in result.stderr:
+                return BatchState(live=False, state="")
+            # The controller did not answer: not a sign the job is gone.
+            return BatchState(live=True, state="UNKNOWN", reason=result.tail(1))
+        [job, *_] = parse_squeue(result.stdout) or [None]
+        if job is None:
+            return BatchState(live=False, state="")
+        position = self._position(transport, job) if job.state == "PENDING" else None
+        return BatchState(live=job.live, state=job.state, reason=job.reason, position=position)
+
+    def request_stop(self, transport: Transport, batch_id: int) -> None:
+        transport.run(["scancel", "--signal=TERM", "--full", str(batch_id)], check=False)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _position(self, transport: Transport, job: SlurmJob) -> int | None:
+        waiting = self._queue(transport, ["-t", "PENDING", "-p", job.partition, "--sort=-p,i"])
+        ids = [other.job_id for other in waiting]
+        return ids.index(job.job_id) + 1 if job.job_id in ids else None
+
+    def _queue(self, transport: Transport, filters: list[str]) -> list[SlurmJob]:
+        result = transport.run(["squeue", "-h", *filters, "-o", SQUEUE_FORMAT], check=False)
+        if not result.ok:
+            raise TransportError(f"squeue failed on the login node: {result.tail(2)}")
+        return parse_squeue(result.stdout)
+
+    def _offer(self, partition: Partition) -> Offer:
+        reason = "" if partition.up else f"partition {partition.name} is down"
+        hours = self.spec.budget.max_hours if self.spec else None
+        limit = partition.time_limit_s
+        if not reason and hours is not None and limit is not None and hours * 3600 > limit:
+            reason = (
+                f"partition {partition.name} allows a job {limit / 3600:g} h at most, and "
+                f"budget.max_hours is {hours:g}"
+            )
+        return Offer(
+            provider=self.name,
+            instance_type=partition.name,
+            region=REGION,
+            gpu=partition.gpu_type.upper() if partition.gpu_type else None,
+            gpus=partition.gpus,
+            cpus=partition.cpus,
+            memory_gb=round(partition.memory_mb / 1024, 1),
+            price_per_hour=self.settings.cost_per_hour if self.settings else 0.0,
+            availability=Availability.NOT_AVAILABLE if reason else Availability.AVAILABLE,
+            unavailable_reason=reason,
+            max_nodes=partition.nodes,
+        )
+
+    def _unavailable(self, name: str, reason: str) -> Offer:
+        return Offer(
+            provider=self.name,
+            instance_type=name,
+            region=REGION,
+            cpus=0,
+            memory_gb=0,
+            availability=Availability.NOT_AVAILABLE,
+            unavailable_reason=reason,
+        )
+
+    def _node(self, job_id: str, root: str, *, offer: Offer | None = None) -> Node:
+        target = self._target()
+        return Node(
+            provider=self.name,
+            job_id=job_id,
+            node_id=node_id(job_id, 0, 0),
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            workdir=posixpath.join(root, "work", job_id),
+            transport="ssh",
+            identity_file=target.identity_file,
+            uses_job_key=False,
+            runtime="venv",
+            cache_dir=posixpath.join(root, "venvs"),
+            instance_type=offer.instance_type if offer else "",
+            region=REGION,
+            price_per_hour=offer.price_per_hour if offer else 0.0,
+        )
+
+    def _resolve_root(self, transport: Transport) -> str:
+        if self._root is None:
+            assert self.settings is not None
+            argv = ["sh", "-c", _PREPARE, "sh", self.settings.workdir]
+            result = transport.run(argv, timeout=60, check=False)
+            if not result.ok or not result.stdout.strip():
+                raise TransportError(
+                    f"cannot prepare {self.settings.workdir} on the login node: {result.tail(2)}"
+                )
+            self._root = result.stdout.strip().splitlines()[-1]
+        return self._root
+
+    def _target(self, node: Node | None = None) -> SshTarget:
+        if node is not None:
+            return SshTarget(node.host, node.port, node.user or "", node.identity_file)
+        assert self.settings is not None
+        user, host, port = parse_ssh_host(self.settings.login)
+        identity = self.settings.identity_file
+        return SshTarget(
+            host, port, user or _local_user(), os.path.expanduser(identity) if identity else None
+        )
+
+    def _label(self, node: Node | None = None) -> str:
+        return self._target(node).label
+
+    def _login(self, node: Node | None = None) -> _Login:
+        return _Login(SSHTransport(self._target(node), self.pins, self.ssh))
+
+
+class _Login:
+    """`with self._login() as transport:` closes the login node's connection after use."""
+
+    def __init__(self, transport: SSHTransport) -> None:
+        self.transport = transport
+
+    def __enter__(self) -> SSHTransport:
+        return self.transport
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.transport.close()
+
+
+def _put_text(transport: Transport, text: str, remote: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
+        local = Path(folder) / "file"
+        local.write_text(text)
+        transport.put(local, remote, mode=0o700)
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
