@@ -84,7 +84,7 @@ class SlurmCluster:
 def _up() -> bool:
     try:
         answer = subprocess.run(
-            ["sinfo", "-h", "-o", "%n %t"], capture_output=True, text=True, timeout=10
+            ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

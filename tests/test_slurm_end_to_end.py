@@ -1,0 +1,199 @@
+"""The slurm provider against a real two-node Slurm (tests/slurm_cluster.py), its login node
+the loopback sshd: a command job and mnist through `gpujobs launch`, a job that waits for
+resources and says why in `gpujobs status`, and a cancel while the job runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gpujobs.paths import HomeLayout
+from gpujobs.testing.ssh import LoopbackSshd
+from tests.conftest import gpujobs_cli, write_spec
+from tests.slurm_cluster import SlurmCluster
+
+
+def slurm_spec(folder: Path, sshd: LoopbackSshd, body: str, name: str = "on-slurm") -> Path:
+    shared = folder / "shared fs"  # the login and compute nodes' shared filesystem
+    return write_spec(
+        folder,
+        f"""
+        name: {name}
+        providers: [slurm]
+        slurm:
+          login: "{sshd.target}"
+          identity_file: {sshd.client_key}
+          workdir: {shared}
+        """
+        + body,
+    )
+
+
+def job_detail(job_id: str) -> dict:
+    return json.loads(gpujobs_cli("status", job_id, "--json").stdout)
+
+
+def submitted(detail: dict) -> int:
+    [batch_id] = [
+        int(event["message"].rsplit(" ", 1)[1])
+        for event in detail["events"]
+        if event["message"].startswith("submitted slurm job")
+    ]
+    return batch_id
+
+
+def queued(name: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "--name", name, "-o", "%i %T"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_a_command_runs_on_a_compute_node_within_its_time_limit(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        command: "echo \\"hello from $SLURM_JOB_NODELIST as job $SLURM_JOB_ID\\"; sleep 1"
+        budget: {max_hours: 0.5}
+        """,
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [job] = json.loads(gpujobs_cli("status", "--json").stdout)
+    assert job["state"] == "SUCCEEDED" and job["placement"] == "slurm/debug"
+    batch_id = submitted(job_detail(job["id"]))
+    assert f"as job {batch_id}" in done.stdout, "the log streamed from the job's output file"
+    shown = subprocess.run(["scontrol", "show", "job", str(batch_id)], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert f"JobName=gpujobs-{job['id']}" in shown
+    assert "TimeLimit=00:32:00" in shown, "--time: the 30 min cap and 2 min to checkpoint"
+    assert f"Comment=gpujobs-job={job['id']}" in shown
+    assert not (tmp_path / "shared fs" / "work" / job["id"]).exists(), "teardown removed it"
+    assert queued(f"gpujobs-{job['id']}") == ""
+
+
+def test_mnist_trains_under_slurm_and_its_checkpoints_come_home(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        workload: mnist_cnn
+        args: {synthetic: 300, epochs: 2, batch_size: 32, seed: 1}
+        checkpoints: {every_minutes: 1, keep: 2}
+        budget: {max_hours: 1}
+        """,
+        name="mnist-slurm",
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch 2/2" in done.stdout
+    [job] = json.loads(gpujobs_cli("status", "--json").stdout)
+    checkpoints = sorted(Path(job["runs_dir"]).glob("ckpt-*.pt"))
+    assert 1 <= len(checkpoints) <= 2
+    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+    assert state["epoch"] in (1, 2)
+    assert any((tmp_path / "shared fs" / "venvs").iterdir()), "the venv stays, a cache"
+
+
+def _launch(spec: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpujobs", "launch", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(
+    what: str,
+    check: object,
+    timeout_s: float = 60,
+    launcher: subprocess.Popen[str] | None = None,
+) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():  # type: ignore[operator]
+            return found
+        if launcher is not None and launcher.poll() is not None:
+            out, err = launcher.communicate()
+            raise AssertionError(f"launch ended before {what}: {out[-2000:]}{err[-2000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout_s:g}s")
+
+
+def _the_job() -> dict | None:
+    jobs = json.loads(gpujobs_cli("status", "--json").stdout or "[]")
+    return jobs[0] if jobs else None
+
+
+def test_a_job_waiting_for_resources_shows_why_then_runs(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--exclusive", "--nodes=2", "--job-name=blocker",
+         "--output=/dev/null", "--wrap", "sleep 300"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        command: echo finally ran
+        budget: {max_hours: 1}
+        """,
+    )
+    launcher = _launch(spec)
+    try:
+        job = _wait_for("job", _the_job, launcher=launcher)
+
+        def pending_note() -> str | None:
+            messages = [event["message"] for event in job_detail(job["id"])["events"]]
+            return next((m for m in messages if "PENDING" in m), None)
+
+        note = _wait_for("PENDING note", pending_note)
+        assert "(Resources; 1st in the partition's queue)" in str(note)
+        subprocess.run(["scancel", blocker], check=True)
+        out, err = launcher.communicate(timeout=90)
+    finally:
+        subprocess.run(["scancel", blocker], check=False)
+        launcher.kill()
+    assert launcher.returncode == 0, err[-3000:]
+    assert "finally ran" in out
+
+
+def test_cancel_mid_run_terms_the_workload_and_cancels_the_slurm_job(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        command: "trap 'echo workload got TERM; exit 0' TERM; echo started; sleep 120 & wait"
+        budget: {max_hours: 1}
+        """,
+    )
+    launcher = _launch(spec)
+    try:
+        job = _wait_for("job", _the_job)
+        log = HomeLayout(Path(os.environ["GPUJOBS_HOME"])).log_file(job["id"])
+        _wait_for("started", lambda: log.exists() and "started" in log.read_text())
+        launcher.send_signal(signal.SIGINT)
+        out, err = launcher.communicate(timeout=90)
+    finally:
+        launcher.kill()
+    job = json.loads(gpujobs_cli("status", "--json").stdout)[0]
+    assert job["state"] == "CANCELLED", err[-3000:]
+    assert "workload got TERM" in out, "scancel --signal=TERM --full reached the workload"
+    assert queued(f"gpujobs-{job['id']}") == ""
+    assert not (tmp_path / "shared fs" / "work" / job["id"]).exists()
