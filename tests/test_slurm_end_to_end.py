@@ -159,10 +159,11 @@ def test_a_job_waiting_for_resources_shows_why_then_runs(
 
         def pending_note() -> str | None:
             messages = [event["message"] for event in job_detail(job["id"])["events"]]
-            return next((m for m in messages if "PENDING" in m), None)
+            # Until the scheduler has looked at it, a new job waits with no reason yet.
+            return next((m for m in messages if "PENDING (Resources" in m), None)
 
         note = _wait_for("PENDING note", pending_note)
-        assert "(Resources; 1st in the partition's queue)" in str(note)
+        assert str(note).endswith("is PENDING (Resources; 1st in the partition's queue)")
         subprocess.run(["scancel", blocker], check=True)
         out, err = launcher.communicate(timeout=90)
     finally:
@@ -197,3 +198,42 @@ def test_cancel_mid_run_terms_the_workload_and_cancels_the_slurm_job(
     assert "workload got TERM" in out, "scancel --signal=TERM --full reached the workload"
     assert queued(f"gpujobs-{job['id']}") == ""
     assert not (tmp_path / "shared fs" / "work" / job["id"]).exists()
+
+
+def test_a_requeued_job_runs_again_and_its_second_run_is_the_one_that_counts(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    # Each run counts itself in the checkpoint folder (on the shared filesystem, as the
+    # workload's checkpoints are); the first waits to be preempted, the second ends at once.
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        command: |
+          n=$(cat ckpt/runs 2>/dev/null || echo 0); echo run $n; echo $((n + 1)) > ckpt/runs
+          [ $n -ge 1 ] || { trap 'exit 143' TERM; sleep 120 & wait; }
+        budget: {max_hours: 1}
+        """,
+    )
+    launcher = _launch(spec)
+    try:
+        job = _wait_for("job", _the_job, launcher=launcher)
+        log = HomeLayout(Path(os.environ["GPUJOBS_HOME"])).log_file(job["id"])
+        _wait_for("run 0", lambda: log.exists() and "run 0" in log.read_text())
+        batch_id = str(submitted(job_detail(job["id"])))
+        subprocess.run(["scontrol", "requeue", batch_id], check=True)  # a preemption
+
+        def requeued() -> bool:
+            messages = [event["message"] for event in job_detail(job["id"])["events"]]
+            return any("requeued" in message for message in messages)
+
+        _wait_for("requeue note", requeued)
+        # Slurm holds a requeued job back two minutes (BeginTime); the test lets it go now.
+        subprocess.run(["scontrol", "update", f"JobId={batch_id}", "StartTime=now"], check=True)
+        out, err = launcher.communicate(timeout=90)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, err[-3000:]
+    assert "run 0" in out and "run 1" in out
+    assert "DUE TO JOB REQUEUE" in out, "Slurm's own notice is in the streamed log"
+    assert "slurm restarted job" in out

@@ -657,7 +657,7 @@ class _Drive:
         """The scheduler that runs the node's workload, where its provider has one (Slurm)."""
         provider = self.lc.providers.get(node.provider)
         if isinstance(provider, SupportsBatchJobs):
-            return BatchJob(provider, node, self._note)
+            return BatchJob(provider, node, self._note, self.lc.clock)
         return None
 
     def _loss_reason(self) -> str | None:

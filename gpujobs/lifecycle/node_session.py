@@ -78,9 +78,14 @@ class NodeSession:
         """The workload's exit status once the launch script has recorded it."""
         raw = self.transport.read(self.layout.exit_code, 0, 64).strip()
         try:
-            return int(raw) if raw else None
+            code = int(raw) if raw else None
         except ValueError:
             return None
+        # A scheduler that requeued the job (preemption) runs it again: not its end.
+        batch, pid = self.batch, self.pid
+        if code is not None and batch is not None and pid is not None:
+            return None if batch.requeued(self.transport, pid, self.layout.exit_code) else code
+        return code
 
     def stopped_by_node(self) -> str | None:
         """Why the node's own watchdog stopped the job (e.g. "max_hours"), if it did."""
