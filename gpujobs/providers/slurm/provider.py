@@ -82,6 +82,15 @@ fi
 rm -rf -- "$w"
 [ ! -e "$w" ]
 """
+# Cancel one Slurm job and wait until the queue no longer holds it (its processes are gone).
+_CANCEL_AND_WAIT = r"""
+scancel "$1" || exit 1
+n=0
+while [ -n "$(squeue -h -j "$1" -t PD,R,CG,CF,S,RQ,SO,ST 2>/dev/null)" ]; do
+  [ "$n" -ge 100 ] && { echo "still in the queue after 100 s" >&2; exit 5; }
+  sleep 1; n=$((n + 1))
+done
+"""
 _LIST_FOLDERS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
 
 
@@ -231,8 +240,16 @@ class SlurmProvider:
 
     def delete(self, resource: TaggedResource) -> None:
         if resource.kind == "slurm-job":
-            with self._login() as transport:
-                transport.run(["scancel", resource.resource_id], check=False)
+            argv = ["sh", "-c", _CANCEL_AND_WAIT, "sh", resource.resource_id]
+            try:
+                with self._login() as transport:
+                    result = transport.run(argv, timeout=120, check=False)
+            except TransportError as exc:
+                raise NotTerminatedError(f"slurm job {resource.resource_id}: {exc}") from exc
+            if not result.ok:
+                raise NotTerminatedError(
+                    f"slurm job {resource.resource_id} was not cancelled: {result.tail(2)}"
+                )
             return
         root = posixpath.dirname(posixpath.dirname(resource.resource_id))
         self.terminate([self._node(resource.job_id, root)])
