@@ -288,7 +288,9 @@ class SlurmProvider:
 
     def batch_state(self, transport: Transport, batch_id: int) -> BatchState:
         result = transport.run(
-            ["squeue", "-h", "-j", str(batch_id), "-o", SQUEUE_FORMAT], check=False
+            # Every state: a job that just ended shows how (COMPLETED, TIMEOUT, PREEMPTED).
+            ["squeue", "-h", "-j", str(batch_id), "-t", "all", "-o", SQUEUE_FORMAT],
+            check=False,
         )
         if not result.ok:
             if "Invalid job id" in result.stderr:
