@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,56 @@ def test_a_requeued_job_runs_again_and_its_second_run_is_the_one_that_counts(
     assert "run 0" in out and "run 1" in out
     assert "DUE TO JOB REQUEUE" in out, "Slurm's own notice is in the streamed log"
     assert "slurm restarted job" in out
+
+
+def test_two_nodes_through_srun_each_run_their_rank_on_their_node(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        nodes: 2
+        command: >-
+          echo "on $SLURMD_NODENAME: node $GPUJOBS_NODE_RANK of $GPUJOBS_NUM_NODES,
+          head $GPUJOBS_HEAD_ADDR"
+        budget: {max_hours: 1}
+        """,
+        name="pair",
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The head is the allocation's first node, at its NodeAddr; node K ran on the K-th node.
+    assert "[node 0] on n1: node 0 of 2, head 127.0.0.1" in done.stdout, done.stdout
+    assert "[node 1] on n2: node 1 of 2, head 127.0.0.1" in done.stdout, done.stdout
+    [job] = json.loads(gpujobs_cli("status", "--json").stdout)
+    assert queued(f"gpujobs-{job['id']}") == ""
+    assert not any((tmp_path / "shared fs" / "work").iterdir()), "both folders removed"
+
+
+def test_mnist_trains_with_ddp_on_two_slurm_nodes(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        nodes: 2
+        workload: mnist_cnn
+        args: {synthetic: 400, epochs: 2, batch_size: 32, seed: 1, threads: 1}
+        budget: {max_hours: 1}
+        """,
+        name="pair-mnist",
+    )
+    done = gpujobs_cli("launch", str(spec), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    assert "torchrun on 2 node(s) x 1 process(es), rendezvous at 127.0.0.1:" in done.stderr
+    [job] = json.loads(gpujobs_cli("status", "--json").stdout)
+    runs = Path(job["runs_dir"])
+    assert "distributed rank 1/2 (gloo)" in (runs / "job.node1.log").read_text()
+    digests = [
+        re.findall(r"finished at step \d+, weights sha256 (\w+)", (runs / name).read_text())
+        for name in ("job.log", "job.node1.log")
+    ]
+    assert digests[0] and digests[0] == digests[1], "DDP kept the two nodes' weights identical"
+    assert sorted(runs.glob("ckpt-*.pt")), "rank 0's checkpoints came home"

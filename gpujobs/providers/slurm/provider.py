@@ -17,11 +17,13 @@ import posixpath
 import tempfile
 from pathlib import Path
 
+from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import TransportError
 from gpujobs.providers.base import (
     Availability,
     BatchState,
     Credentials,
+    NoCapacityError,
     Node,
     NotTerminatedError,
     Offer,
@@ -41,9 +43,13 @@ from gpujobs.providers.slurm.models import (
 )
 from gpujobs.providers.slurm.sbatch import (
     JOB_NAME_PREFIX,
+    go_file,
+    hosts_file,
     job_name,
+    render_group_script,
     render_script,
     sbatch_argv,
+    slurm_job_file,
     time_limit_s,
 )
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
@@ -105,7 +111,13 @@ class SlurmProvider:
         spec: JobSpec | None = None,
         ssh: SshSettings | None = None,
         stop_grace_s: int = 60,
+        clock: Clock | None = None,
+        allocation_timeout_s: float = 3600.0,
+        poll_s: float = 2.0,
     ) -> None:
+        self.clock = clock or SystemClock()
+        self.allocation_timeout_s = allocation_timeout_s  # a multi-node job's wait in the queue
+        self.poll_s = poll_s
         self.settings = settings
         self.spec = spec
         self.pins = pins
@@ -120,6 +132,9 @@ class SlurmProvider:
             spec=spec,
             ssh=self.ssh,
             stop_grace_s=self.stop_grace_s,
+            clock=self.clock,
+            allocation_timeout_s=self.allocation_timeout_s,
+            poll_s=self.poll_s,
         )
 
     # -- planning -------------------------------------------------------------------------------
@@ -167,19 +182,54 @@ class SlurmProvider:
     def provision(
         self, job_id: str, offer: Offer, ssh_public_key: str | None, nodes: int, *, restart: int = 0
     ) -> list[Node]:
-        if nodes > 1:
-            raise ProvisioningError("the slurm provider runs one-node jobs for now: set `nodes: 1`")
+        """One job folder per node on the shared filesystem. A one-node job is submitted when
+        it starts (setting up holds no allocation); a multi-node job is allocated now, as the
+        rendezvous needs its head's address before the workload starts."""
         try:
             with self._login() as transport:
-                node = self._node(job_id, self._resolve_root(transport), offer=offer)
-                # Made now, so that from here on the job's folder exists (owned() finds it).
-                transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", node.workdir])
+                root = self._resolve_root(transport)
+                made = [
+                    self._node(job_id, root, offer=offer, rank=rank).model_copy(
+                        update={"node_id": node_id(job_id, restart, rank)}
+                    )
+                    for rank in range(nodes)
+                ]
+                # Made now, so that from here on the job's folders exist (owned() finds them).
+                folders = [node.workdir for node in made]
+                transport.run(["sh", "-c", 'umask 077; mkdir -p "$@"', "sh", *folders])
+                if nodes > 1:
+                    self._allocate(transport, made[0], nodes)
         except TransportError as exc:
             raise ProvisioningError(f"{self._label()}: {exc}") from exc
-        return [node.model_copy(update={"node_id": node_id(job_id, restart, 0)})]
+        return made
 
     def wait_ready(self, nodes: list[Node]) -> list[Node]:
-        return nodes  # a folder on the shared filesystem; the scheduler's wait comes at submit
+        """A multi-node job's nodes once the scheduler has allocated them, each with the
+        address the others reach it at; a one-node job's folder is ready at once."""
+        if len(nodes) < 2:
+            return nodes
+        head = NodeLayout(nodes[0].workdir)
+        deadline = self.clock.monotonic() + self.allocation_timeout_s
+        with self._login(nodes[0]) as transport:
+            while True:
+                listed = transport.read(hosts_file(head), 0).decode().splitlines()
+                addresses = [line.split()[-1] for line in listed if line.strip()]
+                if len(addresses) >= len(nodes):
+                    return [
+                        node.model_copy(update={"private_host": addresses[node.rank]})
+                        for node in nodes
+                    ]
+                batch_id = transport.read(slurm_job_file(head), 0).decode().strip()
+                if batch_id.isdigit():
+                    state = self.batch_state(transport, int(batch_id))
+                    if not state.live:
+                        raise ProvisioningError(f"{state.describe(int(batch_id))} unallocated")
+                if self.clock.monotonic() >= deadline:
+                    raise NoCapacityError(
+                        f"the cluster did not allocate {len(nodes)} nodes within "
+                        f"{self.allocation_timeout_s:g} s"
+                    )
+                self.clock.sleep(self.poll_s)
 
     def terminate(self, nodes: list[Node]) -> None:
         for node in nodes:
@@ -259,9 +309,19 @@ class SlurmProvider:
         spec = self.spec
         if spec is None or spec.slurm is None:
             raise ProvisioningError("the slurm provider was not given the job's spec")
+        if spec.nodes > 1:
+            return self._release(transport, node, spec.nodes)
         layout = NodeLayout(node.workdir)
         script = f"{node.workdir}/job.sbatch"
         _put_text(transport, render_script(node.job_id, layout), script)
+        return self._sbatch(transport, layout, script, max_seconds)
+
+    def _sbatch(
+        self, transport: Transport, layout: NodeLayout, script: str, max_seconds: float | None
+    ) -> int:
+        spec = self.spec
+        assert spec is not None and spec.slurm is not None
+        job_id = posixpath.basename(layout.workdir)  # node 0's folder is named after the job
         # No partition named: sbatch's default, whose limit then bounds --time.
         partition = spec.slurm.partition
         limit_s = next(
@@ -273,7 +333,7 @@ class SlurmProvider:
             None,
         )
         argv = sbatch_argv(
-            node.job_id,
+            job_id,
             spec,
             layout,
             script,
@@ -307,6 +367,26 @@ class SlurmProvider:
         transport.run(["scancel", "--signal=TERM", "--full", str(batch_id)], check=False)
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _allocate(self, transport: Transport, head: Node, nodes: int) -> int:
+        """Submit a multi-node job's batch script, which holds its nodes until released."""
+        assert self.spec is not None
+        layout = NodeLayout(head.workdir)
+        script = f"{head.workdir}/job.sbatch"
+        _put_text(transport, render_group_script(head.job_id, layout, nodes), script)
+        hours = self.spec.budget.max_hours
+        return self._sbatch(transport, layout, script, None if hours is None else hours * 3600)
+
+    def _release(self, transport: Transport, node: Node, nodes: int) -> int:
+        """A multi-node job's node is ready to start: once the last one's launch script is
+        written, the batch script's srun starts them all. Every node answers the one id."""
+        head = NodeLayout(posixpath.join(posixpath.dirname(node.workdir), node.job_id))
+        batch_id = transport.read(slurm_job_file(head), 0).decode().strip()
+        if not batch_id.isdigit():
+            raise ProvisioningError(f"job {node.job_id}: its Slurm allocation is not recorded")
+        if node.rank == nodes - 1:
+            transport.run(["sh", "-c", ': > "$1"', "sh", go_file(head)])
+        return int(batch_id)
+
     def _position(self, transport: Transport, job: SlurmJob) -> int | None:
         waiting = self._queue(transport, ["-t", "PENDING", "-p", job.partition, "--sort=-p,i"])
         ids = [other.job_id for other in waiting]
@@ -352,16 +432,19 @@ class SlurmProvider:
             unavailable_reason=reason,
         )
 
-    def _node(self, job_id: str, root: str, *, offer: Offer | None = None) -> Node:
+    def _node(self, job_id: str, root: str, *, offer: Offer | None = None, rank: int = 0) -> Node:
+        """Node K > 0 of a job has a folder of its own beside node 0's (`<job>-nodeK`)."""
         target = self._target()
+        folder = job_id if rank == 0 else f"{job_id}-node{rank}"
         return Node(
             provider=self.name,
             job_id=job_id,
-            node_id=node_id(job_id, 0, 0),
+            node_id=node_id(job_id, 0, rank),
+            rank=rank,
             host=target.host,
             port=target.port,
             user=target.user,
-            workdir=posixpath.join(root, "work", job_id),
+            workdir=posixpath.join(root, "work", folder),
             transport="ssh",
             identity_file=target.identity_file,
             uses_job_key=False,

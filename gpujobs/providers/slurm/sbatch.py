@@ -48,6 +48,31 @@ def render_script(job_id: str, layout: NodeLayout) -> str:
     )
 
 
+def hosts_file(layout: NodeLayout) -> str:
+    """Where a multi-node job's batch script lists its nodes: `name address` a line."""
+    return f"{layout.workdir}/slurm-hosts"
+
+
+def go_file(layout: NodeLayout) -> str:
+    """Made once every node's launch script is written: the batch script then runs srun."""
+    return f"{layout.workdir}/slurm-go"
+
+
+def render_group_script(job_id: str, layout: NodeLayout, nodes: int) -> str:
+    """The batch script of a multi-node job (rank 0's folder is `layout`; node K's is the
+    same path with `-nodeK` after it, as the lifecycle lays them out)."""
+    template = resources.files("gpujobs.providers.slurm").joinpath("group.sbatch").read_text()
+    q = shlex.quote
+    return Template(template).substitute(
+        job_id=job_id,
+        nodes=int(nodes),
+        workdir=q(layout.workdir),
+        slurm_job_file=q(slurm_job_file(layout)),
+        hosts_file=q(hosts_file(layout)),
+        go_file=q(go_file(layout)),
+    )
+
+
 def time_limit_s(max_seconds: float | None, partition_limit_s: int | None) -> float:
     """The job's --time: its cap and the slack to checkpoint, within the partition's limit;
     a default day when nothing caps it."""
