@@ -79,6 +79,8 @@ def test_gc_finds_jobs_named_gpujobs_and_their_folders_and_removes_them(
     provider = _provider(sshd, tmp_path)
     folder = tmp_path / "shared" / "work" / "orphan-1"
     folder.mkdir(parents=True)
+    second = tmp_path / "shared" / "work" / "orphan-1-node1"  # node 1 of a two-node job
+    second.mkdir()
     batch_id = subprocess.run(
         ["sbatch", "--parsable", "--job-name=gpujobs-orphan-1", "--output=/dev/null",
          "--wrap", "sleep 300"],
@@ -88,9 +90,10 @@ def test_gc_finds_jobs_named_gpujobs_and_their_folders_and_removes_them(
         found = {(r.kind, r.job_id, r.resource_id) for r in provider.tagged()}
         assert ("slurm-job", "orphan-1", batch_id) in found
         assert ("workdir", "orphan-1", str(folder)) in found
+        assert ("workdir", "orphan-1", str(second)) in found
         for resource in provider.tagged():
             provider.delete(resource)
         assert provider.tagged() == []
-        assert not folder.exists()
+        assert not folder.exists() and not second.exists()
     finally:
         subprocess.run(["scancel", batch_id], check=False)

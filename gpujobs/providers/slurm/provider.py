@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
-from pathlib import Path
 
 from gpujobs.clock import Clock, SystemClock
 from gpujobs.errors import TransportError
@@ -33,13 +31,9 @@ from gpujobs.providers.base import (
     TaggedResource,
 )
 from gpujobs.providers.local import node_id
+from gpujobs.providers.slurm import cluster
 from gpujobs.providers.slurm.models import (
-    SINFO_FORMAT,
-    SQUEUE_FORMAT,
     Partition,
-    SlurmJob,
-    parse_sinfo,
-    parse_squeue,
 )
 from gpujobs.providers.slurm.sbatch import (
     JOB_NAME_PREFIX,
@@ -59,45 +53,6 @@ from gpujobs.spec import JobSpec, Resources, parse_ssh_host
 from gpujobs.spec_slurm import SlurmSettings
 
 REGION = "slurm"
-_PREPARE = r"""
-root=$1
-case $root in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
-umask 077; mkdir -p "$root/work" "$root/venvs" || exit 4
-cd "$root" && pwd -P
-"""
-# Stop the job's Slurm jobs (TERM to every process: the workload checkpoints; then a plain
-# scancel, which KILLs after the cluster's KillWait), wait until the queue no longer holds
-# them, and remove its folder. A squeue that fails (controller down) leaves the folder alone.
-_STOP_AND_REMOVE = r"""
-name=$1; w=$2; grace=$3
-case $w in
-  */work/*) ;;
-  *) echo "refusing to remove $w: not a gpujobs job folder" >&2; exit 3 ;;
-esac
-queued() {
-  out=$(squeue -h --name="$name" -o %i) || { echo "squeue failed: cannot confirm" >&2; exit 6; }
-  [ -n "$out" ]
-}
-if queued; then
-  scancel --signal=TERM --full --name="$name"
-  n=0; while queued && [ "$n" -lt "$grace" ]; do sleep 1; n=$((n + 1)); done
-  scancel --name="$name"
-  n=0; while queued && [ "$n" -lt 120 ]; do sleep 1; n=$((n + 1)); done
-  if queued; then echo "slurm still holds job $name after scancel" >&2; exit 5; fi
-fi
-rm -rf -- "$w"
-[ ! -e "$w" ]
-"""
-# Cancel one Slurm job and wait until the queue no longer holds it (its processes are gone).
-_CANCEL_AND_WAIT = r"""
-scancel "$1" || exit 1
-n=0
-while [ -n "$(squeue -h -j "$1" -t PD,R,CG,CF,S,RQ,SO,ST 2>/dev/null)" ]; do
-  [ "$n" -ge 100 ] && { echo "still in the queue after 100 s" >&2; exit 5; }
-  sleep 1; n=$((n + 1))
-done
-"""
-_LIST_FOLDERS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "${d%/}"; done'
 
 
 class SlurmProvider:
@@ -164,10 +119,7 @@ class SlurmProvider:
         return [self._offer(partition) for partition in chosen]
 
     def partitions(self, transport: Transport) -> list[Partition]:
-        result = transport.run(["sinfo", "-h", "-o", SINFO_FORMAT], timeout=60, check=False)
-        if not result.ok:
-            raise TransportError(f"sinfo failed on the login node: {result.tail(2)}")
-        return parse_sinfo(result.stdout)
+        return cluster.partitions(transport)
 
     def quota(self, offer: Offer) -> Quota:
         return Quota(
@@ -233,7 +185,7 @@ class SlurmProvider:
 
     def terminate(self, nodes: list[Node]) -> None:
         for node in nodes:
-            argv = ["sh", "-c", _STOP_AND_REMOVE, "sh", job_name(node.job_id), node.workdir,
+            argv = ["sh", "-c", cluster.STOP_AND_REMOVE, "sh", job_name(node.job_id), node.workdir,
                     str(self.stop_grace_s)]  # fmt: skip
             try:
                 with self._login(node) as transport:
@@ -255,17 +207,24 @@ class SlurmProvider:
         try:
             with self._login() as transport:
                 root = self._resolve_root(transport)
-                listing = transport.run(["sh", "-c", _LIST_FOLDERS, "sh", root], check=False)
+                listing = transport.run(["sh", "-c", cluster.LIST_FOLDERS, "sh", root], check=False)
         except TransportError:
             return []
-        return [self._node(job_id, root) for job_id in listing.stdout.split()]
+        found = []
+        for folder in listing.stdout.split():
+            job_id, _, rank = folder.rpartition("-node")
+            if job_id and rank.isdigit():  # node K > 0's folder, beside node 0's
+                found.append(self._node(job_id, root, rank=int(rank)))
+            else:
+                found.append(self._node(folder, root))
+        return found
 
     # -- SupportsSweep: what `gpujobs gc` lists ---------------------------------------------
     def tagged(self) -> list[TaggedResource]:
         if self.settings is None:
             return []
         with self._login() as transport:
-            jobs = self._queue(transport, ["--me"])
+            jobs = cluster.queue(transport, ["--me"])
         return [
             TaggedResource(
                 provider=self.name,
@@ -290,7 +249,7 @@ class SlurmProvider:
 
     def delete(self, resource: TaggedResource) -> None:
         if resource.kind == "slurm-job":
-            argv = ["sh", "-c", _CANCEL_AND_WAIT, "sh", resource.resource_id]
+            argv = ["sh", "-c", cluster.CANCEL_AND_WAIT, "sh", resource.resource_id]
             try:
                 with self._login() as transport:
                     result = transport.run(argv, timeout=120, check=False)
@@ -302,7 +261,8 @@ class SlurmProvider:
                 )
             return
         root = posixpath.dirname(posixpath.dirname(resource.resource_id))
-        self.terminate([self._node(resource.job_id, root)])
+        node = self._node(resource.job_id, root)  # any of its nodes' folders: the one listed
+        self.terminate([node.model_copy(update={"workdir": resource.resource_id})])
 
     # -- SupportsBatchJobs: the scheduler runs the workload ---------------------------------
     def submit(self, transport: Transport, node: Node, *, max_seconds: float | None) -> int:
@@ -313,7 +273,7 @@ class SlurmProvider:
             return self._release(transport, node, spec.nodes)
         layout = NodeLayout(node.workdir)
         script = f"{node.workdir}/job.sbatch"
-        _put_text(transport, render_script(node.job_id, layout), script)
+        cluster.put_text(transport, render_script(node.job_id, layout), script)
         return self._sbatch(transport, layout, script, max_seconds)
 
     def _sbatch(
@@ -347,21 +307,7 @@ class SlurmProvider:
         return int(batch_id)
 
     def batch_state(self, transport: Transport, batch_id: int) -> BatchState:
-        result = transport.run(
-            # Every state: a job that just ended shows how (COMPLETED, TIMEOUT, PREEMPTED).
-            ["squeue", "-h", "-j", str(batch_id), "-t", "all", "-o", SQUEUE_FORMAT],
-            check=False,
-        )
-        if not result.ok:
-            if "Invalid job id" in result.stderr:
-                return BatchState(live=False, state="")
-            # The controller did not answer: not a sign the job is gone.
-            return BatchState(live=True, state="UNKNOWN", reason=result.tail(1))
-        [job, *_] = parse_squeue(result.stdout) or [None]
-        if job is None:
-            return BatchState(live=False, state="")
-        position = self._position(transport, job) if job.state == "PENDING" else None
-        return BatchState(live=job.live, state=job.state, reason=job.reason, position=position)
+        return cluster.batch_state(transport, batch_id)
 
     def request_stop(self, transport: Transport, batch_id: int) -> None:
         transport.run(["scancel", "--signal=TERM", "--full", str(batch_id)], check=False)
@@ -372,7 +318,7 @@ class SlurmProvider:
         assert self.spec is not None
         layout = NodeLayout(head.workdir)
         script = f"{head.workdir}/job.sbatch"
-        _put_text(transport, render_group_script(head.job_id, layout, nodes), script)
+        cluster.put_text(transport, render_group_script(head.job_id, layout, nodes), script)
         hours = self.spec.budget.max_hours
         return self._sbatch(transport, layout, script, None if hours is None else hours * 3600)
 
@@ -386,17 +332,6 @@ class SlurmProvider:
         if node.rank == nodes - 1:
             transport.run(["sh", "-c", ': > "$1"', "sh", go_file(head)])
         return int(batch_id)
-
-    def _position(self, transport: Transport, job: SlurmJob) -> int | None:
-        waiting = self._queue(transport, ["-t", "PENDING", "-p", job.partition, "--sort=-p,i"])
-        ids = [other.job_id for other in waiting]
-        return ids.index(job.job_id) + 1 if job.job_id in ids else None
-
-    def _queue(self, transport: Transport, filters: list[str]) -> list[SlurmJob]:
-        result = transport.run(["squeue", "-h", *filters, "-o", SQUEUE_FORMAT], check=False)
-        if not result.ok:
-            raise TransportError(f"squeue failed on the login node: {result.tail(2)}")
-        return parse_squeue(result.stdout)
 
     def _offer(self, partition: Partition) -> Offer:
         reason = "" if partition.up else f"partition {partition.name} is down"
@@ -458,7 +393,7 @@ class SlurmProvider:
     def _resolve_root(self, transport: Transport) -> str:
         if self._root is None:
             assert self.settings is not None
-            argv = ["sh", "-c", _PREPARE, "sh", self.settings.workdir]
+            argv = ["sh", "-c", cluster.PREPARE, "sh", self.settings.workdir]
             result = transport.run(argv, timeout=60, check=False)
             if not result.ok or not result.stdout.strip():
                 raise TransportError(
@@ -480,28 +415,8 @@ class SlurmProvider:
     def _label(self, node: Node | None = None) -> str:
         return self._target(node).label
 
-    def _login(self, node: Node | None = None) -> _Login:
-        return _Login(SSHTransport(self._target(node), self.pins, self.ssh))
-
-
-class _Login:
-    """`with self._login() as transport:` closes the login node's connection after use."""
-
-    def __init__(self, transport: SSHTransport) -> None:
-        self.transport = transport
-
-    def __enter__(self) -> SSHTransport:
-        return self.transport
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.transport.close()
-
-
-def _put_text(transport: Transport, text: str, remote: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
-        local = Path(folder) / "file"
-        local.write_text(text)
-        transport.put(local, remote, mode=0o700)
+    def _login(self, node: Node | None = None) -> cluster.Login:
+        return cluster.Login(SSHTransport(self._target(node), self.pins, self.ssh))
 
 
 def _local_user() -> str:
