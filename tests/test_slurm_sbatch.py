@@ -18,7 +18,12 @@ from gpujobs.providers.slurm.models import (
     parse_squeue,
     parse_time_limit,
 )
-from gpujobs.providers.slurm.sbatch import render_script, sbatch_argv, time_limit_s
+from gpujobs.providers.slurm.sbatch import (
+    render_group_script,
+    render_script,
+    sbatch_argv,
+    time_limit_s,
+)
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 from tests.conftest import gpujobs_cli, write_spec
@@ -154,3 +159,18 @@ def test_a_spec_listing_slurm_without_its_section_is_one_clear_line(tmp_path: Pa
     assert done.returncode == 2
     assert "add `slurm: {login: user@login-node}`" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_multi_node_script_quotes_its_folder_and_passes_shellcheck(tmp_path: Path) -> None:
+    layout = NodeLayout(f"{HOSTILE}/work/t-1")
+    script = render_group_script("t-1", layout, 2)
+    assert f"cd {shlex.quote(layout.workdir)} || exit 1" in script
+    assert "srun --nodes=2 --ntasks-per-node=1" in script
+    checked = subprocess.run(
+        ["shellcheck", "-S", "warning", "-s", "sh", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout
