@@ -291,3 +291,32 @@ def test_mnist_trains_with_ddp_on_two_slurm_nodes(
     ]
     assert digests[0] and digests[0] == digests[1], "DDP kept the two nodes' weights identical"
     assert sorted(runs.glob("ckpt-*.pt")), "rank 0's checkpoints came home"
+
+
+def test_down_after_the_client_died_stops_the_slurm_job_and_brings_its_checkpoint_home(
+    slurm: SlurmCluster, sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    spec = slurm_spec(
+        tmp_path,
+        sshd,
+        """
+        command: "trap 'echo saved > ckpt/last.txt; exit 0' TERM; echo started; sleep 120 & wait"
+        budget: {max_hours: 1}
+        """,
+    )
+    launcher = _launch(spec)
+    try:
+        job = _wait_for("job", _the_job, launcher=launcher)
+        log = HomeLayout(Path(os.environ["GPUJOBS_HOME"])).log_file(job["id"])
+        _wait_for("started", lambda: log.exists() and "started" in log.read_text())
+        launcher.kill()  # the laptop's client dies; the Slurm job runs on
+        launcher.wait(timeout=30)
+        assert queued(f"gpujobs-{job['id']}").endswith("RUNNING")
+        down = gpujobs_cli("down", job["id"], timeout=200)
+    finally:
+        launcher.kill()
+    assert down.returncode == 0, down.stderr[-3000:]
+    runs = Path(job["runs_dir"])
+    assert (runs / "last.txt").read_text() == "saved\n", "stopped through scancel, then pulled"
+    assert queued(f"gpujobs-{job['id']}") == ""
+    assert not (tmp_path / "shared fs" / "work" / job["id"]).exists()

@@ -583,17 +583,31 @@ class Controller:
     def _save_what_runs(self, record: JobRecord, nodes: list[Node], lifecycle: Lifecycle) -> None:
         """Before tearing down an orphan: stop its workload gracefully and bring checkpoints
         home. Best effort: a node that cannot be reached must not block the teardown."""
+        from gpujobs.lifecycle.batch_job import BatchJob
         from gpujobs.lifecycle.node_session import NodeSession
+        from gpujobs.providers.base import SupportsBatchJobs
         from gpujobs.runtime.node_layout import NodeLayout
 
         rows = {row.node_id: row for row in self.store.nodes(record.id)}
         for node in nodes[:1]:  # rank 0 holds the checkpoints
             row = rows.get(node.node_id)
+            # A scheduler's job (Slurm) is stopped through the scheduler: its recorded "pid"
+            # is the scheduler's job id, not a process on the node.
+            provider = lifecycle.providers.get(node.provider)
+            batch = None
+            if isinstance(provider, SupportsBatchJobs):
+                batch = BatchJob(
+                    provider,
+                    node,
+                    lambda message: self.store.note(record.id, message, now=self.clock.now()),
+                    self.clock,
+                )
             session = NodeSession(
                 lifecycle.connect(node),
                 NodeLayout(node.workdir),
                 self.home.log_file(record.id),
                 pid=row.pid if row else None,
+                batch=batch,
             )
             try:
                 if session.pid is not None:
