@@ -27,11 +27,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gpujobs.dev_spec import DevSession, dev_command
 from gpujobs.errors import SpecError, register_secrets
+from gpujobs.spec_slurm import SlurmSettings
 from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
 from gpujobs.workloads import bundled_workloads
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
-ProviderName = Literal["local", "ssh", "aws", "gcp", "paperspace"]
+ProviderName = Literal["local", "ssh", "slurm", "aws", "gcp", "paperspace"]
 RuntimeName = Literal["auto", "host", "venv", "docker"]
 
 # Flags gpujobs itself passes to a bundled workload; a spec must not set them through `args`.
@@ -382,6 +383,9 @@ class JobSpec(_Strict):
         "ntfy:https://server/topic), or any apprise URL (mailto://, slack://, ...); "
         "default: `notify` in the user's config.yaml",
     )
+    slurm: SlurmSettings | None = Field(
+        None, validate_default=True, description="the cluster of the slurm provider"
+    )
 
     @field_validator("workload")
     @classmethod
@@ -424,6 +428,18 @@ class JobSpec(_Strict):
                     f"{target!r} is not a notification target: use desktop, a webhook or ntfy "
                     "URL (https://...), or an apprise URL (mailto://...)"
                 )
+        return value
+
+    @field_validator("slurm")
+    @classmethod
+    def _slurm_when_listed(
+        cls, value: SlurmSettings | None, info: ValidationInfo
+    ) -> SlurmSettings | None:
+        if value is None and "slurm" in (info.data.get("providers") or ()):
+            raise ValueError(
+                "providers lists slurm: add `slurm: {login: user@login-node}` naming the "
+                "cluster's login node"
+            )
         return value
 
     @field_validator("cost_per_hour")

@@ -16,6 +16,7 @@ from gpujobs.paths import HomeLayout
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.state import Store
 from gpujobs.testing.ssh import LoopbackSshd
+from tests.slurm_cluster import ClusterUnavailable, SlurmCluster, slurm_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,3 +100,14 @@ def gpujobs_cli(*args: str, timeout: float = 120, **kwargs: object) -> subproces
         env=env,
         **kwargs,
     )
+
+
+@pytest.fixture(scope="session")
+def slurm() -> SlurmCluster:
+    """A real two-node Slurm cluster on loopback (tests/slurm_cluster.py), started once."""
+    try:
+        return slurm_cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no Slurm cluster: {exc}")

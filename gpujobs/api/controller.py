@@ -660,7 +660,9 @@ class Controller:
         checkpoints home. Best effort: a node that cannot be reached must not block the
         teardown. Returns the workload's exit code when it had already ended on its own (its
         driver died before seeing that), so the job ends as it really did."""
+        from gpujobs.lifecycle.batch_job import BatchJob
         from gpujobs.lifecycle.node_session import NodeSession
+        from gpujobs.providers.base import SupportsBatchJobs
         from gpujobs.runtime.node_layout import NodeLayout
 
         rows = {row.node_id: row for row in self.store.nodes(record.id)}
@@ -668,11 +670,23 @@ class Controller:
         for node in nodes[:1]:  # rank 0 holds the checkpoints
             row = rows.get(node.node_id)
             local_log = self.home.log_file(record.id)
+            # A scheduler's job (Slurm) is stopped through the scheduler: its recorded "pid"
+            # is the scheduler's job id, not a process on the node.
+            provider = lifecycle.providers.get(node.provider)
+            batch = None
+            if isinstance(provider, SupportsBatchJobs):
+                batch = BatchJob(
+                    provider,
+                    node,
+                    lambda message: self.store.note(record.id, message, now=self.clock.now()),
+                    self.clock,
+                )
             session = NodeSession(
                 lifecycle.connect(node),
                 NodeLayout(node.workdir),
                 local_log,
                 pid=row.pid if row else None,
+                batch=batch,
             )
             try:
                 finished = session.exit_code()

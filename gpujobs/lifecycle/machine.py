@@ -42,6 +42,7 @@ from gpujobs.errors import (
     QuotaExceededError,
 )
 from gpujobs.group import NodeGroup
+from gpujobs.lifecycle.batch_job import BatchJob
 from gpujobs.lifecycle.cap_watch import CapWatch
 from gpujobs.lifecycle.events import (  # imported from here too (cli, tests)
     CancelToken,
@@ -57,7 +58,7 @@ from gpujobs.lifecycle.recovery import LossCheck, NodeLost, Restarts, by_provide
 from gpujobs.money.budget import NODE_TIMER_SLACK_S, Allowance, JobCap, Shortfall, cap_for
 from gpujobs.paths import HomeLayout
 from gpujobs.placement.planner import require_placements
-from gpujobs.providers.base import Node, Offer, Provider, SpecConfigured
+from gpujobs.providers.base import Node, Offer, Provider, SpecConfigured, SupportsBatchJobs
 from gpujobs.remote.connect import connect_node
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.logs import tail_lines
@@ -520,7 +521,12 @@ class _Drive:
         self.sessions.clear()
         self.runtimes = []
         for node in self.nodes:  # quick (a transport connects when first used)
-            session = NodeSession(self._connect(node), NodeLayout(node.workdir), self._log(node))
+            session = NodeSession(
+                self._connect(node),
+                NodeLayout(node.workdir),
+                self._log(node),
+                batch=self._batch(node),
+            )
             self.sessions.add(session)
         setup = self.setup
         self.runtimes = setup.on_every_node(setup.prepare, self.nodes, self.sessions.all())
@@ -600,6 +606,7 @@ class _Drive:
                 NodeLayout(node.workdir),
                 self._log(node),
                 pid=row.pid if row else None,
+                batch=self._batch(node),
             )
             self.sessions.add(session)
             offset = session.follower.offset
@@ -680,6 +687,13 @@ class _Drive:
             # Reconnecting to a node its provider has taken back only wastes the window.
             transport.give_up = self._loss_reason
         return transport
+
+    def _batch(self, node: Node) -> BatchJob | None:
+        """The scheduler that runs the node's workload, where its provider has one (Slurm)."""
+        provider = self.lc.providers.get(node.provider)
+        if isinstance(provider, SupportsBatchJobs):
+            return BatchJob(provider, node, self._note, self.lc.clock)
+        return None
 
     def _loss_reason(self) -> str | None:
         return str(lost) if (lost := self._confirmed_loss()) else None

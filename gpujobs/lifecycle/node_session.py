@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpujobs.clock import Clock
+from gpujobs.lifecycle.batch_job import BatchJob
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
 from gpujobs.remote.transport import Transport
@@ -30,12 +31,19 @@ _UPLOADS_DONE = (
 
 class NodeSession:
     def __init__(
-        self, transport: Transport, layout: NodeLayout, local_log: Path, *, pid: int | None = None
+        self,
+        transport: Transport,
+        layout: NodeLayout,
+        local_log: Path,
+        *,
+        pid: int | None = None,
+        batch: BatchJob | None = None,
     ) -> None:
         self.transport = transport
         self.layout = layout
         self.follower = LogFollower(transport, layout.log, local_log)
-        self.pid = pid
+        self.pid = pid  # the launch script's process group, or the batch scheduler's job id
+        self.batch = batch  # set when a scheduler (Slurm) runs the launch script
 
     # -- before the run ---------------------------------------------------------------------
     def make_folders(self) -> None:
@@ -68,7 +76,10 @@ class NodeSession:
             self.write_private(node_notify_script(), self.layout.notify_script)
         script = launch_script(argv, self.layout, max_seconds=max_seconds, cwd=cwd)
         self.write_private(script, self.layout.launch_script)
-        self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
+        if self.batch is not None:
+            self.pid = self.batch.submit(self.transport, max_seconds=max_seconds)
+        else:
+            self.pid = self.transport.start(self.layout.launch_script, cwd=self.layout.workdir)
         return self.pid
 
     # -- during the run ---------------------------------------------------------------------
@@ -79,9 +90,14 @@ class NodeSession:
         """The workload's exit status once the launch script has recorded it."""
         raw = self.transport.read(self.layout.exit_code, 0, 64).strip()
         try:
-            return int(raw) if raw else None
+            code = int(raw) if raw else None
         except ValueError:
             return None
+        # A scheduler that requeued the job (preemption) runs it again: not its end.
+        batch, pid = self.batch, self.pid
+        if code is not None and batch is not None and pid is not None:
+            return None if batch.requeued(self.transport, pid, self.layout.exit_code) else code
+        return code
 
     def stopped_by_node(self) -> str | None:
         """Why the node's own watchdog stopped the job (e.g. "max_hours"), if it did."""
@@ -90,6 +106,8 @@ class NodeSession:
     def alive(self) -> bool:
         if self.pid is None:
             return False
+        if self.batch is not None:
+            return self.batch.alive(self.transport, self.pid)
         return self.transport.run(["kill", "-0", str(self.pid)], check=False).ok
 
     def stop_gracefully(
@@ -124,7 +142,9 @@ class NodeSession:
 
     def request_stop(self) -> None:
         """TERM the job's process group; the workload saves a checkpoint and exits."""
-        if self.pid is not None:
+        if self.pid is not None and self.batch is not None:
+            self.batch.request_stop(self.transport, self.pid)
+        elif self.pid is not None:
             # The shell's own kill: `kill -TERM -PID` means the group there, while procps'
             # /usr/bin/kill wants `--` before it and dash's builtin refuses `--`.
             self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)

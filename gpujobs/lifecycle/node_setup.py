@@ -101,6 +101,8 @@ def runtime_for(node: Node, spec: JobSpec) -> Runtime:
     """The spec's runtime, or the provider's own choice for the node (`runtime: auto`)."""
     kind = node.runtime if spec.runtime == "auto" else spec.runtime
     remote_python = spec.ssh.python if spec.ssh else "python3"
+    if node.provider == "slurm" and spec.slurm is not None:
+        remote_python = spec.slurm.python
     if kind == "docker":
         from gpujobs.runtime.docker import DockerRuntime
 

@@ -26,12 +26,14 @@ def default_providers(home: HomeLayout) -> dict[str, Provider]:
     from gpujobs.providers.gcp import GcpProvider
     from gpujobs.providers.local import LocalProvider
     from gpujobs.providers.paperspace import PaperspaceProvider
+    from gpujobs.providers.slurm import SlurmProvider
     from gpujobs.providers.ssh import SshProvider
     from gpujobs.remote.ssh import HostKeyPins
 
     return {
         "local": LocalProvider(home.work),
         "ssh": SshProvider(None, HostKeyPins(home.known_hosts)),
+        "slurm": SlurmProvider(None, HostKeyPins(home.known_hosts)),
         "aws": AwsProvider(caller_address=caller_address),
         "gcp": GcpProvider(caller_address=caller_address),
         "paperspace": PaperspaceProvider(caller_address=caller_address),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from gpujobs.errors import (
     NoCapacityError,
     NotTerminatedError,
@@ -28,11 +30,13 @@ from gpujobs.models import (
     Quota,
     TaggedResource,
 )
+from gpujobs.remote.transport import Transport
 from gpujobs.spec import JobSpec, Resources
 
 __all__ = [
     "TAG_KEY",
     "Availability",
+    "BatchState",
     "Credentials",
     "NoCapacityError",
     "Node",
@@ -46,6 +50,7 @@ __all__ = [
     "Quota",
     "QuotaExceededError",
     "SpecConfigured",
+    "SupportsBatchJobs",
     "SupportsLossCheck",
     "SupportsQuotaReport",
     "SupportsSweep",
@@ -130,3 +135,47 @@ class SpecConfigured(Protocol):
     Optional: providers configured by the environment alone do not implement it."""
 
     def for_spec(self, spec: JobSpec) -> Provider: ...
+
+
+class BatchState(BaseModel):
+    """What a batch scheduler says of one of its jobs."""
+
+    model_config = ConfigDict(frozen=True)
+    live: bool  # the scheduler still holds it: it waits, runs or is being requeued
+    state: str  # the scheduler's word: PENDING, RUNNING, ... ("" once it left the queue)
+    reason: str = ""  # why it waits (Resources, Priority, QOSMaxJobsPerUser, ...)
+    position: int | None = None  # 1 = next among the partition's waiting jobs
+
+    def describe(self, batch_id: int) -> str:
+        if not self.state:
+            return f"slurm job {batch_id} has left the queue"
+        words = f"slurm job {batch_id} is {self.state}"
+        details = [self.reason] if self.reason and self.reason != "None" else []
+        if self.position is not None:
+            details.append(f"{_ordinal(self.position)} in the partition's queue")
+        return words + (f" ({'; '.join(details)})" if details else "")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+@runtime_checkable
+class SupportsBatchJobs(Protocol):
+    """A provider whose scheduler starts the workload (Slurm). The lifecycle sets the job's
+    folder up through the node's transport as on any node (a login node on the cluster's
+    shared filesystem) and writes the launch script there; the provider then submits it,
+    says what the scheduler makes of it, and stops it. Optional: where it is absent the
+    lifecycle starts the launch script itself, detached."""
+
+    def submit(self, transport: Transport, node: Node, *, max_seconds: float | None) -> int:
+        """Submit the launch script already in `node`'s folder; returns the scheduler's job
+        id. `max_seconds`: what is left of the job's cap (the scheduler's time limit)."""
+        ...
+
+    def batch_state(self, transport: Transport, batch_id: int) -> BatchState: ...
+
+    def request_stop(self, transport: Transport, batch_id: int) -> None:
+        """Ask the job to stop (TERM to every process of it: the workload checkpoints)."""
+        ...
