@@ -152,3 +152,29 @@ def test_an_interrupted_fetch_continues_from_its_record(tmp_path: Path, monkeypa
         _fetch(tmp_path, SourceRequest(f"{base}/ranges.bin"), dest="again")
         assert served.bytes_sent == CHUNK
         assert (tmp_path / "again" / "ranges.bin").read_bytes() == body
+
+
+def test_a_dataset_the_nodes_disk_cannot_hold_is_refused_before_a_byte_moves(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The node's own free disk, not only `disk_gb`: a 4 MB tmpfs as the node's cache."""
+    import subprocess
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(cache)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small disk needs `mount -t tmpfs` (root): {mounted.stderr!r}")
+    try:
+        with moto_s3(monkeypatch) as (s3, _endpoint):
+            s3.create_bucket(Bucket="covers")
+            for i in range(3):
+                s3.put_object(Bucket="covers", Key=f"big/{i}.bin", Body=bytes(3_000_000))
+            with pytest.raises(ProvisioningError, match=r"needs 9\.0 MB on the node") as caught:
+                _fetch(tmp_path, SourceRequest("s3://covers/big"))
+        assert "resources.disk_gb" in str(caught.value)
+        assert not any(cache.rglob("*.bin")), "nothing was fetched"
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)

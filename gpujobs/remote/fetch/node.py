@@ -279,6 +279,7 @@ def fetch_source(spec: dict, cache_root: Path, dest: Path, log: Path | None, wor
         manifest = cache.manifest()
         stale = [o for o in objects if manifest.get(o.path) != o.version]
         need = sum(o.size or 0 for o in stale)
+        _check_room(cache.folder, source, need + sum(o.size or 0 for o in stale if o.unpack))
         progress = Progress(need, log)
         progress.say(
             f"fetch: {source}: {len(objects)} object(s), {len(stale)} to fetch "
@@ -310,6 +311,20 @@ def fetch_source(spec: dict, cache_root: Path, dest: Path, log: Path | None, wor
         f"fetch: {source}: done, {len(stale)} fetched ({_mb(progress.done)} MB in "
         f"{elapsed:.1f} s), {len(objects) - len(stale)} from cache"
     )
+
+
+def _check_room(folder: Path, source: str, need: int) -> None:
+    """Refuse, before a byte moves, a fetch the node's disk cannot hold (an archive counts twice:
+    it is kept beside what it unpacks to), saying how much room there is and what to ask for."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        ask = -(-int(need * 1.1 - free) // 10**9)
+        raise FetchError(
+            f"{source}: needs {_mb(need)} MB on the node and its disk has {_mb(free)} MB free "
+            f"at {folder}; ask for about {ask} GB more (resources.disk_gb), or free the node's "
+            "cache (`gpujobs gc`)"
+        )
 
 
 def link_tree_one(path: Path, target: Path) -> None:
