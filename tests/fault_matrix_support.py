@@ -103,6 +103,9 @@ class Workload:
     ckpt_bytes: int = 0
     show_data: bool = False  # first print `data <md5 of the dataset's files>`
     resumes: bool = False  # start after the newest checkpoint in $GPUJOBS_CKPT_DIR
+    # Put a child in the background that outlives the workload (`sleep 300 &`): teardown must
+    # stop it, the launch script's pid having exited by then.
+    leaves_child: bool = False
 
     def command(self) -> str:
         noise = f"; head -c {self.ckpt_bytes} /dev/urandom" if self.ckpt_bytes else ""
@@ -111,7 +114,9 @@ class Workload:
             if self.show_data
             else ""
         )
+        child = "sleep 300 > /dev/null 2>&1 &\n" if self.leaves_child else ""
         return (
+            f"{child}"
             'C="$GPUJOBS_CKPT_DIR"; last=-1\n'
             'trap \'echo "$last" > "$C/on-term.txt"; echo "got TERM after line $last"; '
             "exit 0' TERM\n"
@@ -120,7 +125,7 @@ class Workload:
             '  echo "line $i"; last=$i\n'
             f'  {{ echo $i{noise}; }} > "$C/ckpt.tmp" && '
             'mv "$C/ckpt.tmp" "$C/$(printf ckpt-%04d.txt $i)"\n'
-            f"  i=$((i+1)); sleep {self.pause_s} & wait\n"
+            f"  i=$((i+1)); sleep {self.pause_s} & wait $!\n"
             "done\n"
             "echo done\n"
         )

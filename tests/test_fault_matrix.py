@@ -832,6 +832,12 @@ SCENARIOS: list[Scenario] = [
         spec_extra="budget: {max_hours: 1}\n",
     ),
     Scenario(
+        "local-leaves-a-child",
+        "local: the workload leaves a background child running",
+        "local",
+        workload=Workload(leaves_child=True),
+    ),
+    Scenario(
         "local-kill-9-attach",
         "local (real CLI): kill -9 of the detached driver, attach",
         "local",
