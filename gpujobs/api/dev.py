@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from gpujobs.clock import Clock
 from gpujobs.errors import GpuJobsError
+from gpujobs.lifecycle.events import PassingSink
 from gpujobs.lifecycle.notify import IDLE_STOP_MARK
 from gpujobs.state import JobState
 
@@ -90,7 +91,7 @@ def jupyter_activity(
     return Activity("|".join(marks), busy or gpu_percent() >= max(dev.gpu_idle_percent, 0.01))
 
 
-class DevSink:
+class DevSink(PassingSink):
     """Passes everything to `inner`; once the session runs, forwards JupyterLab, prints its
     URL with the token, and stops the session when it has been idle for dev.idle_minutes."""
 
@@ -104,7 +105,7 @@ class DevSink:
         poll_s: float = 15.0,
     ) -> None:
         assert spec.dev is not None
-        self.inner = inner
+        super().__init__(inner)
         self.controller = controller
         self.dev = spec.dev
         self.token = str(spec.env.get(TOKEN_ENV, ""))
@@ -189,15 +190,6 @@ class DevSink:
         if self.forward is not None:
             self.forward.close()
             self.forward = None
-
-    def log(self, data: bytes) -> None:
-        self.inner.log(data)
-
-    def note(self, message: str) -> None:
-        self.inner.note(message)
-
-    def progress(self, label: str, done: int, total: int) -> None:
-        self.inner.progress(label, done, total)
 
 
 def _gpu_probe(controller: Controller, access: object) -> Callable[[], float]:

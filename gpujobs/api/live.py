@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpujobs.errors import BadInputError, GpuJobsError
+from gpujobs.lifecycle.events import PassingSink
 from gpujobs.spec import REDACTED
 from gpujobs.state import JobRecord, JobState
 
@@ -288,12 +289,12 @@ def open_forward(
     return forward
 
 
-class ForwardingSink:
+class ForwardingSink(PassingSink):
     """Passes everything to `inner`; while the job runs, forwards the spec's `ports` of node 0
     to localhost and says where (`port 6006: http://127.0.0.1:6006`)."""
 
     def __init__(self, inner: EventSink, controller: Controller, spec: JobSpec) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.controller = controller
         self.ports = list(spec.ports)
         self.forwards: list[PortForward | LocalPort] = []
@@ -322,15 +323,6 @@ class ForwardingSink:
         forwards, self.forwards = self.forwards, []
         for forward in forwards:
             forward.close()
-
-    def log(self, data: bytes) -> None:
-        self.inner.log(data)
-
-    def note(self, message: str) -> None:
-        self.inner.note(message)
-
-    def progress(self, label: str, done: int, total: int) -> None:
-        self.inner.progress(label, done, total)
 
 
 def live_sink(

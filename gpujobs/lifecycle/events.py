@@ -45,6 +45,26 @@ class NullSink:
         return None
 
 
+class PassingSink:
+    """Passes everything to `inner`: the base of sinks that add to some events (forwarding ports
+    once the job runs, notifications), which override only those."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+
+    def state(self, job_id: str, state: JobState, message: str) -> None:
+        self.inner.state(job_id, state, message)
+
+    def log(self, data: bytes) -> None:
+        self.inner.log(data)
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        self.inner.progress(label, done, total)
+
+
 class CancelToken:
     """Set from a signal handler or another thread; the driver stops at its next check."""
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from gpujobs.errors import SpecError
 from gpujobs.lifecycle.cap_watch import CAP_WARNING_MARK
-from gpujobs.lifecycle.events import EventSink
+from gpujobs.lifecycle.events import EventSink, PassingSink
 from gpujobs.paths import HomeLayout
 from gpujobs.spec import REDACTED, JobSpec
 from gpujobs.state import JobState
@@ -251,11 +251,11 @@ def _may_hold_url(exc: Exception) -> bool:
     return exc.__class__.__module__.startswith("httpx")
 
 
-class NotifyingSink:
+class NotifyingSink(PassingSink):
     """Passes everything to `inner`, and announces the transitions the user cares about."""
 
     def __init__(self, inner: EventSink, notifier: Notifier, job_id: str, job_name: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.job_id = job_id
         self.notifier = notifier
         self.job_name = job_name
@@ -275,15 +275,9 @@ class NotifyingSink:
     def announce(self, job_id: str, event: Event, message: str) -> None:
         self.notifier.send(Notification(event, job_id, self.job_name, self._last_state, message))
 
-    def log(self, data: bytes) -> None:
-        self.inner.log(data)
-
     def note(self, message: str) -> None:
         self.inner.note(message)
         if CAP_WARNING_MARK in message:
             self.announce(self.job_id, Event.BUDGET_80, message)
         elif message.startswith(IDLE_STOP_MARK):
             self.announce(self.job_id, Event.IDLE_STOP, message)
-
-    def progress(self, label: str, done: int, total: int) -> None:
-        self.inner.progress(label, done, total)

@@ -213,26 +213,8 @@ class SshProvider:
     def _node(
         self, target: SshTarget, job_id: str, root: str, *, rank: int = 0, price: float = 0.0
     ) -> Node:
-        """A job's node: its folder under the host's work root, reached with the user's login.
-        Node K > 0 has a folder of its own, as hosts may share a home over NFS."""
-        folder = job_id if rank == 0 else f"{job_id}-node{rank}"
-        return Node(
-            provider=self.name,
-            job_id=job_id,
-            node_id=node_id(job_id, 0, rank),
-            rank=rank,
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            workdir=posixpath.join(root, "work", folder),
-            transport="ssh",
-            identity_file=target.identity_file,
-            uses_job_key=False,
-            runtime="venv",
-            cache_dir=posixpath.join(root, "venvs"),
-            instance_type=target.label,
-            region=REGION,
-            price_per_hour=price,
+        return host_node(
+            self.name, target, job_id, root, rank=rank, instance_type=target.label, price=price
         )
 
     def _offer(self, text: str) -> Offer:
@@ -314,3 +296,38 @@ def _short_gpu_name(full: str) -> str:
     from gpujobs.providers.local import _short_gpu_name as shorten
 
     return shorten(full)
+
+
+def host_node(
+    provider: str,
+    target: SshTarget,
+    job_id: str,
+    root: str,
+    *,
+    rank: int = 0,
+    instance_type: str = "",
+    price: float = 0.0,
+    region: str = REGION,
+) -> Node:
+    """A job's node on a machine reached with the user's own login (an ssh host, a Slurm
+    cluster's shared filesystem): its folder under the host's work root, the venv runtime, the
+    venvs beside the jobs. Node K > 0 has a folder of its own, as hosts may share a home."""
+    folder = job_id if rank == 0 else f"{job_id}-node{rank}"
+    return Node(
+        provider=provider,
+        job_id=job_id,
+        node_id=node_id(job_id, 0, rank),
+        rank=rank,
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        workdir=posixpath.join(root, "work", folder),
+        transport="ssh",
+        identity_file=target.identity_file,
+        uses_job_key=False,
+        runtime="venv",
+        cache_dir=posixpath.join(root, "venvs"),
+        instance_type=instance_type,
+        region=region,
+        price_per_hour=price,
+    )

@@ -46,6 +46,7 @@ from gpujobs.providers.slurm.sbatch import (
     slurm_job_file,
     time_limit_s,
 )
+from gpujobs.providers.ssh import host_node
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.node_layout import NodeLayout
@@ -369,25 +370,15 @@ class SlurmProvider:
 
     def _node(self, job_id: str, root: str, *, offer: Offer | None = None, rank: int = 0) -> Node:
         """Node K > 0 of a job has a folder of its own beside node 0's (`<job>-nodeK`)."""
-        target = self._target()
-        folder = job_id if rank == 0 else f"{job_id}-node{rank}"
-        return Node(
-            provider=self.name,
-            job_id=job_id,
-            node_id=node_id(job_id, 0, rank),
+        return host_node(
+            self.name,
+            self._target(),
+            job_id,
+            root,
             rank=rank,
-            host=target.host,
-            port=target.port,
-            user=target.user,
-            workdir=posixpath.join(root, "work", folder),
-            transport="ssh",
-            identity_file=target.identity_file,
-            uses_job_key=False,
-            runtime="venv",
-            cache_dir=posixpath.join(root, "venvs"),
             instance_type=offer.instance_type if offer else "",
+            price=offer.price_per_hour if offer else 0.0,
             region=REGION,
-            price_per_hour=offer.price_per_hour if offer else 0.0,
         )
 
     def _resolve_root(self, transport: Transport) -> str:
