@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from gpujobs.paths import HomeLayout
+from gpujobs.providers import ssh as ssh_provider
+from gpujobs.remote import ssh_pool
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.state import Store
 from gpujobs.testing.ssh import LoopbackSshd
@@ -31,13 +33,17 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 @pytest.fixture(autouse=True)
 def isolated(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+) -> Iterator[Path]:
     monkeypatch.setenv("GPUJOBS_HOME", str(tmp_path / "home"))
     # A home of its own (outside tmp_path, which tests expect empty): nothing is read from, or
     # pinned into, the real ~/.ssh.
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("user-home")))
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    # What a process keeps between launches (parked SSH links, host probes) is not carried
+    # from one test into the next, as it is not from one `gpujobs` command into the next.
+    ssh_pool.close_all()
+    ssh_provider._probed.clear()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
+from gpujobs.remote import ssh_pool
 from gpujobs.remote.keys import create_job_key, delete_job_key
 from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import pull_dir, push_dir
@@ -146,6 +147,7 @@ def test_host_key_is_pinned_on_first_contact_and_a_changed_one_is_refused(
         first = ssh_transport(server, pins)
         first.run(["true"])
         first.close()
+        ssh_pool.close_all()  # the next login is a new one (a parked link was verified then)
         pinned = pins.path.read_text()
         assert pinned.startswith(f"[127.0.0.1]:{server.port} ssh-ed25519 ")
         assert stat.S_IMODE(pins.path.stat().st_mode) == 0o600

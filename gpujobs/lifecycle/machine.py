@@ -526,6 +526,7 @@ class _Drive:
                 NodeLayout(node.workdir),
                 self._log(node),
                 batch=self._batch(node),
+                uploads=self.spec.checkpoints.upload is not None,
             )
             self.sessions.add(session)
         setup = self.setup
@@ -607,6 +608,7 @@ class _Drive:
                 self._log(node),
                 pid=row.pid if row else None,
                 batch=self._batch(node),
+                uploads=self.spec.checkpoints.upload is not None,
             )
             self.sessions.add(session)
             offset = session.follower.offset

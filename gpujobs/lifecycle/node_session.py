@@ -7,6 +7,7 @@ Used by the driver during a launch and by `gpujobs down` for a job whose driver 
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from gpujobs.lifecycle.batch_job import BatchJob
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
 from gpujobs.remote.transport import Transport
-from gpujobs.runtime.bundle import is_bundle_junk
+from gpujobs.runtime.bundle import bundle_digest, is_bundle_junk
 from gpujobs.runtime.launcher import env_file, launch_script, node_notify_script
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.workloads import jobs_package_dir
@@ -29,6 +30,13 @@ _UPLOADS_DONE = (
 )
 
 
+# Move a sent bundle into place, unless another job did first, and link the job's code to it.
+_SHARE_BUNDLE = (
+    'mv -T "$1" "$2" 2>/dev/null || { [ -e "$2" ] || mv "$1" "$2"; }; rm -rf "$1"; '
+    '[ -d "$2/jobs" ] || exit 1; ln -sfn "$2/jobs" "$3"'
+)
+
+
 class NodeSession:
     def __init__(
         self,
@@ -38,23 +46,41 @@ class NodeSession:
         *,
         pid: int | None = None,
         batch: BatchJob | None = None,
+        uploads: bool = True,
     ) -> None:
         self.transport = transport
         self.layout = layout
         self.follower = LogFollower(transport, layout.log, local_log)
         self.pid = pid  # the launch script's process group, or the batch scheduler's job id
         self.batch = batch  # set when a scheduler (Slurm) runs the launch script
+        # Whether a checkpoint uploader may run beside the job (unknown: assume so); without
+        # one, the pull need not ask the node to wait for it (a command saved).
+        self.uploads = uploads
 
     # -- before the run ---------------------------------------------------------------------
     def make_folders(self) -> None:
         layout = self.layout
-        self.transport.run(["mkdir", "-p", layout.code, layout.data, layout.checkpoints])
+        self.transport.make_dirs([layout.code, layout.data, layout.checkpoints])
 
-    def push_code(self) -> SyncReport:
-        """The bundled workloads, as the node's `code/jobs` package."""
-        return push_dir(
-            self.transport, jobs_package_dir(), f"{self.layout.code}/jobs", skip=is_bundle_junk
+    def push_code(self) -> SyncReport | None:
+        """The bundled workloads, as the node's `code/jobs` package: a link to the host's copy
+        of this very bundle (`<cache>/code/<digest>`), which is sent only the first time a job
+        of this gpujobs runs there. Returns what was sent, None when the host had it."""
+        digest = bundle_digest()
+        shared = posixpath.join(self.layout.cache, "code", digest)
+        jobs = f"{self.layout.code}/jobs"
+        if self.transport.read(f"{shared}/DIGEST", 0, 64).decode().strip() == digest:
+            self.transport.link(f"{shared}/jobs", jobs)
+            return None
+        # Sent beside the shared copy and renamed into place whole, so a job never links to a
+        # half-sent bundle; of two jobs sending it at once, the second keeps the first's copy.
+        partial = f"{shared}.{posixpath.basename(self.layout.workdir)}.partial"
+        report = push_dir(
+            self.transport, jobs_package_dir(), f"{partial}/jobs", skip=is_bundle_junk
         )
+        self.write_private(digest, f"{partial}/DIGEST")
+        self.transport.run(["sh", "-c", _SHARE_BUNDLE, "sh", partial, shared, jobs])
+        return report
 
     def push_dataset(self, source: Path, progress: Progress | None = None) -> SyncReport:
         return push_dir(self.transport, source, self.layout.data, progress=progress)
@@ -150,7 +176,8 @@ class NodeSession:
             self.transport.run(["sh", "-c", 'kill -TERM -"$1"', "sh", str(self.pid)], check=False)
 
     def pull_checkpoints(self, runs_dir: Path) -> SyncReport:
-        self._let_uploads_finish()
+        if self.uploads:
+            self._let_uploads_finish()
         return pull_dir(self.transport, self.layout.checkpoints, runs_dir)
 
     def _let_uploads_finish(self) -> None:

@@ -63,6 +63,11 @@ _LIST_JOBS = 'cd "$1/work" 2>/dev/null && for d in */; do [ -d "$d" ] && echo "$
 
 
 PROBE_CACHE_S = 30.0
+# Probe answers per host, kept briefly and shared by every provider object of this process:
+# the launch command's preflight, planning, and provisioning the chosen host a moment later
+# need not ask again (one command fewer each). Keyed by the pins too: another GPUJOBS_HOME is
+# another user of the machine.
+_probed: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
 
 class SshProvider:
@@ -87,9 +92,6 @@ class SshProvider:
         )
         self.stop_grace_s = stop_grace_s
         self.cost_per_hour = 0.0  # the spec's cost_per_hour: the user's own price for a host
-        # Probe answers per host, kept briefly: planning asks each host, and provisioning the
-        # chosen one a moment later need not ask again (one login and command fewer).
-        self._probed: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
     def for_spec(self, spec: JobSpec) -> Provider:
         configured = SshProvider(
@@ -151,7 +153,7 @@ class SshProvider:
                 root = self._probe(transport)["root"][0]
                 node = self._node(target, job_id, root, rank=rank, price=offer.price_per_hour)
                 # Made now, so that from here on the job's node exists (owned() finds it).
-                transport.run(["sh", "-c", 'umask 077; mkdir -p "$1"', "sh", node.workdir])
+                transport.make_dirs([node.workdir], private=True)
             except TransportError as exc:
                 raise ProvisioningError(f"{target.label}: {exc}") from exc
             finally:
@@ -252,12 +254,12 @@ class SshProvider:
     def _probe(self, transport: SSHTransport) -> dict[str, list[str]]:
         assert self.hosts is not None or transport is not None
         workdir = self.hosts.workdir if self.hosts else "~/.gpujobs"
-        key = f"{transport.target.label} {workdir}"
-        cached = self._probed.get(key)
+        key = f"{self.pins.path} {transport.target.label} {workdir}"
+        cached = _probed.get(key)
         if cached is not None and time.monotonic() - cached[0] < PROBE_CACHE_S:
             return cached[1]
         facts = self._ask(transport, workdir)
-        self._probed[key] = (time.monotonic(), facts)
+        _probed[key] = (time.monotonic(), facts)
         return facts
 
     def _ask(self, transport: SSHTransport, workdir: str) -> dict[str, list[str]]:

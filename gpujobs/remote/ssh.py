@@ -47,7 +47,7 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from gpujobs.remote import exec_files
+from gpujobs.remote import exec_files, ssh_pool
 from gpujobs.remote.ssh_config import (
     ResolvedHost,
     config_value,
@@ -55,9 +55,11 @@ from gpujobs.remote.ssh_config import (
     resolve,
     resolve_hop,
 )
-from gpujobs.remote.transport import DETACH, CommandResult, RemoteFile
+from gpujobs.remote.transport import DETACH, CommandResult, RemoteFile, file_kind
 
 T = TypeVar("T")
+# Up to this many folders, list_files walks the open SFTP session instead of running `find`.
+_SFTP_WALK_FOLDERS = 16
 
 # paramiko logs a dropped socket at ERROR from its own thread; the reconnect handles it, so
 # keep it off the user's terminal (`--debug` configures logging and shows it).
@@ -340,10 +342,16 @@ class SSHTransport:
             raise
 
     def list_files(self, remote_dir: str) -> list[RemoteFile]:
+        if self._has_sftp:
+            # The SFTP session is open already: a small tree (a job's checkpoints) costs a
+            # round trip per folder, where `find` costs the node a new session and shell.
+            small = self._retrying(lambda: self._walk(remote_dir, max_folders=_SFTP_WALK_FOLDERS))
+            if small is not None:
+                return small
         result = self.run(["sh", "-c", _LIST_SCRIPT, "sh", remote_dir], timeout=300, check=False)
         if not result.ok:
             # No GNU find (BSD, busybox): walk over SFTP instead, slower but everywhere.
-            return self._retrying(lambda: self._walk(remote_dir))
+            return self._retrying(lambda: self._walk(remote_dir)) or []
         fields = result.stdout.split("\0")
         found = [
             RemoteFile(
@@ -356,8 +364,32 @@ class SSHTransport:
         ]
         return sorted(found, key=lambda item: item.path)
 
+    def make_dirs(self, paths: Sequence[str], *, private: bool = False) -> None:
+        if self._sftp_available():
+            # A stat and a mkdir per missing folder on the open SFTP session: milliseconds,
+            # where a command costs the node a new session and shell.
+            mode = 0o700 if private else 0o777
+            for path in paths:
+                self._retrying(lambda path=path: self._make_dir_checked(path, mode))
+            return
+        umask = "umask 077; " if private else ""
+        self.run(["sh", "-c", f'{umask}mkdir -p "$@"', "sh", *paths])
+
+    def link(self, target: str, path: str) -> None:
+        if not self._sftp_available():
+            self.run(["ln", "-sfn", target, path])
+            return
+
+        def attempt() -> None:
+            sftp = self._sftp_client()
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(path)
+            sftp.symlink(target, path)
+
+        self._retrying(attempt)
+
     def close(self) -> None:
-        self._disconnect()
+        self._park()
         if self._rsync_config is not None:
             self._rsync_config.unlink(missing_ok=True)
             self._rsync_config = None
@@ -454,6 +486,11 @@ class SSHTransport:
 
     def _connect(self) -> paramiko.SSHClient:
         route = self.resolved()
+        if (link := ssh_pool.take(self._pool_key())) is not None:
+            self._client, self._bastions, self._sftp = link.client, link.bastions, link.sftp
+            self._has_sftp = link.has_sftp if self._has_sftp is None else self._has_sftp
+            self.connections += 1
+            return link.client
         try:
             client = self._open(route, depth=0)
         except BaseException:
@@ -609,6 +646,34 @@ class SSHTransport:
             f"was reinstalled, delete its line from {self.pins.path} (or ~/.ssh/known_hosts); "
             "otherwise someone may be intercepting the connection"
         )
+
+    def _pool_key(self) -> tuple[object, ...]:
+        """What a parked link must match to be taken: its route and the pins it passed."""
+        route = self.resolved()
+        return (
+            route.hostname,
+            route.port,
+            route.user or _local_user(),
+            tuple(route.identity_files),
+            route.identities_only,
+            route.proxy_command,
+            tuple(route.proxy_jump),
+            str(route.config_path),
+            str(self.pins.path),
+        )
+
+    def _park(self) -> None:
+        """Close, leaving the live link for the next transport to this host (ssh_pool)."""
+        client = self._client
+        if client is None or self._route is None:
+            self._disconnect()
+            return
+        link = ssh_pool.ParkedLink(
+            client, self._bastions, self._sftp, self._has_sftp, time.monotonic()
+        )
+        self._client, self._sftp, self._bastions = None, None, []
+        self._made_dirs.clear()
+        ssh_pool.park(self._pool_key(), link)
 
     def _disconnect(self) -> None:
         sftp, client = self._sftp, self._client
@@ -802,7 +867,21 @@ class SSHTransport:
             self._make_dirs(sftp, parent)
             return sftp.open(path, "r+b" if offset else "wb")
 
-    def _make_dirs(self, sftp: paramiko.SFTPClient, folder: str) -> None:
+    def _make_dir_checked(self, folder: str, mode: int) -> None:
+        sftp = self._sftp_client()
+        self._make_dirs(sftp, folder, mode=mode)
+        try:
+            if stat.S_ISDIR(sftp.stat(folder).st_mode or 0):
+                return
+        except OSError:
+            pass
+        self._made_dirs.discard(folder)
+        raise TransportError(
+            f"cannot make {folder} on {self.target.label}: check that its parent exists and "
+            "is writable by the login user"
+        )
+
+    def _make_dirs(self, sftp: paramiko.SFTPClient, folder: str, *, mode: int = 0o777) -> None:
         if not folder or folder in self._made_dirs:
             return
         missing: list[str] = []
@@ -816,14 +895,20 @@ class SSHTransport:
                 current = posixpath.dirname(current)
         for path in reversed(missing):
             with contextlib.suppress(OSError):
-                sftp.mkdir(path)
+                sftp.mkdir(path, mode)
         self._made_dirs.add(folder)
 
-    def _walk(self, remote_dir: str) -> list[RemoteFile]:
+    def _walk(self, remote_dir: str, *, max_folders: int | None = None) -> list[RemoteFile] | None:
+        """Every file below remote_dir over SFTP; None once more than `max_folders` folders
+        were read (a big tree: one `find` is then fewer round trips)."""
         sftp = self._sftp_client()
         found: list[RemoteFile] = []
         pending = [""]
+        folders = 0
         while pending:
+            folders += 1
+            if max_folders is not None and folders > max_folders:
+                return None
             relative = pending.pop()
             try:
                 entries = sftp.listdir_attr(posixpath.join(remote_dir, relative) or ".")
@@ -834,15 +919,16 @@ class SSHTransport:
                 mode = entry.st_mode or 0
                 if stat.S_ISDIR(mode):
                     pending.append(path)
-                elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                    found.append(
-                        RemoteFile(
-                            path=path,
-                            size=entry.st_size or 0,
-                            mtime=float(entry.st_mtime or 0),
-                            is_symlink=stat.S_ISLNK(mode),
-                        )
+                    continue
+                found.append(
+                    RemoteFile(
+                        path=path,
+                        size=entry.st_size or 0,
+                        mtime=float(entry.st_mtime or 0),
+                        is_symlink=stat.S_ISLNK(mode),
+                        kind=file_kind(mode),
                     )
+                )
         return sorted(found, key=lambda item: item.path)
 
 

@@ -112,6 +112,14 @@ class Transport(Protocol):
         """Every file below a folder (recursively), symlinks reported as such, not followed."""
         ...
 
+    def make_dirs(self, paths: Sequence[str], *, private: bool = False) -> None:
+        """`mkdir -p` each path; `private`: folders made are the user's only (0700)."""
+        ...
+
+    def link(self, target: str, path: str) -> None:
+        """Make `path` a symbolic link to `target` (replacing a link already there)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -184,16 +192,31 @@ class LocalTransport:
                         size=info.st_size,
                         mtime=info.st_mtime,
                         is_symlink=stat.S_ISLNK(info.st_mode),
-                        kind=_kind(info.st_mode),
+                        kind=file_kind(info.st_mode),
                     )
                 )
         return sorted(found, key=lambda item: item.path)
+
+    def make_dirs(self, paths: Sequence[str], *, private: bool = False) -> None:
+        for path in paths:
+            try:
+                Path(path).mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TransportError(f"cannot make {path}: {exc.strerror}") from None
+
+    def link(self, target: str, path: str) -> None:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.symlink(target, path)
+        except OSError as exc:
+            raise TransportError(f"cannot link {path} to {target}: {exc.strerror}") from None
 
     def close(self) -> None:
         return None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """find's %y letter for a file mode."""
     for test, letter in (
         (stat.S_ISREG, "f"),

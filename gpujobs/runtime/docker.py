@@ -19,7 +19,7 @@ from gpujobs.errors import ProvisioningError
 from gpujobs.remote.sync import push_dir
 from gpujobs.remote.transport import Transport
 from gpujobs.runtime.base import workload_flags
-from gpujobs.runtime.bundle import is_bundle_junk
+from gpujobs.runtime.bundle import bundle_digest, is_bundle_junk
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.runtime.registry import log_in, login_for
 from gpujobs.spec import JobSpec
@@ -78,11 +78,7 @@ def workload_image_tag(args: dict[str, str] | None = None) -> str:
     digest = hashlib.sha256(dockerfile())
     for name, value in sorted((args if args is not None else build_args()).items()):
         digest.update(f"\0{name}={value}".encode())
-    root = jobs_package_dir()
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_file() and not is_bundle_junk(relative):
-            digest.update(f"\0{relative}\0".encode() + path.read_bytes())
+    digest.update(f"\0bundle={bundle_digest()}".encode())
     return f"{IMAGE_REPOSITORY}:{__version__}-{digest.hexdigest()[:12]}"
 
 
@@ -131,18 +127,21 @@ class DockerRuntime:
         self.image = workload_image_tag(args)
         if transport.run(["docker", "image", "inspect", self.image], check=False).ok:
             return None
-        push_dir(transport, jobs_package_dir(), f"{layout.code}/jobs", skip=is_bundle_junk)
+        # A build context of its own: the job's code/jobs is a link to the host's shared
+        # bundle, and docker does not follow a link out of its context.
+        context = f"{layout.code}/image"
+        push_dir(transport, jobs_package_dir(), f"{context}/jobs", skip=is_bundle_junk)
         with tempfile.TemporaryDirectory(prefix="gpujobs-") as folder:
             local = Path(folder) / "Dockerfile"
             local.write_bytes(dockerfile())
-            transport.put(local, f"{layout.code}/Dockerfile")
+            transport.put(local, f"{context}/Dockerfile")
         flags = [
             word for name, value in args.items() for word in ("--build-arg", f"{name}={value}")
         ]
         if self.network:
             flags += ["--network", self.network]
         return ["docker", "build", "--label", "gpujobs-image=workloads", *flags,
-                "-f", f"{layout.code}/Dockerfile", "-t", self.image, layout.code]  # fmt: skip
+                "-f", f"{context}/Dockerfile", "-t", self.image, context]  # fmt: skip
 
     def environment_id(self) -> str:
         return f"docker:{self.image}"  # prepare() made it the spec's image, if it names one

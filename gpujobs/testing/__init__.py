@@ -188,6 +188,14 @@ class FaultyTransport:
         self._maybe_fail("list_files")
         return self.inner.list_files(remote_dir)
 
+    def make_dirs(self, paths: Sequence[str], *, private: bool = False) -> None:
+        self._maybe_fail("make_dirs")
+        self.inner.make_dirs(paths, private=private)
+
+    def link(self, target: str, path: str) -> None:
+        self._maybe_fail("link")
+        self.inner.link(target, path)
+
     def close(self) -> None:
         self.inner.close()
 

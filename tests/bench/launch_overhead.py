@@ -7,17 +7,21 @@ COLLECTING = the last pull, TEARING_DOWN). Target (issue 25): overhead <= 1.0 s.
     python tests/bench/launch_overhead.py [--runs 5]
 
 The first launch on a host makes the venv and sends the code; the later ones find them there
-(a ready host), and those are the figures reported. Compare, don't trust absolute numbers: the
-machine is shared.
+(a ready host), and those are the figures reported. Each measured launch starts as a new
+`gpujobs launch` process would: no parked connection (remote/ssh_pool.py) and no cached probe
+from the launch before it. A last row times the whole CLI (`gpujobs launch spec.yaml`, Python's
+start-up and imports included). Compare, don't trust absolute numbers: the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +82,25 @@ def plain_ssh(sshd: object, known_hosts: Path) -> float:
     return time.monotonic() - started
 
 
+def forget_this_process() -> None:
+    """What a new process would not have: parked SSH links and cached host probes."""
+    from gpujobs.providers import ssh as ssh_provider
+    from gpujobs.remote import ssh_pool
+
+    ssh_pool.close_all()
+    ssh_provider._probed.clear()
+
+
+def cli_launch(spec_file: Path) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "gpujobs", "launch", str(spec_file)],
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -104,8 +127,12 @@ def main() -> None:
         plain_ssh(sshd, folder / "plain_known_hosts")  # first contact, key recorded
         api.launch(spec, on_event=Timeline())  # the host gets its venv: now it is ready
         plains, firsts, totals, spans = [], [], [], []
+        spec_file = folder / "echo-hi.yaml"
+        spec_file.write_text(json.dumps(spec))  # YAML is a superset of JSON
+        clis, cli_plains = [], []
         for _ in range(options.runs):
             plains.append(plain_ssh(sshd, folder / "plain_known_hosts"))
+            forget_this_process()
             timeline = Timeline()
             job = api.launch(spec, on_event=timeline)
             total = time.monotonic() - timeline.start
@@ -113,6 +140,8 @@ def main() -> None:
             totals.append(total)
             firsts.append(timeline.first_log or total)
             spans.append(timeline.breakdown(total))
+            cli_plains.append(plain_ssh(sshd, folder / "plain_known_hosts"))
+            clis.append(cli_launch(spec_file))
 
     plain = statistics.median(plains)
     first, total = statistics.median(firsts), statistics.median(totals)
@@ -120,6 +149,11 @@ def main() -> None:
     print(f"plain `ssh host echo hi`         {plain:6.3f} s")
     print(f"gpujobs launch -> first log line {first:6.3f} s   overhead {first - plain:+.3f} s")
     print(f"gpujobs launch -> SUCCEEDED      {total:6.3f} s   overhead {total - plain:+.3f} s")
+    cli, cli_plain = statistics.median(clis), statistics.median(cli_plains)
+    print(
+        f"`gpujobs launch spec.yaml` (CLI)  {cli:6.3f} s   overhead {cli - cli_plain:+.3f} s "
+        f"(plain ssh {cli_plain:.3f} s; Python start-up and imports included)"
+    )
     print("where the time goes (median per state):")
     for name in spans[0]:
         values = [span.get(name, 0.0) for span in spans]
