@@ -1,3 +1,3 @@
-from gpujobs.cli.app import main
+from gpujobs.cli.entry import main
 
 main()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+from gpujobs.cli.entry import quick_status_options
 from gpujobs.state import Store
 from tests.conftest import gpujobs_cli
 
@@ -52,3 +55,40 @@ def test_plain_status_shows_a_bounded_list_of_driverless_jobs(tmp_path: Path) ->
     with sqlite3.connect(tmp_path / "home" / "state.db") as db:
         lost = db.execute("SELECT COUNT(*) FROM jobs WHERE driver_lost = 1").fetchone()[0]
     assert lost == len([job for job in shown if job["state"] == "RUNNING"])
+
+
+def test_quick_status_path_answers_as_the_full_cli_without_loading_typer(tmp_path: Path) -> None:
+    """`gpujobs status` in its plain forms skips the CLI framework (cli/entry.py); what it
+    prints is the full CLI's (`--debug` sends the same command through typer)."""
+    fill(tmp_path / "home", 30, 2)
+    for args in (["status"], ["status", "--json"], ["status", "--all", "--page=1", "--json"]):
+        quick, full = gpujobs_cli(*args), gpujobs_cli("--debug", *args)
+        assert quick.returncode == full.returncode == 0, (quick.stderr, full.stderr)
+        if "--json" in args:
+            assert json.loads(quick.stdout) == json.loads(full.stdout)
+        else:
+            assert quick.stdout.splitlines()[:3] == full.stdout.splitlines()[:3]
+        assert quick.stderr == full.stderr
+    probe = (
+        "import sys; sys.argv = ['gpujobs', 'status', '--json']\n"
+        "from gpujobs.cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('typer', 'pydantic', 'gpujobs.spec') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
+    unknown = gpujobs_cli("status", "--no-such-flag")
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr  # typer's own words
+    missing = gpujobs_cli("status", "no-such-job")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+
+
+def test_quick_status_options_take_only_the_plain_forms() -> None:
+    assert quick_status_options([]) == (None, False, False, 1)
+    assert quick_status_options(["abc", "--json"]) == ("abc", True, False, 1)
+    assert quick_status_options(["-a", "--page", "3"]) == (None, False, True, 3)
+    assert quick_status_options(["--all", "--page=2"]) == (None, False, True, 2)
+    for odd in (["--page"], ["--page", "0"], ["--page=x"], ["-h"], ["a", "b"], ["--help"]):
+        assert quick_status_options(odd) is None, odd

@@ -4,21 +4,26 @@ and the pictures beside it, read from runs/<job>/ without opening anything."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 SUMMARY_FILE = "summary.json"
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".mp4"})
 
 
-class Results(BaseModel):
+@dataclass(frozen=True)
+class Results:
+    # A dataclass, not a pydantic model: `gpujobs status` imports this module (its verdicts),
+    # and pydantic alone would double that command's start-up.
     job_id: str
     runs_dir: str
     summary: dict[str, Any] | None
     summary_path: str | None
     pictures: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def read_results(job_id: str, runs_dir: Path) -> Results:

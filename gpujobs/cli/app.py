@@ -8,9 +8,7 @@ it needs. Help is click's plain formatter (rich_markup_mode=None), which halves 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,11 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gpujobs import __version__
-from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError, redact
+from gpujobs.cli import output
+from gpujobs.errors import EXIT_JOB_FAILED, GpuJobsError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from gpujobs.api import CancelToken, Controller, DriverLock
     from gpujobs.spec import JobSpec
     from gpujobs.state import JobRecord
@@ -62,25 +59,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """The one error handler: a GpuJobsError is one line on stderr and its exit code."""
         try:
             yield
-        except GpuJobsError as exc:
-            if settings.debug:
-                raise
-            _error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
-        except sqlite3.DatabaseError as exc:  # the store: damaged, full, or held
-            if settings.debug:
-                raise
-            from gpujobs.api.maintenance import store_error_message
-
-            _error(store_error_message(exc))
-            raise typer.Exit(EXIT_JOB_FAILED) from None
         except Exception as exc:
             if settings.debug:
                 raise
-            _error(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)")
-            raise typer.Exit(EXIT_JOB_FAILED) from None
+            raise typer.Exit(output.report_failure(exc)) from None
 
     @app.callback()
     def root(
@@ -130,7 +114,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             if detach:
                 pid = controller.spawn_detached(record.id, spec, lock)
                 typer.echo(record.id)
-                _info(f"detached (driver pid {pid}); follow with: gpujobs logs -f {record.id}")
+                output.info(
+                    f"detached (driver pid {pid}); follow with: gpujobs logs -f {record.id}"
+                )
                 return
             final = _drive_in_foreground(controller, record.id, spec, lock)
             raise typer.Exit(_report(final))
@@ -162,31 +148,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
     ) -> None:
         """Show jobs (active ones and the most recent), or one job in detail."""
         with errors_to_exit():
-            from gpujobs.cli import jobs_view as render
+            from gpujobs.cli.status_command import show_status
 
-            controller = controller_factory()
-            if job is not None:
-                detail = controller.detail(job)
-                if as_json:
-                    _print_json(render.job_detail_json(detail))
-                else:
-                    _console(stdout=True).print(render.job_detail(detail))
-                return
-            views, total = controller.overview(show_all=show_all, page=page)
-            costs = controller.costs([view.record.id for view in views])
-            hint = render.more_jobs_hint(len(views), total, show_all=show_all, page=page)
-            if as_json:
-                _print_json([render.job_json(view, costs) for view in views])
-                if hint:
-                    _info(hint)  # stderr: the JSON stays one list
-            elif not views:
-                _info(hint or "no jobs yet: gpujobs launch templates/mnist-local.yaml")
-            else:
-                console = _console(stdout=True)
-                now = controller.clock.now()
-                table = render.status_table(views, total, costs, now, width=console.width)
-                table.caption = hint
-                console.print(table)
+            show_status(controller_factory(), job, as_json=as_json, show_all=show_all, page=page)
 
     @app.command()
     def logs(
@@ -208,7 +172,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                     out.write(chunk)
                     out.flush()
             if follow and controller.driver_lost(record.id):
-                _info(
+                output.info(
                     f"the driver of {record.id} is gone; `gpujobs attach {record.id}` follows "
                     f"it again to the end, `gpujobs down {record.id}` saves its checkpoint and "
                     "tears it down"
@@ -227,7 +191,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             record = controller_factory().find(job)
             found = read_results(record.id, Path(record.runs_dir))
             if as_json:
-                _print_json(results_view.results_json(found))
+                output.print_json(results_view.results_json(found))
             else:
                 typer.echo(results_view.results_text(found))
 
@@ -238,7 +202,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         with errors_to_exit():
             controller = controller_factory()
             record, what = controller.down(job)
-            _info(f"{record.id}: {record.state.value}: {what}")
+            output.info(f"{record.id}: {record.state.value}: {what}")
 
     @app.command()
     def attach(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:
@@ -249,7 +213,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.cli.sinks import ConsoleSink
 
             controller = controller_factory()
-            console = _console()
+            console = output.console()
             console.print(f"[bold]{job}[/]  (Ctrl-C cancels; the checkpoint still comes home)")
             cancel = CancelToken()
             _cancel_on_signals(cancel)
@@ -274,7 +238,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             offers, catalogs = controller.gpu_offers(providers=provider, gpu=gpu, region=region)
             if as_json:
                 ordered = clouds_view.offers_in_table_order(offers)
-                _print_json(
+                output.print_json(
                     {
                         "offers": [offer.model_dump(mode="json") for offer in ordered],
                         "catalogs": [info.__dict__ for info in catalogs],
@@ -282,7 +246,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 )
                 return
             rows = clouds_view.gpu_rows(offers)
-            _console(stdout=True).print(clouds_view.gpus_table(rows, catalogs))
+            output.console(stdout=True).print(clouds_view.gpus_table(rows, catalogs))
 
     @app.command()
     def plan(
@@ -309,15 +273,15 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 data = clouds_view.plan_json(result, hours)
                 if size is not None:
                     data["dataset"] = clouds_view.dataset_json(size, egress)
-                _print_json(data)
+                output.print_json(data)
                 return
-            console = _console(stdout=True)
+            console = output.console(stdout=True)
             for table in clouds_view.plan_tables(result, hours, limit=None if show_all else 10):
                 console.print(table)
             for line in clouds_view.dataset_lines(size, egress, spec.resources.disk_gb):
-                _info(line)
+                output.info(line)
             if not result.placements:
-                _error(f"no placement fits {spec_file}: {controller.refusal(spec, result)}")
+                output.error(f"no placement fits {spec_file}: {controller.refusal(spec, result)}")
                 raise typer.Exit(2)
 
     @app.command()
@@ -330,9 +294,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             found = controller_factory().check()
             if as_json:
-                _print_json([item.model_dump(mode="json") for item in found])
+                output.print_json([item.model_dump(mode="json") for item in found])
                 return
-            _console(stdout=True).print(clouds_view.check_table(found))
+            output.console(stdout=True).print(clouds_view.check_table(found))
 
     @app.command()
     def quota(
@@ -349,9 +313,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             report = controller_factory().quota(provider, gpu)
             if as_json:
-                _print_json(clouds_view.quota_json(report))
+                output.print_json(clouds_view.quota_json(report))
                 return
-            _console(stdout=True).print(clouds_view.quota_table(report))
+            output.console(stdout=True).print(clouds_view.quota_table(report))
 
     budget_app = typer.Typer(
         help="What was spent, per job, provider and month, and what your budgets leave.",
@@ -375,9 +339,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             report = controller_factory().budget_report(show_all=show_all)
             if as_json:
-                _print_json(budget_view.budget_json(report))
+                output.print_json(budget_view.budget_json(report))
                 return
-            _console(stdout=True).print(budget_view.budget_view(report))
+            output.console(stdout=True).print(budget_view.budget_view(report))
 
     @budget_app.command("set")
     def budget_set(
@@ -395,7 +359,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         with errors_to_exit():
             controller = controller_factory()
             controller.set_budget(amount, provider=provider, monthly=month)
-            _info(
+            output.info(
                 f"budget set: ${amount:,.2f} {'a month' if month else 'in all'} for "
                 f"{provider or 'all providers'}; `gpujobs budget` shows what is left"
             )
@@ -411,7 +375,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """Remove a budget."""
         with errors_to_exit():
             controller_factory().remove_budget(provider=provider, monthly=month)
-            _info("budget removed")
+            output.info("budget removed")
 
     image_app = typer.Typer(
         help="The workload image: build it here, push it to your registry.",
@@ -439,9 +403,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         machine's docker, tagged by its content as a node would tag it."""
         with errors_to_exit():
             built = controller_factory().build_image(base=base, wheels=wheels, tag=tag,
-                                                     on_line=_info)  # fmt: skip
+                                                     on_line=output.info)  # fmt: skip
             typer.echo(built)
-            _info(f"built {built}; `gpujobs image push REPO` puts it in your registry")
+            output.info(f"built {built}; `gpujobs image push REPO` puts it in your registry")
 
     @image_app.command("push")
     def image_push(
@@ -452,9 +416,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """Push the workload image built here to your registry (log in with `docker login`
         first); then name it as `image:` in your specs."""
         with errors_to_exit():
-            pushed = controller_factory().push_image(reference, on_line=_info)
+            pushed = controller_factory().push_image(reference, on_line=output.info)
             typer.echo(pushed)
-            _info(f"pushed; in a spec: image: {pushed}")
+            output.info(f"pushed; in a spec: image: {pushed}")
 
     @app.command()
     def ui(
@@ -473,8 +437,8 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 dashboard = Dashboard(controller_factory, port)
             except OSError as exc:
                 raise GpuJobsError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-            _info(f"gpujobs ui: {dashboard.url}")
-            _info("  127.0.0.1 only; the token in the URL is the key. Ctrl-C stops it.")
+            output.info(f"gpujobs ui: {dashboard.url}")
+            output.info("  127.0.0.1 only; the token in the URL is the key. Ctrl-C stops it.")
             if not no_open:
                 import webbrowser
 
@@ -493,7 +457,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
 
             report = run_doctor()
             if as_json:
-                _print_json(
+                output.print_json(
                     {
                         "store": str(report.path),
                         "healthy": report.healthy,
@@ -504,15 +468,15 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                     }
                 )
             elif report.healthy:
-                _info(f"{report.path}: ok")
+                output.info(f"{report.path}: ok")
             else:
                 kept = ", ".join(f"{count} {table}" for table, count in report.kept.items())
                 lost = sum(report.lost.values())
-                _info(f"{report.path} was damaged: {report.problem}")
-                _info(f"  the damaged file is kept as {report.moved_to}")
-                _info(f"  rebuilt with every row that could be read: {kept}")
+                output.info(f"{report.path} was damaged: {report.problem}")
+                output.info(f"  the damaged file is kept as {report.moved_to}")
+                output.info(f"  rebuilt with every row that could be read: {kept}")
                 if lost:
-                    _info(f"  {lost} unreadable range(s) of rows were left behind")
+                    output.info(f"  {lost} unreadable range(s) of rows were left behind")
 
     @app.command()
     def gc(
@@ -547,12 +511,12 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             controller = controller_factory()
             report = controller.gc_report()
             for line in gc_view.problem_lines(report):
-                _info(line)
+                output.info(line)
             if not as_json:
-                _console(stdout=True).print(gc_view.plan_view(report))
+                output.console(stdout=True).print(gc_view.plan_view(report))
             doomed = controller.gc_doomed(report, include_unknown=include_unknown)
             if len(doomed) < len(report.orphans):
-                _info(
+                output.info(
                     f"{len(report.orphans) - len(doomed)} resource(s) of jobs unknown here are "
                     "kept: --include-unknown deletes them too"
                 )
@@ -563,21 +527,21 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                         f"Delete these {len(doomed)} resource(s)?", default=False, err=True
                     )
                     if not delete:
-                        _info("nothing deleted")
+                        output.info("nothing deleted")
                 else:
-                    _info("run gpujobs gc --yes to delete them")
+                    output.info("run gpujobs gc --yes to delete them")
             results = controller.gc_sweep(doomed) if delete else []
             cache = controller.dataset_cache()
             pruned = controller.prune_dataset_cache(cache, days=cache_days) if yes else []
             if as_json:
                 data = gc_view.gc_json(report, results if yes else None)
                 data["dataset_cache"] = gc_view.cache_json(cache, pruned)
-                _print_json(data)
+                output.print_json(data)
             else:
                 for line in gc_view.sweep_lines(results):
-                    _info(line)
+                    output.info(line)
                 for line in gc_view.cache_lines(cache, pruned, cache_days):
-                    _info(line)
+                    output.info(line)
             if any(not result.deleted for result in results):
                 raise typer.Exit(EXIT_JOB_FAILED)
 
@@ -593,7 +557,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         """Print the JSON Schema of job specs (for editor autocompletion)."""
         from gpujobs.spec import json_schema
 
-        _print_json(json_schema())
+        output.print_json(json_schema())
 
     return app
 
@@ -610,7 +574,7 @@ def _drive_in_foreground(
     from gpujobs.api import CancelToken
     from gpujobs.cli.sinks import ConsoleSink
 
-    console = _console()
+    console = output.console()
     console.print(f"[bold]{job_id}[/]  (Ctrl-C cancels; the checkpoint still comes home)")
     cancel = CancelToken()
     _cancel_on_signals(cancel)
@@ -622,12 +586,12 @@ def _report(final: JobRecord) -> int:
     from gpujobs.state import JobState
 
     if final.state is JobState.SUCCEEDED:
-        _info(f"{final.id} succeeded; checkpoints in {final.runs_dir}")
+        output.info(f"{final.id} succeeded; checkpoints in {final.runs_dir}")
         return 0
     if final.state is JobState.CANCELLED:
-        _info(f"{final.id} cancelled; what was saved is in {final.runs_dir}")
+        output.info(f"{final.id} cancelled; what was saved is in {final.runs_dir}")
         return EXIT_CANCELLED
-    _error(f"{final.id} failed: {final.error or 'unknown error'}")
+    output.error(f"{final.id} failed: {final.error or 'unknown error'}")
     return EXIT_JOB_FAILED
 
 
@@ -644,25 +608,6 @@ def _cancel_on_signals(cancel: CancelToken) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, handle)
-
-
-def _console(*, stdout: bool = False) -> Console:
-    """Read commands print their answer on stdout; a launch draws its progress on stderr."""
-    from rich.console import Console
-
-    return Console(stderr=not stdout, highlight=False)
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _info(message: str) -> None:
-    sys.stderr.write(message + "\n")
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"error: {redact(message)}\n")
 
 
 def main() -> None:

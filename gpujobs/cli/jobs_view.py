@@ -9,8 +9,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from gpujobs.api import training_verdict
 from gpujobs.api.controller import JobDetail, JobView
+from gpujobs.api.results import training_verdict
 from gpujobs.state import EventRecord, JobRecord, JobState, LedgerEntry, NodeRecord
 
 STATE_STYLE = {

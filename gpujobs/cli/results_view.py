@@ -1,5 +1,5 @@
 """What `gpujobs results JOB` shows: the run summary and the paths of the pictures that came
-home (nothing is opened). --json gives the Results model as JSON."""
+home (nothing is opened). --json gives the Results record as JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 def results_json(results: Results) -> dict[str, Any]:
-    return results.model_dump()
+    return results.as_json()
 
 
 def results_text(results: Results) -> str:
