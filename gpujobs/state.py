@@ -454,6 +454,21 @@ class Store:
             ).fetchone()[0]
         )
 
+    def jobs_that_spent(self, *, limit: int | None = None) -> tuple[list[JobRecord], int]:
+        """The jobs with a ledger row (they had a node), newest first, at most `limit` of them
+        read; and how many there are."""
+        query = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN (SELECT job_id FROM ledger) "
+            "ORDER BY created_at DESC"
+        )
+        params: tuple[int, ...] = ()
+        if limit is not None:
+            query += " LIMIT ?"
+            params = (limit,)
+        records = [_job(row) for row in self._db.execute(query, params)]
+        count = self._db.execute("SELECT COUNT(DISTINCT job_id) FROM ledger").fetchone()[0]
+        return records, int(count)
+
     def count_jobs(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 

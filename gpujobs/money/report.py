@@ -7,11 +7,12 @@ prices were frozen when each node was provisioned.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 from gpujobs.money.budget import Standing, month_bounds, month_of, standings
-from gpujobs.state import JobState, LedgerEntry, Store
+from gpujobs.state import JobRecord, JobState, LedgerEntry, Store
 
 RECENT_JOBS = 20
 CHART_DAYS = 30
@@ -68,13 +69,13 @@ def budget_report(store: Store, now: float, *, show_all: bool = False) -> Budget
     for standing in standings(books, now):
         covered = [entry for entry in ledger if standing.covers(entry.provider)]
         limits.append(_limit_row(standing, covered, now))
-    jobs = _jobs(store, ledger, now)
-    shown = jobs if show_all else jobs[:RECENT_JOBS]
+    records, spending = store.jobs_that_spent(limit=None if show_all else RECENT_JOBS)
+    shown = _jobs(records, ledger, now)
     return BudgetReport(
         as_of=now,
         limits=limits,
         jobs=shown,
-        jobs_not_shown=len(jobs) - len(shown),
+        jobs_not_shown=spending - len(shown),
         spend=_by_month(ledger, now),
         daily=_daily(ledger, now),
         burn_per_hour=sum(entry.price_per_hour for entry in ledger if entry.live(now)),
@@ -93,12 +94,14 @@ def _limit_row(standing: Standing, covered: list[LedgerEntry], now: float) -> Li
     return LimitRow(standing, burn, runs_out)
 
 
-def _jobs(store: Store, ledger: list[LedgerEntry], now: float) -> list[JobSpend]:
+def _jobs(records: list[JobRecord], ledger: list[LedgerEntry], now: float) -> list[JobSpend]:
+    wanted = {record.id for record in records}
     entries: dict[str, list[LedgerEntry]] = {}
     for entry in ledger:
-        entries.setdefault(entry.job_id, []).append(entry)
+        if entry.job_id in wanted:
+            entries.setdefault(entry.job_id, []).append(entry)
     rows = []
-    for record in store.jobs():
+    for record in records:
         own = entries.get(record.id)
         if not own:
             continue  # it never got a node: it cost nothing
@@ -116,15 +119,16 @@ def _jobs(store: Store, ledger: list[LedgerEntry], now: float) -> list[JobSpend]
                 cap_hours=record.cap_hours,
             )
         )
-    return rows  # store.jobs() is newest first
+    return rows  # records are newest first
 
 
 def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
     spent: dict[tuple[str, str], float] = {}
+    bounds = functools.cache(month_bounds)  # a few months among many thousand nodes
     for entry in ledger:
         month = month_of(entry.started_at)
         while True:  # a node may run across the turn of a month
-            since, until = month_bounds(month)
+            since, until = bounds(month)
             key = (month, entry.provider)
             spent[key] = spent.get(key, 0.0) + entry.cost(now, since=since, until=until)
             if entry.end(now) <= until:
@@ -138,9 +142,19 @@ def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
 def _daily(ledger: list[LedgerEntry], now: float) -> list[tuple[str, float]]:
     day = 86400.0
     today = now - now % day
-    days = []
-    for back in range(CHART_DAYS - 1, -1, -1):
-        since = today - back * day
-        total = sum(entry.cost(now, since=since, until=since + day) for entry in ledger)
-        days.append((time.strftime("%Y-%m-%d", time.gmtime(since)), total))
-    return days
+    first = today - (CHART_DAYS - 1) * day
+    totals = [0.0] * CHART_DAYS
+    for entry in ledger:
+        end = entry.end(now)
+        if end <= first:
+            continue  # billed before the chart's days: with years of jobs, most of them
+        # Only the days this node was billed in (most nodes: one), not every day for each.
+        index = int((max(entry.started_at, first) - first) // day)
+        while index < CHART_DAYS and first + index * day < end:
+            since = first + index * day
+            totals[index] += entry.cost(now, since=since, until=since + day)
+            index += 1
+    return [
+        (time.strftime("%Y-%m-%d", time.gmtime(first + index * day)), total)
+        for index, total in enumerate(totals)
+    ]
