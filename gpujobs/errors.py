@@ -115,6 +115,17 @@ class LocalDiskFullError(GpuJobsError):
     """This machine's disk cannot hold what must come home: a local error, never a lost node."""
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write on this machine failed for want of room: the store's ("database or disk is
+    full") or a file's (ENOSPC, EDQUOT)."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError):
+        return "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class TransportTimeoutError(TransportError):
     pass
 

@@ -73,3 +73,44 @@ ssh:
     assert "they need 9.0 MB" in done.stderr, "says how much room the checkpoints need"
     [job] = json.loads(gpujobs_cli("status", "--json").stdout)
     assert job["restarts"] == 0
+
+
+def test_a_full_home_disk_mid_run_stops_the_job_cleanly(sshd: LoopbackSshd, tmp_path: Path) -> None:
+    """GPUJOBS_HOME's disk fills while the job runs (the store and the log cannot be written):
+    the driver stops the workload (no process left), removes the job's folder, says how much
+    room to free, and `status` works again once there is room."""
+    marker = f"gpujobs-home-full-{os.getpid()}"
+    with small_disk(tmp_path / "small-home", 6) as home:
+        filler = home / "filler"
+        spec = write_spec(
+            tmp_path,
+            f"""
+name: fills-home
+command: >-
+  echo started; sleep 1; head -c 7000000 /dev/zero > {filler};
+  for i in $(seq 200); do echo "line $i of a long log"; done;
+  exec -a {marker} sleep 120
+providers: [ssh]
+ssh:
+  hosts: ["{sshd.target}"]
+  identity_file: {sshd.client_key}
+  workdir: {tmp_path / "lab"}
+""",
+        )
+        env = {**os.environ, "GPUJOBS_HOME": str(home)}
+        started = time.monotonic()
+        done = gpujobs_cli("launch", str(spec), "--runs-dir", str(tmp_path / "runs"), env=env,
+                           timeout=150)  # fmt: skip
+        took = time.monotonic() - started
+        left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+        assert not left.strip(), f"the workload outlived its driver: pids {left.split()}"
+        assert took < 60, f"took {took:.0f}s: it waited for the workload instead of stopping it"
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr, done.stderr[-2000:]
+        said = " ".join(done.stderr.split())  # rich wraps long lines
+        assert f"failed: the disk of {home} is full" in said, said[-2000:]
+        assert "free at least 64 MB there" in said and "unknown error" not in said
+        assert not list((tmp_path / "lab" / "work").iterdir()), "the job's folder was removed"
+        filler.unlink()
+        after = gpujobs_cli("status", "--json", env=env)
+        assert after.returncode == 0, after.stderr

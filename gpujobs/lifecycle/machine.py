@@ -22,6 +22,8 @@ EventSink it reports to and the CancelToken that stops it).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import shutil
 import threading
@@ -40,6 +42,7 @@ from gpujobs.errors import (
     ProviderError,
     ProvisioningError,
     QuotaExceededError,
+    is_disk_full,
 )
 from gpujobs.group import NodeGroup
 from gpujobs.lifecycle.batch_job import BatchJob
@@ -69,6 +72,10 @@ from gpujobs.runtime.docker import REMOVE_CONTAINERS
 from gpujobs.runtime.node_layout import NodeLayout
 from gpujobs.spec import JobSpec
 from gpujobs.state import Billing, Books, JobRecord, JobState, Store
+
+# What a stopped job asks the user to free at home when its disk filled: the store's next
+# writes and the job's log, with room to spare.
+_HOME_ROOM_MB = 64
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,9 @@ class Lifecycle:
 
     def drive(self, job_id: str, spec: JobSpec, cancel: CancelToken) -> JobRecord:
         """Take a PENDING job to a final state; always tears down what it started."""
-        _Drive(self, job_id, spec, cancel).execute()
-        return self.store.job(job_id)
+        drive = _Drive(self, job_id, spec, cancel)
+        drive.execute()
+        return drive.outcome()
 
     def adopt(
         self, job_id: str, spec: JobSpec, nodes: list[Node], cancel: CancelToken
@@ -130,7 +138,7 @@ class Lifecycle:
         being set up is set up again on its nodes, one that never got a node is launched anew."""
         drive = _Drive(self, job_id, spec, cancel)
         drive.adopt(nodes)
-        return self.store.job(job_id)
+        return drive.outcome()
 
     def tear_down(self, nodes: list[Node], spec: JobSpec | None = None) -> str | None:
         """Terminate nodes, retrying transient provider errors. Returns an error, or None.
@@ -159,8 +167,15 @@ class Lifecycle:
             except Exception as exc:  # a provider's bug: the job still ends, with `down` to run
                 errors.append(f"{name}: internal error: {exc.__class__.__name__}: {exc}")
                 continue
-            for node in group:
-                self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
+            try:
+                for node in group:
+                    self.store.mark_node_terminated(node.job_id, node.node_id, now=self.clock.now())
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                # They are gone; only the record is missing, and the other providers' nodes
+                # must still go. `gpujobs down` records it once there is room.
+                self.sink.note(f"{name}: nodes terminated, but not recorded ({exc})")
         return "; ".join(errors) or None
 
     def _remove_containers(self, nodes: list[Node], spec: JobSpec) -> None:
@@ -213,6 +228,8 @@ class _Drive:
         self.runtimes: list[Runtime] = []  # one per node, in rank order
         self.group: NodeGroup | None = None  # set for a multi-process (torchrun) job
         self.offer: Offer | None = None  # the placement the nodes came from
+        # The final state and error, when the store could not take them (its disk is full).
+        self.unrecorded_end: tuple[JobState, str | None] | None = None
         config, clock = lifecycle.config, lifecycle.clock
         self.cap = CapWatch(
             job_id,
@@ -323,11 +340,18 @@ class _Drive:
         except GpuJobsError as exc:
             error = str(exc)
             self._collect_quietly()
-        except Exception as exc:  # a bug: still tear down, then let the CLI show it
-            error = f"internal error: {exc.__class__.__name__}: {exc}"
-            unexpected = exc
+        except Exception as exc:
+            if is_disk_full(exc):
+                # GPUJOBS_HOME's disk filled: nothing can be recorded, so nothing may run on
+                # unwatched. The workload saves its checkpoint, what fits comes home, and the
+                # nodes go as after any failure.
+                error = self._home_full_message(exc)
+                self._stop_unrecorded(error)
+            else:  # a bug: still tear down, then let the CLI show it
+                error = f"internal error: {exc.__class__.__name__}: {exc}"
+                unexpected = exc
             self._collect_quietly()
-        self.lc.transition(self.job_id, JobState.TEARING_DOWN)
+        self._record(JobState.TEARING_DOWN)
         self.sessions.close()
         teardown_error = self.lc.tear_down(self.nodes, self.spec)
         if not teardown_error:
@@ -342,10 +366,64 @@ class _Drive:
                 )
                 if part
             )
-        self.lc.store.set_outcome(self.job_id, exit_code=exit_code, error=error)
-        self.lc.transition(self.job_id, final, error or "")
+        try:
+            self.lc.store.set_outcome(self.job_id, exit_code=exit_code, error=error)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+        self._record(final, error or "")
         if unexpected is not None:
             raise unexpected
+
+    def outcome(self) -> JobRecord:
+        """The job as it ended: the store's record, with the end this driver could not record
+        there (a full disk at home) put in."""
+        record = self.lc.store.job(self.job_id)
+        if self.unrecorded_end is not None and not record.state.is_terminal:
+            state, error = self.unrecorded_end
+            record = dataclasses.replace(record, state=state, error=error)
+        return record
+
+    def _record(self, state: JobState, message: str = "") -> None:
+        """A transition that a full disk at home must not stop: teardown still runs, and the
+        sink still tells the user (the store then says RUNNING until `gpujobs down`)."""
+        try:
+            self.lc.transition(self.job_id, state, message)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.lc.sink.state(self.job_id, state, message)
+            if state.is_terminal:
+                self.unrecorded_end = (state, message or None)
+
+    def _home_full_message(self, exc: BaseException) -> str:
+        home = self.lc.store.path.parent
+        try:
+            free = shutil.disk_usage(home).free
+        except OSError:
+            free = 0
+        return (
+            f"the disk of {home} is full ({free / 1e6:.1f} MB free; {exc}): gpujobs could not "
+            f"record the job, so it stopped it; free at least {_HOME_ROOM_MB} MB there (the "
+            "store and the job's log), then run `gpujobs status`"
+        )
+
+    def _stop_unrecorded(self, reason: str) -> None:
+        """TERM every node's workload and wait for it to save and exit, writing nothing here
+        (its last lines stay in the node's log, which comes home with the checkpoints)."""
+        if not self.sessions.started:
+            return
+        clock, config = self.lc.clock, self.lc.config
+        self.lc.sink.note(f"stopping the workload: {reason}")
+        try:
+            for session in self.sessions.all():
+                session.request_stop()
+            deadline = clock.monotonic() + config.stop_grace_s
+            head = self.sessions.head
+            while head.exit_code() is None and clock.monotonic() < deadline:
+                clock.sleep(config.poll_interval_s)
+        except Exception as exc:  # teardown still kills it
+            self.lc.sink.note(f"could not stop the workload gracefully: {exc}")
 
     # -- steps ------------------------------------------------------------------------------
     def _run(self, *, follow: bool) -> int:
@@ -663,7 +741,7 @@ class _Drive:
 
     def _collect(self) -> None:
         # No cancel check here: collecting is what a cancel still owes the user.
-        self.lc.transition(self.job_id, JobState.COLLECTING)
+        self._record(JobState.COLLECTING)
         self.sessions.forward_log()
         self.sessions.flush_log()
         self._pull()
@@ -680,7 +758,8 @@ class _Drive:
         try:
             self._collect()
         except Exception as exc:
-            self._note(f"could not bring the checkpoints home: {exc}")
+            with contextlib.suppress(Exception):  # the store itself may be what failed
+                self._note(f"could not bring the checkpoints home: {exc}")
 
     # -- helpers ----------------------------------------------------------------------------
     def _connect(self, node: Node) -> Transport:
