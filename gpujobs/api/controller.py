@@ -117,12 +117,15 @@ class Controller:
         """The providers, with those that take settings from a spec (ssh hosts) given it."""
         if spec is None:
             return self.providers
+        from gpujobs.providers import LazyProviders
         from gpujobs.providers.base import SpecConfigured
 
-        return {
-            name: provider.for_spec(spec) if isinstance(provider, SpecConfigured) else provider
-            for name, provider in self.providers.items()
-        }
+        def configured(provider: Provider) -> Provider:
+            return provider.for_spec(spec) if isinstance(provider, SpecConfigured) else provider
+
+        if isinstance(self.providers, LazyProviders):
+            return self.providers.adapted(configured)  # only the providers asked for are made
+        return {name: configured(provider) for name, provider in self.providers.items()}
 
     def lifecycle(self, sink: EventSink | None = None, spec: JobSpec | None = None) -> Lifecycle:
         from gpujobs.lifecycle.machine import Lifecycle
