@@ -123,6 +123,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
+            _warn_notes(spec)
             controller = controller_factory()
             spec = controller.with_session_token(spec)
             controller.preflight(spec, source=str(spec_file))
@@ -299,6 +300,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
+            notes = _warn_notes(spec)
             controller = controller_factory()
             result = controller.plan(spec)
             hours = spec.budget.max_hours
@@ -309,6 +311,8 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 data = clouds_view.plan_json(result, hours)
                 if size is not None:
                     data["dataset"] = clouds_view.dataset_json(size, egress)
+                if notes:
+                    data["warnings"] = notes
                 _print_json(data)
                 return
             console = _console(stdout=True)
@@ -655,6 +659,16 @@ def _console(*, stdout: bool = False) -> Console:
 
 def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _warn_notes(spec: JobSpec) -> list[str]:
+    """The workload's advice on the spec's args (transfer without weights trains from
+    scratch), one `warning:` line each on stderr, before anything is provisioned; returned
+    for --json."""
+    notes = spec.workload_notes()
+    for note in notes:
+        sys.stderr.write(f"warning: {note}\n")
+    return notes
 
 
 def _info(message: str) -> None:
