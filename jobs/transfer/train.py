@@ -19,6 +19,7 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
     restore_training_state,
+    save_weights,
 )
 from jobs.common.confusion import ConfusionCounter, padded_names, read_class_report
 from jobs.common.device import AmpSettings, describe
@@ -198,11 +199,12 @@ def _run(
     model = group.wrap(net)
     schedule = SaveSchedule(args.checkpoint_every_minutes)
     saved_step = pos.step if last_path is not None else None
+    weights_step: int | None = None  # the step model_weights.pt was last written at
 
     def save(weights: bool = True) -> Path | None:
         """A checkpoint; with `weights`, model_weights.pt too (every save but the timed ones,
         which are for resuming only)."""
-        nonlocal saved_step
+        nonlocal saved_step, weights_step
         path = save_on_main(
             group,
             args,
@@ -224,12 +226,15 @@ def _run(
             weights=net if weights else None,
         )
         saved_step = pos.step
+        weights_step = pos.step if weights else weights_step
         return path
 
     def stopped() -> int:
         # saved_step is the same on every rank (last_path is None except on rank 0), so all
         # ranks agree on whether to save, which is a collective.
         path = last_path if saved_step == pos.step else save()
+        if group.is_main and weights_step != pos.step:  # that step's save was a timed one
+            save_weights(args.out, net)
         if group.is_main:
             print(
                 f"stopped by {stop.reason} at epoch {pos.epoch + 1}, step {pos.step} ({stage} "
