@@ -28,7 +28,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from gpujobs.dev_spec import DevSession, dev_command
 from gpujobs.errors import SpecError, register_secrets
 from gpujobs.spec_slurm import SlurmSettings
-from gpujobs.workload_args import WorkloadArgError, args_json_schema, check_args, flag_text
+from gpujobs.workload_args import (
+    WorkloadArgError,
+    args_json_schema,
+    check_args,
+    flag_text,
+    workload_notes,
+)
 from gpujobs.workloads import bundled_workloads
 
 # Each provider issue widens this list as the provider lands, so editors only offer what works.
@@ -525,6 +531,11 @@ class JobSpec(_Strict):
         if self.command is not None and self.args:
             raise ValueError("`args` goes with `workload:`; put flags in `command:` itself")
         return self
+
+    def workload_notes(self) -> list[str]:
+        """The bundled workload's advice on these args, for launch and plan to print before
+        anything is provisioned (e.g. transfer without weights trains from scratch)."""
+        return workload_notes(self.workload, self.args) if self.workload is not None else []
 
     def workload_flags(self, node_paths: Mapping[str, str] | None = None) -> list[str]:
         """`args` as command-line flags: {epochs: 3, amp: true} -> --epochs 3 --amp; a list

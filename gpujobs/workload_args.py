@@ -5,6 +5,9 @@ Each workload's parser (`jobs.<name>.cli.build_parser`) is described by
 `jobs.common.cli.describe_parser`, and every value goes through its option's argparse `type`,
 so the workload's own rules (positive_int, fraction, ...) apply before anything is started.
 
+A workload may also have advice for a spec's args (`plan_notes`, e.g. transfer without weights
+trains from scratch): `workload_notes` collects it, and launch and plan print it as warnings.
+
 How a value becomes the flag's text (`flag_text`), the one rule for spec.workload_flags too:
 true passes a switch, false leaves it out; a list is joined with commas, which only flags whose
 `type` reads a comma list accept (`jobs.common.cli.comma_list`, e.g. mnist_cnn's
@@ -22,6 +25,7 @@ import re
 import reprlib
 from collections.abc import Collection, Iterable, Mapping
 from functools import cache
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from gpujobs.errors import BadInputError
@@ -59,19 +63,24 @@ class WorkloadArgError(BadInputError):
         self.problem = problem
 
 
-@cache
-def workload_arguments(workload: str) -> dict[str, ArgInfo] | None:
-    """The options of bundled workload `workload` by spec key (image_size), from its
-    `jobs.<workload>.cli.build_parser()`; None for a workload without one (a folder someone
-    added to jobs/), whose args then go unchecked. Importing a cli module is cheap: they
-    import torch only when they run."""
+def _cli_module(workload: str) -> ModuleType | None:
+    """`jobs.<workload>.cli`, or None for a workload without one. Importing a cli module is
+    cheap: they import torch only when they run."""
     module_name = f"jobs.{workload}.cli"
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name in (module_name, f"jobs.{workload}"):
             return None
         raise
+
+
+@cache
+def workload_arguments(workload: str) -> dict[str, ArgInfo] | None:
+    """The options of bundled workload `workload` by spec key (image_size), from its
+    `jobs.<workload>.cli.build_parser()`; None for a workload without one (a folder someone
+    added to jobs/), whose args then go unchecked."""
+    module = _cli_module(workload)
     build_parser = getattr(module, "build_parser", None)
     if build_parser is None:
         return None
@@ -105,6 +114,16 @@ def check_args(
         problem = _problem(info, value)
         if problem is not None:
             raise WorkloadArgError(key, _cut(problem))
+
+
+def workload_notes(workload: str, args: Mapping[str, object]) -> list[str]:
+    """What the workload wants a person told before anything is rented for these args, from
+    its `jobs.<workload>.cli.plan_notes(args)` (keys as spec keys, image_size): advice, not
+    errors (e.g. transfer without weights trains from scratch). Empty where it has none."""
+    plan_notes = getattr(_cli_module(workload), "plan_notes", None)
+    if plan_notes is None:
+        return []
+    return [str(note) for note in plan_notes({k.replace("-", "_"): v for k, v in args.items()})]
 
 
 def flag_text(value: object) -> str:

@@ -78,3 +78,13 @@ def test_plan_and_budget_answer_with_typed_values(tmp_path: Path) -> None:
     assert plan.placements and plan.placements[0].offer.provider == "local"
     report = gpujobs.budget()
     assert report.limits == [] and report.total == 0.0
+
+
+def test_transfer_without_weights_is_a_warning_not_a_print(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = {"name": "t", "workload": "transfer", "args": {"arch": "resnet18", "synthetic": 30}}
+    with pytest.warns(UserWarning, match="trains from scratch, not transfer learning"):
+        plan = gpujobs.plan(spec)
+    assert plan.placements
+    assert capsys.readouterr() == ("", ""), "the API prints nothing"

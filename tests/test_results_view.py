@@ -59,6 +59,18 @@ def test_results_prints_the_verdict_and_picture_paths(
     assert data["summary_path"] == str(runs / "out" / "summary.json")
 
 
+def test_results_lists_per_class_accuracy_lowest_first(
+    home: HomeLayout, store: Store, tmp_path: Path
+) -> None:
+    runs = _job(store, tmp_path)
+    per_class = {"per_class_accuracy": {"cats": 0.9, "dogs": 0.25, "birds": None}}
+    (runs / "out" / "summary.json").write_text(json.dumps({**SUMMARY, **per_class}))
+    app = create_app(lambda: Controller(home, store, lambda: {}))
+    done = CliRunner().invoke(app, ["results", "covers"])
+    assert done.exit_code == 0, done.output
+    assert "per-class accuracy, lowest first: dogs 25.0%, cats 90.0%\n" in done.output
+
+
 def test_results_before_training_ended_says_so(
     home: HomeLayout, store: Store, tmp_path: Path
 ) -> None:

@@ -236,3 +236,55 @@ def test_the_schema_offers_each_workload_s_args_to_editors(tmp_path: Path) -> No
         assert not list(validator.iter_errors(document)), template.name
     assert list(validator.iter_errors({"name": "a", "workload": "dcgan", "args": {"imagesiz": 1}}))
     assert not list(validator.iter_errors({"name": "a", "workload": "dcgan", "args": {"nz": 1}}))
+
+
+# -- advice at plan time: a workload's plan_notes ------------------------------------------------
+
+NO_WEIGHTS = """\
+name: scratch
+workload: transfer
+args: {synthetic: 30, arch: resnet18, image_size: 32, epochs: 1, batch_size: 16, threads: 1}
+providers: [local]
+budget: {max_hours: 1}
+"""
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_plan_warns_once_that_transfer_without_weights_trains_from_scratch(
+    tmp_path: Path,
+) -> None:
+    spec = write_spec(tmp_path, NO_WEIGHTS)
+    done = gpujobs_cli("plan", str(spec))
+    assert done.returncode == 0, done.stderr
+    [warning] = warnings_in(done.stderr)
+    assert "the resnet18 backbone starts from random init" in warning
+    assert "trains from scratch, not transfer learning" in warning
+    assert "`files: {/files/resnet18.pth: ./weights/resnet18.pth}`" in warning
+    as_json = gpujobs_cli("plan", str(spec), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["warnings"] == [warning.removeprefix("warning: ")]
+    assert json.loads(gpujobs_cli("status", "--json").stdout) == [], "nothing was started"
+
+
+def test_launch_warns_before_anything_is_provisioned_and_still_succeeds(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, NO_WEIGHTS)
+    done = gpujobs_cli("launch", str(spec), "--runs-dir", str(tmp_path / "runs"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [warning] = warnings_in(done.stderr)
+    lines = done.stderr.splitlines()
+    assert lines.index(warning) < next(i for i, line in enumerate(lines) if "PROVISIONING" in line)
+    assert "trains from scratch" in warning
+
+
+def test_weights_given_or_another_workload_means_no_warning(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet18.pth").write_bytes(b"not read at plan time")
+    files = "files: {/files/resnet18.pth: ./weights/resnet18.pth}\n"
+    with_weights = NO_WEIGHTS.replace("args: {", files + "args: {weights: /files/resnet18.pth, ")
+    for text in (with_weights, "name: m\nworkload: mnist_cnn\nargs: {synthetic: 100}\n"):
+        done = gpujobs_cli("plan", str(write_spec(tmp_path, text)))
+        assert done.returncode == 0, done.stderr
+        assert warnings_in(done.stderr) == []

@@ -284,7 +284,9 @@ def test_transfer_loads_weights_sent_as_files_and_keeps_its_frozen_backbone(
     done = gpujobs_cli("launch", str(spec), timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resnet18 (weights resnet18.pth (120 tensors))" in done.stdout, "by its node path"
+    assert "warning:" not in done.stderr, "weights were given: nothing to warn about"
     runs = Path(last_job()["runs_dir"])
+    assert (runs / "model_weights.pt").is_file() and (runs / "confusion_matrix.png").is_file()
     first = sorted(runs.glob("ckpt-*.pt"))[0]  # the end of the frozen stage
     model = torch.load(first, map_location="cpu", weights_only=False)["models"]["model"]
     file = torch.load(weights, weights_only=True)

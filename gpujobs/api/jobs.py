@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ def launch(
     """
     controller = controller or default_controller()
     parsed, spec_path = _load(spec)
+    _warn_notes(parsed)
     controller.preflight(parsed, source=str(spec_path or "the spec"))
     record, lock = controller.submit(parsed, spec_path, Path(runs_dir), resume_from=resume_from)
     if detach:
@@ -185,6 +187,7 @@ def plan(
     dropped. Starts nothing."""
     controller = controller or default_controller()
     parsed, _path = _load(spec)
+    _warn_notes(parsed)
     return controller.plan(parsed)
 
 
@@ -211,6 +214,13 @@ def _load(
         path = Path(spec)
         return load_spec(path), path
     raise GpuJobsError(f"launch: give a spec file's path, a mapping or a JobSpec, not {spec!r}")
+
+
+def _warn_notes(spec: JobSpec) -> None:
+    """The workload's advice on the args (transfer without weights trains from scratch) as a
+    UserWarning, which a notebook shows once, rather than a print."""
+    for note in spec.workload_notes():
+        warnings.warn(note, UserWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

@@ -107,6 +107,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
+            _warn_notes(spec)
             controller = controller_factory()
             spec = controller.with_session_token(spec)
             controller.preflight(spec, source=str(spec_file))
@@ -263,6 +264,7 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
+            notes = _warn_notes(spec)
             controller = controller_factory()
             result = controller.plan(spec)
             hours = spec.budget.max_hours
@@ -273,6 +275,8 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
                 data = clouds_view.plan_json(result, hours)
                 if size is not None:
                     data["dataset"] = clouds_view.dataset_json(size, egress)
+                if notes:
+                    data["warnings"] = notes
                 output.print_json(data)
                 return
             console = output.console(stdout=True)
@@ -608,6 +612,16 @@ def _cancel_on_signals(cancel: CancelToken) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, handle)
+
+
+def _warn_notes(spec: JobSpec) -> list[str]:
+    """The workload's advice on the spec's args (transfer without weights trains from
+    scratch), one `warning:` line each on stderr, before anything is provisioned; returned
+    for --json."""
+    notes = spec.workload_notes()
+    for note in notes:
+        sys.stderr.write(f"warning: {note}\n")
+    return notes
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Atomic checkpoints named ``ckpt-{step:08d}.pt``, newest-K retention, and the capture /
-restore of a complete training state (models, optimizers, schedulers, scaler, RNGs, position).
+restore of a complete training state (models, optimizers, schedulers, scaler, RNGs, position);
+beside them ``model_weights.pt``, the model's state_dict alone, for inference.
 
 Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
@@ -27,6 +28,9 @@ CHECKPOINT_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
 _TEMP_PREFIX = ".ckpt-"
 _TEMP_SUFFIX = ".tmp"
 FORMAT_VERSION = 1
+# The model's weights alone: a fraction of a full checkpoint's size (Adam keeps two tensors per
+# parameter), for predicting or for loading into another program: model.load_state_dict(...).
+WEIGHTS_FILE = "model_weights.pt"
 
 
 def checkpoint_path(out_dir: Path, step: int) -> Path:
@@ -56,12 +60,24 @@ def save_checkpoint(out_dir: Path, step: int, state: Mapping[str, Any], keep: in
     A crash or preemption mid-write leaves the previous checkpoints intact; the rename is
     atomic because the temp file is on the same filesystem as the target.
     """
+    target = _save_atomically(dict(state), checkpoint_path(out_dir, step))
+    prune_checkpoints(out_dir, keep)
+    return target
+
+
+def save_weights(out_dir: Path, model: torch.nn.Module) -> Path:
+    """model_weights.pt: `model`'s state_dict and nothing else (no optimizer, RNG or position,
+    so it cannot resume a run), replaced atomically at each save that writes it."""
+    return _save_atomically(model.state_dict(), out_dir / WEIGHTS_FILE)
+
+
+def _save_atomically(payload: Any, target: Path) -> Path:
+    out_dir = target.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = checkpoint_path(out_dir, step)
     fd, temp_name = tempfile.mkstemp(dir=out_dir, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
+            torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, target)
@@ -70,7 +86,6 @@ def save_checkpoint(out_dir: Path, step: int, state: Mapping[str, Any], keep: in
             os.unlink(temp_name)
         raise
     _fsync_dir(out_dir)
-    prune_checkpoints(out_dir, keep)
     return target
 
 

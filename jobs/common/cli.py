@@ -44,6 +44,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A float strictly between 0 and 1, e.g. a validation split."""
     value = _float(text)

@@ -1,24 +1,37 @@
 """The end of a classifier's epoch, shared by mnist_cnn, text_classifier and transfer: the
-group's training sums, rank 0's validation handed to every rank, the two metrics rows and the
-line a person reads. Each workload keeps its own validation and its own extras (transfer's stage)
-and calls these in the same order, so a single process and a torchrun group log alike."""
+group's training sums, rank 0's validation handed to every rank, the two metrics rows, the line
+a person reads, and the pictures and per-class files a person looks at. Each workload keeps its
+own validation and its own extras (transfer's stage) and calls these in the same order, so a
+single process and a torchrun group log alike."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from jobs.common.confusion import ClassReport, Matrix, write_class_report
+from jobs.common.confusion_plot import write_confusion_png
 from jobs.common.distributed import Group
-from jobs.common.metrics import MetricsWriter
+from jobs.common.metrics import MetricsWriter, read_metrics
+from jobs.common.plots import classifier_charts
 from jobs.common.progress import Position, Totals, current_lr, global_totals
 
-# (mean loss, accuracy, samples/s) over the validation split
-Validation = tuple[float, float, float]
+
+@dataclass(frozen=True)
+class Validation:
+    """One pass over the validation split."""
+
+    loss: float  # mean
+    accuracy: float
+    rate: float  # samples/s
+    confusion: Matrix  # [true class][predicted class] -> count
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class EpochEnd:
     val_accuracy: float
     val_rate: float
     seconds: float
+    confusion: Matrix
 
     @property
     def last_val(self) -> dict[str, float]:
@@ -51,15 +65,16 @@ def finish_epoch(
     (seen,) = group.sum_ints(seen_here)
     train_rate = seen / max(time.perf_counter() - started, 1e-9)
     train = global_totals(group, totals)
-    val_loss, val_accuracy, val_rate = group.from_main(validate)
+    val = group.from_main(validate)
     return EpochEnd(
         train.mean_loss(),
         train.accuracy(),
         train_rate,
-        val_loss,
-        val_accuracy,
-        val_rate,
+        val.loss,
+        val.accuracy,
+        val.rate,
         time.perf_counter() - started,
+        val.confusion,
     )
 
 
@@ -98,3 +113,19 @@ def log_epoch(
         f"{end.train_rate:{rate_format}} samples/s, {end.seconds:.1f} s",
         flush=True,
     )
+
+
+def publish_epoch(
+    out: Path, pos: Position, end: EpochEnd, class_names: Sequence[str]
+) -> ClassReport:
+    """What a person opens after an epoch (rank 0, after log_epoch): loss.png, accuracy.png
+    and lr.png from metrics.jsonl, and this epoch's confusion_matrix.png, per_class.json and
+    per_class.csv, each replacing the previous epoch's."""
+    report = ClassReport(pos.epoch + 1, pos.step, list(class_names), end.confusion)
+    write_class_report(out, report)
+    try:
+        classifier_charts(read_metrics(out), out)
+        write_confusion_png(out, report)
+    except Exception as exc:  # a picture is worth a warning, not the hours of a run
+        print(f"warning: could not draw the epoch's pictures: {exc!r}", file=sys.stderr, flush=True)
+    return report

@@ -23,6 +23,7 @@ from jobs.common.checkpoint import (
     load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
+    save_weights,
 )
 from jobs.common.device import AmpSettings, amp_settings, select_device
 from jobs.common.distributed import Group, saved_world_size, state_digest
@@ -327,14 +328,21 @@ def classification_step(
     amp: AmpSettings,
     x: torch.Tensor,
     y: torch.Tensor,
+    clip_norm: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One cross-entropy step; returns the loss and the count of correct predictions as device
-    tensors (no sync), for Totals."""
+    tensors (no sync), for Totals. `clip_norm`: scale the gradients of the parameters the
+    optimizer trains down to this total norm first (one spike then cannot wreck the weights)."""
     with amp.autocast():
         logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if clip_norm is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+        trained = [p for group in optimizer.param_groups for p in group["params"]]
+        # The norm stays on the device: no sync.
+        torch.nn.utils.clip_grad_norm_(trained, clip_norm, foreach=True)
     scaler.step(optimizer)
     scaler.update()
     return loss, (logits.argmax(1) == y).sum()
@@ -357,9 +365,11 @@ def save_progress(
     scaler: torch.amp.GradScaler,
     schedulers: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    weights: torch.nn.Module | None = None,
 ) -> Path:
     """Checkpoint the run where it stands (mid-epoch too: the batch and the partial sums travel
-    with it, so a resume is exact), keep the newest --keep, and restart the timed schedule."""
+    with it, so a resume is exact), keep the newest --keep, and restart the timed schedule.
+    With `weights`, that model's state_dict alone is also written as model_weights.pt."""
     state = capture_training_state(
         models=models,
         optimizers=optimizers,
@@ -371,6 +381,8 @@ def save_progress(
         extra={"batch_in_epoch": pos.batch, "epoch_totals": totals.to_plain(), **(extra or {})},
     )
     path = save_checkpoint(args.out, pos.step, state, keep=args.keep)
+    if weights is not None:
+        save_weights(args.out, weights)
     schedule.mark_saved()
     return path
 
@@ -387,6 +399,7 @@ def save_on_main(
     scaler: torch.amp.GradScaler,
     schedulers: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    weights: torch.nn.Module | None = None,
 ) -> Path | None:
     """save_progress for a group: every rank calls it at the same step (the partial totals are
     summed over the group and every rank's RNG state gathered), rank 0 writes, and every rank
@@ -409,4 +422,5 @@ def save_on_main(
         scaler=scaler,
         schedulers=schedulers,
         extra={**(extra or {}), **group_extra},
+        weights=weights,
     )

@@ -8,7 +8,10 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.common.confusion import ClassReport
 
 SUMMARY_FILE = "summary.json"
 # A loss this many times its first finite value has diverged, even if it is still finite.
@@ -17,6 +20,9 @@ DIVERGED_FACTOR = 100.0
 D_LOSS_COLLAPSED = 0.05
 # A classifier must beat chance by this margin (absolute accuracy) to count as having learnt.
 CHANCE_MARGIN = 0.02
+# Up to this many classes the printed summary lists every class; past it, the worst few.
+LISTED_CLASSES = 20
+WORST_LISTED = 10
 
 
 def _finite(value: Any) -> float | None:
@@ -49,9 +55,14 @@ def _loss_verdict(rows: Sequence[dict[str, Any]], field: str) -> str | None:
 
 
 def classifier_summary(
-    rows: Sequence[dict[str, Any]], *, workload: str, num_classes: int
+    rows: Sequence[dict[str, Any]],
+    *,
+    workload: str,
+    num_classes: int,
+    per_class: ClassReport | None = None,
 ) -> dict[str, Any]:
-    """From metrics rows (split "train"/"val"); the verdict names the first failure found."""
+    """From metrics rows (split "train"/"val") and the last epoch's per-class report; the
+    verdict names the first failure found."""
     val = [row for row in rows if row.get("split") == "val"]
     train = [row for row in rows if row.get("split") == "train"]
     judged = val or train
@@ -74,8 +85,43 @@ def classifier_summary(
         else None,
         "best_accuracy": _best(judged, "accuracy", highest=True),
         "best_loss": _best(judged, "loss", highest=False),
+        **_per_class_fields(per_class),
         "verdict": verdict,
     }
+
+
+def _per_class_fields(report: ClassReport | None) -> dict[str, Any]:
+    """Validation accuracy and sample count per class name, in class-id order."""
+    if report is None:
+        return {}
+    classes = report.classes
+    return {
+        "per_class_epoch": report.epoch,
+        "per_class_accuracy": {item.name: item.accuracy for item in classes},
+        "per_class_count": {item.name: item.count for item in classes},
+    }
+
+
+def per_class_lines(summary: dict[str, Any]) -> list[str]:
+    """Each class's validation accuracy, one per line (the worst few when there are many),
+    so a study that re-weights classes sees which one paid."""
+    accuracy: dict[str, float | None] = summary.get("per_class_accuracy") or {}
+    if not accuracy:
+        return []
+    counts: dict[str, int] = summary.get("per_class_count") or {}
+    names = list(accuracy)
+    heading = f"per-class val accuracy (epoch {summary.get('per_class_epoch')})"
+    if len(names) > LISTED_CLASSES:
+        names = sorted(names, key=lambda name: (accuracy[name] is None, accuracy[name] or 0.0))
+        names = names[:WORST_LISTED]
+        heading += f", the {WORST_LISTED} lowest of {len(accuracy)} (all in per_class.csv)"
+    width = max(len(name) for name in names)
+    lines = [heading + ":"]
+    for name in names:
+        value = accuracy[name]
+        shown = "no samples" if value is None else f"{value:6.1%} of {counts.get(name, '?')}"
+        lines.append(f"  {name:<{width}}  {shown}")
+    return lines
 
 
 def gan_summary(
@@ -133,6 +179,7 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(
                 f"best {name}: {_fmt(best['value'])} at epoch {best['epoch']}, step {best['step']}"
             )
+    lines.extend(per_class_lines(summary))
     verdict = summary.get("verdict")
     lines.append(f"WARNING: {verdict}" if verdict else "verdict: no sign of failed training")
     return "\n".join(lines)

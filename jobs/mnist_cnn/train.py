@@ -18,11 +18,11 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
 )
+from jobs.common.confusion import ConfusionCounter, read_class_report
 from jobs.common.device import AmpSettings, describe
 from jobs.common.distributed import Group, join_group
-from jobs.common.epochs import finish_epoch, log_epoch
+from jobs.common.epochs import Validation, finish_epoch, log_epoch, publish_epoch
 from jobs.common.metrics import MetricsWriter, read_metrics
-from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     StepLog,
     Totals,
@@ -63,6 +63,8 @@ RESUME_KEYS = (
     "augment",
 )
 EVAL_BATCH = 1000
+# The classes as the confusion matrix and per_class.csv name them: the digits themselves.
+DIGIT_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def train(args: argparse.Namespace, stop: StopFlag) -> int:
@@ -129,7 +131,9 @@ def _run(
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
-    def save() -> Path | None:
+    def save(weights: bool = True) -> Path | None:
+        """A checkpoint; with `weights`, model_weights.pt too (every save but the timed ones,
+        which are for resuming only)."""
         return save_on_main(
             group,
             args,
@@ -141,6 +145,7 @@ def _run(
             schedulers=schedulers,
             scaler=scaler,
             extra={"last_val": last_val},
+            weights=net if weights else None,
         )
 
     def stopped(path: Path | None) -> int:
@@ -182,16 +187,16 @@ def _run(
             if halt:
                 return stopped(save())
             if due:
-                last_path = save()
+                last_path = save(weights=False)
 
         end = finish_epoch(
             group, totals, run_seen, epoch_start, lambda: evaluate(net, amp, val_x, val_y)
         )
         if group.is_main:
             log_epoch(metrics, args, pos, optimizer, end)
-            # A picture a person looks at, refreshed every epoch (it comes home with the
+            # Pictures a person looks at, refreshed every epoch (they come home with the
             # checkpoints).
-            loss_curves(read_metrics(args.out), args.out / "loss.png")
+            publish_epoch(args.out, pos, end, DIGIT_NAMES)
         last_val = {**end.last_val, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
@@ -200,27 +205,32 @@ def _run(
             return stopped(last_path)
 
     if group.is_main:
-        summary = classifier_summary(read_metrics(args.out), workload="mnist_cnn", num_classes=10)
+        summary = classifier_summary(
+            read_metrics(args.out),
+            workload="mnist_cnn",
+            num_classes=10,
+            per_class=read_class_report(args.out),
+        )
         write_summary(args.out, summary)
     return report_end(group, "mnist_cnn", pos, net, last_path, last_val=last_val)
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, amp: AmpSettings, x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, float, float]:
-    """(mean loss, accuracy, samples/s) over a whole split."""
+def evaluate(model: nn.Module, amp: AmpSettings, x: torch.Tensor, y: torch.Tensor) -> Validation:
+    """Mean loss, accuracy, samples/s and the confusion matrix over a whole split."""
     model.eval()
     start = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    confusion = ConfusionCounter(len(DIGIT_NAMES), x.device)
     for first in range(0, len(y), EVAL_BATCH):
         xb, yb = x[first : first + EVAL_BATCH], y[first : first + EVAL_BATCH]
         with amp.autocast():
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
         correct += (logits.argmax(1) == yb).sum()
+        confusion.add(logits, yb)
     model.train()
     n = max(len(y), 1)
     rate = len(y) / max(time.perf_counter() - start, 1e-9)
-    return loss_sum.item() / n, correct.item() / n, rate
+    return Validation(loss_sum.item() / n, correct.item() / n, rate, confusion.matrix())

@@ -20,12 +20,13 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
 )
+from jobs.common.confusion import ConfusionCounter, read_class_report
 from jobs.common.device import AmpSettings, describe
 from jobs.common.distributed import Group, join_group
-from jobs.common.epochs import finish_epoch, log_epoch
+from jobs.common.epochs import Validation, finish_epoch, log_epoch, publish_epoch
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
-from jobs.common.plots import loss_curves
+from jobs.common.plots import classifier_charts
 from jobs.common.progress import (
     StepLog,
     Totals,
@@ -217,7 +218,9 @@ def _run(
 
     schedule = SaveSchedule(args.checkpoint_every_minutes)
 
-    def save() -> Path | None:
+    def save(weights: bool = True) -> Path | None:
+        """A checkpoint; with `weights`, model_weights.pt too (every save but the timed ones,
+        which are for resuming only)."""
         return save_on_main(
             group,
             args,
@@ -236,6 +239,7 @@ def _run(
                 "text_columns": list(text_columns(args)),
                 "max_len": args.max_len,
             },
+            weights=net if weights else None,
         )
 
     def stopped(path: Path | None) -> int:
@@ -266,28 +270,34 @@ def _run(
             if halt:
                 path = save()
                 if group.is_main:
-                    _plot(args.out)
+                    classifier_charts(read_metrics(args.out), args.out)
                 return stopped(path)
             if due:
-                last_path = save()
+                last_path = save(weights=False)
 
         end = finish_epoch(
-            group, totals, run_seen, epoch_start, lambda: evaluate(net, amp, val_split)
+            group,
+            totals,
+            run_seen,
+            epoch_start,
+            lambda: evaluate(net, amp, val_split, len(data.labels)),
         )
         if group.is_main:
             log_epoch(metrics, args, pos, optimizer, end)
+            publish_epoch(args.out, pos, end, data.labels)
         last_val = {**end.last_val, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
         last_path = save()
-        if group.is_main:
-            _plot(args.out)
         if agreed_stop(group, stop) and pos.epoch < args.epochs:  # stopped during validation
             return stopped(last_path)
 
     if group.is_main:
         summary = classifier_summary(
-            read_metrics(args.out), workload="text_classifier", num_classes=len(data.labels)
+            read_metrics(args.out),
+            workload="text_classifier",
+            num_classes=len(data.labels),
+            per_class=read_class_report(args.out),
         )
         write_summary(args.out, summary)
     return report_end(group, "text_classifier", pos, net, last_path, last_val=last_val)
@@ -316,11 +326,14 @@ def _train_step(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, amp: AmpSettings, split: DeviceSplit) -> tuple[float, float, float]:
-    """(mean loss, accuracy, samples/s) over a whole split."""
+def evaluate(
+    model: nn.Module, amp: AmpSettings, split: DeviceSplit, num_classes: int
+) -> Validation:
+    """Mean loss, accuracy, samples/s and the confusion matrix over a whole split."""
     model.eval()
     start = time.perf_counter()
     totals = Totals.zeros(split.device)
+    confusion = ConfusionCounter(num_classes, split.device)
     rows = torch.arange(len(split))
     rows_device = rows.to(split.device)
     for first in range(0, len(split), EVAL_BATCH):
@@ -330,15 +343,7 @@ def evaluate(model: nn.Module, amp: AmpSettings, split: DeviceSplit) -> tuple[fl
             logits = model(batch.tokens, batch.lengths)
         loss = F.cross_entropy(logits.float(), batch.labels)
         totals.add(loss, (logits.argmax(1) == batch.labels).sum(), len(batch.lengths))
+        confusion.add(logits, batch.labels)
     model.train()
     rate = len(split) / max(time.perf_counter() - start, 1e-9)
-    return totals.mean_loss(), totals.accuracy(), rate
-
-
-def _plot(out: Path) -> None:
-    """loss.png and accuracy.png beside metrics.jsonl (per-epoch and per-step rows)."""
-    rows = read_metrics(out)
-    loss_curves(rows, out / "loss.png")
-    loss_curves(
-        [r for r in rows if r["split"] != "train_step"], out / "accuracy.png", key="accuracy"
-    )
+    return Validation(totals.mean_loss(), totals.accuracy(), rate, confusion.matrix())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs.common.cli import (
@@ -15,6 +15,7 @@ from jobs.common.cli import (
     add_picture_args,
     fraction,
     make_parser,
+    non_negative_float,
     non_negative_int,
     parse_args,
     positive_float,
@@ -24,6 +25,7 @@ from jobs.common.cli import (
 )
 from jobs.common.errors import UsageError
 from jobs.common.signals import stop_on_signals
+from jobs.transfer.rates import defaults_text
 
 # Kept in step with jobs.transfer.models.ARCHS (that module imports torch; this one must not).
 ARCHS = (
@@ -114,15 +116,25 @@ def build_parser() -> JobArgumentParser:
     add(
         "--lr",
         type=positive_float,
-        default=1e-3,
-        help="learning rate of the frozen stage (default: %(default)s)",
+        default=None,
+        help="learning rate of the frozen stage, where only the new head learns (default: by "
+        f"backbone and optimizer, head then fine-tune: {defaults_text()})",
     )
     add(
         "--finetune-lr",
         type=positive_float,
         default=None,
         metavar="LR",
-        help="learning rate once everything is unfrozen (default: --lr / 10)",
+        help="learning rate once everything is unfrozen (default: the table under --lr; with "
+        "--lr given, --lr times that table's ratio)",
+    )
+    add(
+        "--clip",
+        type=non_negative_float,
+        default=5.0,
+        metavar="NORM",
+        help="fine-tune stage: clip the gradients' total norm to NORM, so one bad batch cannot "
+        "throw the pretrained weights away; 0 = no clipping (default: %(default)s)",
     )
     add(
         "--optimizer",
@@ -159,6 +171,21 @@ def build_parser() -> JobArgumentParser:
     )
     add_picture_args(parser)
     return parser
+
+
+def plan_notes(args: Mapping[str, object]) -> list[str]:
+    """What a person should know before machines are rented for these args (a spec's
+    `args`, keys as the flags' dest names): read by the orchestrator at plan time."""
+    if args.get("weights"):
+        return []
+    arch = str(args.get("arch") or build_parser().get_default("arch"))
+    return [
+        f"transfer: no weights in args, so the {arch} backbone starts from random init and "
+        "this trains from scratch, not transfer learning. Send a pretrained state_dict with "
+        f"the job, e.g. `files: {{/files/{arch}.pth: ./weights/{arch}.pth}}` and "
+        f"`args: {{weights: /files/{arch}.pth}}` (torchvision's .pth files load as they are), "
+        "or give weights an http(s) URL the node downloads once"
+    ]
 
 
 def build_predict_parser() -> JobArgumentParser:

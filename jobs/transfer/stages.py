@@ -1,5 +1,6 @@
 """The two training stages: ``frozen`` (only the new head learns, at --lr, the backbone is a
-fixed feature extractor) and ``finetune`` (everything learns, at --finetune-lr)."""
+fixed feature extractor) and ``finetune`` (everything learns, at --finetune-lr, its gradients
+clipped to --clip). Rates the flags leave out come from jobs/transfer/rates.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from jobs.transfer.models import backbone_modules, head_module
+from jobs.transfer.rates import StageRates, stage_rates
 
 FROZEN, FINETUNE = "frozen", "finetune"
 
@@ -18,8 +20,16 @@ def stage_of(args: argparse.Namespace, epoch: int) -> str:
     return FROZEN if epoch < args.frozen_epochs else FINETUNE
 
 
-def finetune_lr(args: argparse.Namespace) -> float:
-    return args.finetune_lr if args.finetune_lr is not None else args.lr / 10
+def rates(args: argparse.Namespace) -> StageRates:
+    return stage_rates(args.arch, args.optimizer, args.lr, args.finetune_lr)
+
+
+def clip_norm(args: argparse.Namespace, stage: str) -> float | None:
+    """The gradient norm the stage clips to: none while only the head learns (a linear model
+    on fixed features cannot wreck the backbone), --clip once everything does (0 = never)."""
+    if stage == FROZEN or not args.clip:
+        return None
+    return float(args.clip)
 
 
 def enter_stage(model: nn.Module, stage: str, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -34,7 +44,7 @@ def enter_stage(model: nn.Module, stage: str, args: argparse.Namespace) -> torch
     for parameter in head.parameters():
         parameter.requires_grad_(True)
     params = list(head.parameters()) if frozen else list(model.parameters())
-    lr = args.lr if frozen else finetune_lr(args)
+    lr = rates(args).head if frozen else rates(args).finetune
     if args.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr)
     return torch.optim.SGD(params, lr=lr, momentum=0.9)

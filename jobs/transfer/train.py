@@ -19,13 +19,14 @@ from torch import nn
 from jobs.common.checkpoint import (
     SaveSchedule,
     restore_training_state,
+    save_weights,
 )
+from jobs.common.confusion import ConfusionCounter, padded_names, read_class_report
 from jobs.common.device import AmpSettings, describe
 from jobs.common.distributed import Group, join_group
-from jobs.common.epochs import finish_epoch, log_epoch
+from jobs.common.epochs import Validation, finish_epoch, log_epoch, publish_epoch
 from jobs.common.errors import DataError
 from jobs.common.metrics import MetricsWriter, read_metrics
-from jobs.common.plots import loss_curves
 from jobs.common.progress import (
     Position,
     StepLog,
@@ -52,7 +53,7 @@ from jobs.transfer.data import (
     load_splits,
 )
 from jobs.transfer.models import MEMORY_FORMAT, build_model
-from jobs.transfer.stages import enter_stage, set_train_mode, stage_of
+from jobs.transfer.stages import clip_norm, enter_stage, rates, set_train_mode, stage_of
 from jobs.transfer.weights import (
     default_cache_dir,
     load_backbone,
@@ -67,6 +68,7 @@ RESUME_KEYS = (
     "batch_size",
     "lr",
     "finetune_lr",
+    "clip",
     "optimizer",
     "arch",
     "image_size",
@@ -170,13 +172,17 @@ def _run(
     sharing = (
         f" per rank (global batch {args.batch_size * group.world_size})" if group.active else ""
     )
+    chosen = rates(args)
     print(
         f"transfer: device {describe(device, amp)}; {args.arch} ({origin}), "
         f"{num_classes} classes ({', '.join(data.class_names)}); data {data.source}: "
         f"{len(train_y)} train / {len(val_y)} val at {args.image_size} px, "
-        f"{steps_per_epoch} steps/epoch{sharing}; ready in {time.perf_counter() - started:.1f} s",
+        f"{steps_per_epoch} steps/epoch{sharing}; {args.optimizer} lr {chosen.head:g} for the "
+        f"head, {chosen.finetune:g} to fine-tune ({chosen.source}); "
+        f"ready in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
+    class_names = padded_names(data.class_names, num_classes)
 
     scaler = amp.grad_scaler()
     stage = stage_of(args, 0)
@@ -193,9 +199,12 @@ def _run(
     model = group.wrap(net)
     schedule = SaveSchedule(args.checkpoint_every_minutes)
     saved_step = pos.step if last_path is not None else None
+    weights_step: int | None = None  # the step model_weights.pt was last written at
 
-    def save() -> Path | None:
-        nonlocal saved_step
+    def save(weights: bool = True) -> Path | None:
+        """A checkpoint; with `weights`, model_weights.pt too (every save but the timed ones,
+        which are for resuming only)."""
+        nonlocal saved_step, weights_step
         path = save_on_main(
             group,
             args,
@@ -214,14 +223,18 @@ def _run(
                 "class_names": data.class_names,
                 "image_size": args.image_size,
             },
+            weights=net if weights else None,
         )
         saved_step = pos.step
+        weights_step = pos.step if weights else weights_step
         return path
 
     def stopped() -> int:
         # saved_step is the same on every rank (last_path is None except on rank 0), so all
         # ranks agree on whether to save, which is a collective.
         path = last_path if saved_step == pos.step else save()
+        if group.is_main and weights_step != pos.step:  # that step's save was a timed one
+            save_weights(args.out, net)
         if group.is_main:
             print(
                 f"stopped by {stop.reason} at epoch {pos.epoch + 1}, step {pos.step} ({stage} "
@@ -245,7 +258,9 @@ def _run(
             if args.augment:
                 x = augment(x).contiguous(memory_format=MEMORY_FORMAT)
             y = train_y.index_select(0, batch)
-            loss, correct = classification_step(model, optimizer, scaler, amp, x, y)
+            loss, correct = classification_step(
+                model, optimizer, scaler, amp, x, y, clip_norm(args, stage)
+            )
             count = batch.shape[0]
             totals.add(loss, correct, count)
             step_log.interval.add(loss, correct, count)
@@ -257,19 +272,19 @@ def _run(
             if halt:
                 return stopped()
             if due:
-                last_path = save()
+                last_path = save(weights=False)
 
         end = finish_epoch(
             group,
             totals,
             run_seen,
             epoch_start,
-            lambda: evaluate(net, amp, normalize, val_x, val_y, args.batch_size),
+            lambda: evaluate(net, amp, normalize, val_x, val_y, args.batch_size, num_classes),
         )
         set_train_mode(net, stage)
         if group.is_main:
             log_epoch(metrics, args, pos, optimizer, end, rate_format=".1f", stage=stage)
-            _draw_curves(args.out)
+            publish_epoch(args.out, pos, end, class_names)
         last_val = {**end.last_val, "epoch": pos.epoch + 1}
         pos.epoch, pos.batch = pos.epoch + 1, 0
         totals = Totals.zeros(device)
@@ -294,7 +309,10 @@ def _run(
 
     if group.is_main:
         summary = classifier_summary(
-            read_metrics(args.out), workload="transfer", num_classes=num_classes
+            read_metrics(args.out),
+            workload="transfer",
+            num_classes=num_classes,
+            per_class=read_class_report(args.out),
         )
         write_summary(args.out, summary)
     return report_end(group, "transfer", pos, net, last_path, last_val=last_val)
@@ -327,24 +345,22 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,
-) -> tuple[float, float, float]:
-    """(mean loss, accuracy, samples/s) over a whole split; leaves the model in eval mode."""
+    num_classes: int,
+) -> Validation:
+    """Mean loss, accuracy, samples/s and the confusion matrix over a whole split; leaves the
+    model in eval mode."""
     model.eval()
     start = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    confusion = ConfusionCounter(num_classes, x.device)
     for first in range(0, len(y), batch_size):
         xb, yb = normalize(x[first : first + batch_size]), y[first : first + batch_size]
         with amp.autocast():
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
         correct += (logits.argmax(1) == yb).sum()
+        confusion.add(logits, yb)
     n = max(len(y), 1)
     rate = len(y) / max(time.perf_counter() - start, 1e-9)
-    return loss_sum.item() / n, correct.item() / n, rate
-
-
-def _draw_curves(out: Path) -> None:
-    rows = [row for row in read_metrics(out) if row["split"] in ("train", "val", "train_step")]
-    loss_curves(rows, out / "loss.png")
-    loss_curves(rows, out / "accuracy.png", key="accuracy")
+    return Validation(loss_sum.item() / n, correct.item() / n, rate, confusion.matrix())

@@ -7,6 +7,7 @@ mean bit-equal weights, which is how these tests see the ranks' final models."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,12 @@ from typing import Any
 import pytest
 import torch
 
-from jobs.common.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from jobs.common.checkpoint import (
+    WEIGHTS_FILE,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from jobs.common.distributed import (
     Group,
     join_group,
@@ -40,6 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # 400 digits -> 360 train / 40 val -> 180 per rank -> 6 steps of 32 per epoch on each rank.
 TRAIN = ["--synthetic", "400", "--batch-size", "32", "--seed", "1", "--threads", "1"]
 STEPS = 12  # 2 epochs x 6
+VAL_COUNT = 40
 FINISHED = re.compile(r"rank (\d+)/(\d+) finished at step (\d+), weights sha256 ([0-9a-f]+)")
 STARTED = re.compile(r"distributed rank (\d+)/(\d+) \(gloo\).*? pid (\d+)")  # one write each
 
@@ -175,6 +182,11 @@ def test_two_processes_train_one_model(unbroken: tuple[Path, Run]) -> None:
     state = load_checkpoint(out / "ckpt-00000012.pt")
     assert state["extra"]["world_size"] == 2
     assert not any(name.startswith("module.") for name in state["models"]["model"])
+    # Rank 0 validated the whole split: the confusion matrix counts every sample once.
+    report = json.loads((out / "per_class.json").read_text())
+    assert sum(map(sum, report["confusion"])) == VAL_COUNT and report["epoch"] == 2
+    weights = torch.load(out / WEIGHTS_FILE, weights_only=True)
+    assert weights.keys() == state["models"]["model"].keys()
 
 
 def test_two_nodes_each_with_its_own_out(tmp_path: Path, unbroken: tuple[Path, Run]) -> None:

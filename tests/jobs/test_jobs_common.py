@@ -29,6 +29,7 @@ from jobs.common.cli import make_parser
 from jobs.common.device import amp_settings, select_device
 from jobs.common.errors import UsageError
 from jobs.common.metrics import MetricsWriter, read_metrics, rewind_metrics
+from jobs.common.progress import classification_step
 from jobs.common.seeding import capture_rng_state, restore_rng_state, seed_everything
 from jobs.common.signals import stop_on_signals
 
@@ -221,3 +222,23 @@ def test_flag_parsing_does_not_import_torch(run_module) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert probe.stdout.strip() == "False"
+
+
+def test_a_clipped_step_moves_the_weights_no_further_than_lr_times_the_norm() -> None:
+    """SGD's first step is lr x gradient: clipped to norm c, the weights move by lr x c."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    x, y = torch.randn(16, 8) * 100, torch.randint(0, 3, (16,))  # large inputs, large gradients
+    amp = amp_settings(torch.device("cpu"), False)
+    moved = {}
+    for clip in (None, 0.01):
+        trial = torch.nn.Linear(8, 3)
+        trial.load_state_dict(model.state_dict())
+        before = torch.cat([p.detach().clone().ravel() for p in trial.parameters()])
+        optimizer = torch.optim.SGD(trial.parameters(), lr=0.1, momentum=0.9)
+        scaler = amp.grad_scaler()
+        classification_step(trial, optimizer, scaler, amp, x, y, clip)
+        after = torch.cat([p.detach().ravel() for p in trial.parameters()])
+        moved[clip] = float((after - before).norm())
+    assert moved[0.01] == pytest.approx(0.1 * 0.01, rel=1e-4)
+    assert moved[None] > 100 * moved[0.01]

@@ -3,6 +3,7 @@ URLs, the two training stages, exact resume, SIGTERM and predict, on tiny genera
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.server
 import json
@@ -22,9 +23,11 @@ from PIL import Image
 from jobs.common.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from jobs.common.metrics import read_metrics
 from jobs.transfer.cli import ARCHS as CLI_ARCHS
-from jobs.transfer.cli import main
+from jobs.transfer.cli import build_parser, main, plan_notes
 from jobs.transfer.data import load_splits
 from jobs.transfer.models import ARCHS, build_model
+from jobs.transfer.rates import DEFAULT_RATES, stage_rates
+from jobs.transfer.stages import FINETUNE, FROZEN, clip_norm, enter_stage
 
 MODULE = "jobs.transfer"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -439,6 +442,67 @@ def test_bad_flags_exit_2_with_one_line(
     result = run_module(MODULE, *(a.format(tmp=tmp_path) for a in argv))
     assert result.returncode == 2
     one_error_line(result.stderr, needle)
+
+
+# --- learning rates, clipping and the planner's note -------------------------------------------
+
+
+def parsed(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["--data", "d", "--out", "o", *flags])
+
+
+@pytest.mark.parametrize(
+    ("arch", "optimizer", "head", "finetune"),
+    [
+        ("resnet18", "sgd", 1e-2, 1e-3),
+        ("resnet50", "adamw", 1e-3, 1e-4),
+        ("vgg16", "sgd", 1e-3, 1e-4),
+        # AdamW at 1e-3 blew a VGG19 fine-tune's loss up to 36.8: a hundred times lower.
+        ("vgg19", "adamw", 1e-3, 1e-5),
+        ("vgg19_bn", "adamw", 1e-3, 1e-5),
+    ],
+)
+def test_each_backbone_and_optimizer_has_its_own_stage_rates(
+    arch: str, optimizer: str, head: float, finetune: float
+) -> None:
+    args = parsed("--arch", arch, "--optimizer", optimizer)
+    assert (args.lr, args.finetune_lr) == (None, None)  # left to the table
+    model = build_model(arch, 2) if arch.startswith("resnet") else None
+    rates = stage_rates(args.arch, args.optimizer, args.lr, args.finetune_lr)
+    assert (rates.head, rates.finetune) == (head, finetune)
+    family = "vgg" if arch.startswith("vgg") else "resnet"
+    assert rates.source == f"the defaults for {family} + {optimizer}"
+    if model is not None:  # the optimizers are built with them
+        assert enter_stage(model, FROZEN, args).param_groups[0]["lr"] == head
+        assert enter_stage(model, FINETUNE, args).param_groups[0]["lr"] == finetune
+
+
+def test_explicit_rates_win_over_the_defaults() -> None:
+    both = stage_rates("vgg19", "adamw", lr=0.003, finetune_lr=0.001)
+    assert (both.head, both.finetune, both.source) == (0.003, 0.001, "--lr and --finetune-lr")
+    # --lr alone: fine-tuning keeps the table's ratio to it (VGG under AdamW: 1/100).
+    head_only = stage_rates("vgg19", "adamw", lr=0.002)
+    assert (head_only.head, head_only.finetune) == (0.002, 2e-5)
+    finetune_only = stage_rates("resnet18", "sgd", finetune_lr=0.0005)
+    assert (finetune_only.head, finetune_only.finetune) == (1e-2, 0.0005)
+    assert set(DEFAULT_RATES) == {(f, o) for f in ("vgg", "resnet") for o in ("sgd", "adamw")}
+
+
+def test_gradients_are_clipped_only_while_fine_tuning() -> None:
+    assert clip_norm(parsed(), FROZEN) is None
+    assert clip_norm(parsed(), FINETUNE) == 5.0
+    assert clip_norm(parsed("--clip", "0.5"), FINETUNE) == 0.5
+    assert clip_norm(parsed("--clip", "0"), FINETUNE) is None
+
+
+def test_the_planner_hears_that_no_weights_means_training_from_scratch() -> None:
+    [note] = plan_notes({"arch": "resnet18", "synthetic": 600})
+    assert "the resnet18 backbone starts from random init" in note
+    assert "trains from scratch, not transfer learning" in note
+    assert "`files: {/files/resnet18.pth: ./weights/resnet18.pth}`" in note
+    assert "`args: {weights: /files/resnet18.pth}`" in note
+    assert "vgg19 backbone" in plan_notes({})[0]  # the default arch
+    assert plan_notes({"weights": "/files/resnet18.pth", "arch": "resnet18"}) == []
 
 
 # --- picture folders as people have them -------------------------------------------------------
