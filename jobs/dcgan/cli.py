@@ -97,14 +97,14 @@ def build_parser() -> JobArgumentParser:
         "--lr",
         type=positive_float,
         default=2e-4,
-        help="Adam lr of the generator, and of the discriminator unless --lr-d "
-        "(default: %(default)s)",
+        help="Adam lr of the generator (default: %(default)s)",
     )
     parser.add_argument(
         "--lr-d",
         type=positive_float,
-        default=None,
-        help="Adam lr of the discriminator (default: --lr)",
+        default=4e-4,
+        help="Adam lr of the discriminator: twice the generator's (two time-scale update "
+        "rule), since spectral norm and augmentation slow it down (default: %(default)s)",
     )
     parser.add_argument(
         "--beta1", type=beta, default=0.5, help="Adam beta1 of both nets (default: %(default)s)"

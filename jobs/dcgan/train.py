@@ -5,6 +5,7 @@ epoch, at the end, on SIGTERM or --max-steps) and exact mid-epoch resume."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -60,13 +61,13 @@ RESUME_KEYS = (
 )
 # What a checkpoint written before these flags existed was trained with: it is resumed only
 # with them (one error line says which flag to pass otherwise).
-LEGACY_RECIPE = {
-    "augment": "none",
-    "no_spectral_norm": True,
-    "label_smoothing": 0.0,
-    "lr_d": None,
-}
+# (lr_d: the checkpoint's own --lr, which both nets used then.)
+LEGACY_RECIPE = {"augment": "none", "no_spectral_norm": True, "label_smoothing": 0.0}
 BETA2 = 0.999
+# Fewer steps than this in all, and the samples will still be blobs: said at the start, with
+# the --epochs that gives STEPS_TO_SUGGEST (an epoch of a few hundred pictures is a few steps).
+FEW_STEPS = 1000
+STEPS_TO_SUGGEST = 3000
 QUALITY_FIELDS = ("fid_proxy", "fid_conv", "diversity")
 # The figure the summary names the best epoch by (see quality.py).
 SUMMARY_QUALITY = "fid_conv"
@@ -92,12 +93,11 @@ def build_nets(args: argparse.Namespace, device: torch.device) -> Nets:
     generator = Generator(args.nz, args.ngf, args.image_size).to(device)
     discriminator = Discriminator(args.ndf, args.image_size, not args.no_spectral_norm).to(device)
     betas = (args.beta1, BETA2)
-    lr_d = args.lr if args.lr_d is None else args.lr_d
     return Nets(
         generator,
         discriminator,
         torch.optim.Adam(generator.parameters(), lr=args.lr, betas=betas),
-        torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas),
     )
 
 
@@ -107,7 +107,8 @@ def check_legacy_recipe(checkpoint: tuple[Path, dict[str, Any]] | None, args: An
     if checkpoint is None:
         return
     saved = checkpoint[1]["args"]
-    check_resume_compatible({**LEGACY_RECIPE, **saved}, args, LEGACY_RECIPE)
+    legacy = {**LEGACY_RECIPE, "lr_d": saved.get("lr")}
+    check_resume_compatible({**legacy, **saved}, args, legacy)
 
 
 def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
@@ -138,6 +139,13 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         flush=True,
     )
 
+    if per_epoch * args.epochs < FEW_STEPS:
+        print(
+            f"note: {per_epoch * args.epochs} training steps in all ({args.epochs} epochs of "
+            f"{per_epoch}): a GAN needs thousands before its samples are more than blobs; "
+            f"--epochs {math.ceil(STEPS_TO_SUGGEST / per_epoch)} gives about {STEPS_TO_SUGGEST}",
+            flush=True,
+        )
     nets = build_nets(args, device)
     scaler = amp.grad_scaler()
     step = GanStep(

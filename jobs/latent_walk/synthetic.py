@@ -2,9 +2,10 @@
 template can show a latent walk on a machine with no data and no checkpoint.
 
 The training pictures are made again from the seed whenever they are missing, so by default
-they live in a scratch folder on the node rather than in --out: --out comes home, and 512
-pictures nobody asked for should not. The small DCGAN's checkpoints do go in --out (a
-preempted walk resumes its training from them), under the same --keep as everything else.
+they live in a scratch folder on the node rather than in --out (--out comes home, and 512
+pictures nobody asked for should not), removed once the training is done. The small DCGAN's
+checkpoints do go in --out (a preempted walk resumes its training from them), under the same
+--keep as everything else.
 """
 
 from __future__ import annotations
@@ -81,4 +82,9 @@ def train_small_dcgan(args: argparse.Namespace, stop: StopFlag) -> Path:
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     train(dcgan_parser().parse_args(argv), stop)
+    # Done (the training stops itself at --max-steps): the scratch pictures have served. After
+    # a SIGTERM they stay for the rerun on this node.
+    finished = not stop or stop.reason == "--max-steps"
+    if finished and not args.keep_training_pictures:
+        shutil.rmtree(pictures.parent, ignore_errors=True)
     return folder

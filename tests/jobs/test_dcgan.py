@@ -25,7 +25,7 @@ from jobs.dcgan.quality import QualityProbe, to_signed
 MODULE = "jobs.dcgan"
 # 64 pictures of 64 px, batch 16 -> 4 steps per epoch; narrow nets keep a step ~0.1 s. One
 # thread: the CPUs are shared, and oversubscribed OpenMP threads slow tiny nets down a lot.
-OLD_RECIPE = ["--augment", "none", "--no-spectral-norm", "--label-smoothing", "0"]
+OLD_RECIPE = ["--augment", "none", "--no-spectral-norm", "--label-smoothing", "0", "--lr-d", "2e-4"]
 TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "16", "--log-every", "0", "--threads", "1"]
 
 
