@@ -161,6 +161,28 @@ def test_pull_prunes_only_checkpoints_older_than_what_the_node_keeps(tmp_path: P
     ]
 
 
+def test_pull_prunes_nested_checkpoint_folders_each_by_its_own_oldest(tmp_path: Path) -> None:
+    """latent_walk trains its own small DCGAN in synthetic-dcgan/ first: `keep` holds there too."""
+    node, home = tmp_path / "ckpt", tmp_path / "runs"
+    (node / "synthetic-dcgan").mkdir(parents=True)
+    (home / "synthetic-dcgan").mkdir(parents=True)
+    (home / "other").mkdir()
+    for step in (8, 16, 24, 32):
+        (home / "synthetic-dcgan" / f"ckpt-{step:08d}.pt").write_bytes(b"old")
+    (home / "other" / "ckpt-00000001.pt").write_bytes(b"the node lists none here")
+    (home / "ckpt-00000001.pt").write_bytes(b"top level: the node lists none")
+    for step in (24, 32, 40):
+        (node / "synthetic-dcgan" / f"ckpt-{step:08d}.pt").write_bytes(b"new")
+    report = pull_dir(LocalTransport(), str(node), home)
+    assert report.pruned == ("synthetic-dcgan/ckpt-00000008.pt", "synthetic-dcgan/ckpt-00000016.pt")
+    assert sorted(p.name for p in (home / "synthetic-dcgan").iterdir()) == [
+        "ckpt-00000024.pt",
+        "ckpt-00000032.pt",
+        "ckpt-00000040.pt",
+    ]
+    assert (home / "other" / "ckpt-00000001.pt").exists() and (home / "ckpt-00000001.pt").exists()
+
+
 def test_a_node_that_lost_its_checkpoints_prunes_nothing_at_home(tmp_path: Path) -> None:
     node, home = tmp_path / "ckpt", tmp_path / "runs"
     node.mkdir()

@@ -125,8 +125,9 @@ def test_a_misspelled_arg_is_one_line_exit_2_and_nothing_is_recorded(
         ("text_classifier", "{hiden: 3}", "args.hiden: unknown argument for text_classifier; did "
          "you mean hidden?"),
         ("latent_walk", "{colour: red}", "args.colour: unknown argument for latent_walk; its "
-         "arguments: amp, checkpoint, device, epochs, frame_ms, frames_per_step, log_every, "
-         "max_steps, points, seed, synthetic_steps, threads"),
+         "arguments: amp, checkpoint, device, epochs, fps, frame_ms, frames_per_step, "
+         "keep_training_pictures, log_every, max_steps, points, seed, size, synthetic_steps, "
+         "threads, video"),
         # argparse would expand a prefix; a spec names the flag in full.
         ("dcgan", "{image: 64}", "args.image: unknown argument for dcgan; did you mean "
          "image_size?"),

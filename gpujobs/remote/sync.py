@@ -382,24 +382,32 @@ def _gone(transport: Transport, remote: str, error: TransportError) -> bool:
 
 def prune_superseded_checkpoints(local_dir: Path, remote_paths: list[str]) -> tuple[str, ...]:
     """Remove home copies of checkpoints the node has already pruned (it keeps the newest
-    `checkpoints.keep`), so runs/<job id>/ does not grow for the whole run.
+    `checkpoints.keep` in each folder), so runs/<job id>/ does not grow for the whole run.
 
-    Only files named as the bundled workloads name them (ckpt-<step>.pt, top level) and only
-    those older than the oldest the node still has: a node that lost its files (preempted,
-    wiped) lists none, and then nothing at home is touched.
+    Folder by folder, nested ones too (a workload that trains a model of its own first, such
+    as latent_walk's small DCGAN, keeps its checkpoints in a subfolder): only files named as
+    the bundled workloads name them (ckpt-<step>.pt), and only those older than the oldest the
+    node still has in that same folder. A folder in which the node lists none (preempted,
+    wiped) is not touched.
     """
-    remote_steps = [
-        int(match.group(1)) for name in remote_paths if (match := CHECKPOINT_NAME.match(name))
-    ]
-    if not remote_steps:
-        return ()
-    oldest_kept = min(remote_steps)
+    oldest_kept: dict[str, int] = {}
+    for path in remote_paths:
+        folder, name = posixpath.split(path)
+        if match := CHECKPOINT_NAME.match(name):
+            step = int(match.group(1))
+            oldest_kept[folder] = min(step, oldest_kept.get(folder, step))
+    root = local_dir.resolve()
     pruned = []
-    for path in sorted(local_dir.iterdir()):
-        match = CHECKPOINT_NAME.match(path.name)
-        if match and int(match.group(1)) < oldest_kept and path.is_file():
-            path.unlink()
-            pruned.append(path.name)
+    for folder, oldest in sorted(oldest_kept.items()):
+        here = local_dir / folder
+        # A symlink planted under runs/ must not lead the deletions elsewhere.
+        if not here.is_dir() or not here.resolve().is_relative_to(root):
+            continue
+        for path in sorted(here.iterdir()):
+            match = CHECKPOINT_NAME.match(path.name)
+            if match and int(match.group(1)) < oldest and path.is_file() and not path.is_symlink():
+                path.unlink()
+                pruned.append(posixpath.join(folder, path.name))
     return tuple(pruned)
 
 

@@ -18,6 +18,11 @@ SUMMARY_FILE = "summary.json"
 DIVERGED_FACTOR = 100.0
 # A discriminator loss below this for the last rows means it wins outright: the GAN collapsed.
 D_LOSS_COLLAPSED = 0.05
+# D's mean output on generated pictures below this for the last rows: it spots every fake (the
+# test that still holds when label smoothing keeps D's loss well above D_LOSS_COLLAPSED).
+D_FAKE_COLLAPSED = 0.03
+# A GAN's quality figure (lower is better) this many times its best: the samples got worse.
+QUALITY_WORSE_FACTOR = 3.0
 # A classifier must beat chance by this margin (absolute accuracy) to count as having learnt.
 CHANCE_MARGIN = 0.02
 # Up to this many classes the printed summary lists every class; past it, the worst few.
@@ -133,9 +138,11 @@ def gan_summary(
     diversity_field: str | None = None,
     min_diversity: float = 0.02,
     quality_field: str | None = None,
+    fake_field: str | None = None,
 ) -> dict[str, Any]:
-    """A GAN collapsed when the discriminator's loss sits near 0 (it wins every batch) or the
-    samples of a fixed noise batch are all alike (diversity near 0)."""
+    """A GAN collapsed when the discriminator wins every batch (its loss sits near 0, or its
+    mean output on fakes, `fake_field`, does), when the samples of a fixed noise batch are all
+    alike (diversity near 0), or when the quality figure ends far worse than its best."""
     verdict = _loss_verdict(rows, d_field) or _loss_verdict(rows, g_field)
     tail = rows[-max(1, len(rows) // 5) :] if rows else []
     d_tail = [_finite(row.get(d_field)) for row in tail]
@@ -145,6 +152,14 @@ def gan_summary(
             f"discriminator loss stayed below {D_LOSS_COLLAPSED} (last {d_tail_ok[-1]:.3g}): "
             "the GAN collapsed, the generator's samples are not learning"
         )
+    fake_tail = [_finite(row.get(fake_field)) for row in tail] if fake_field else []
+    fake_ok = [value for value in fake_tail if value is not None]
+    if verdict is None and fake_ok and max(fake_ok) < D_FAKE_COLLAPSED:
+        verdict = (
+            f"the discriminator rated every generated picture below {D_FAKE_COLLAPSED} "
+            f"({fake_field} last {fake_ok[-1]:.3g}): it wins every batch, the GAN collapsed "
+            "and its samples are not learning"
+        )
     if verdict is None and diversity_field and rows:
         last_div = _finite(rows[-1].get(diversity_field))
         if last_div is not None and last_div < min_diversity:
@@ -152,6 +167,20 @@ def gan_summary(
                 f"sample diversity {last_div:.3g} is near 0: mode collapse, the generator makes "
                 "the same picture for every noise vector"
             )
+    best_quality = _best(rows, quality_field, highest=False) if quality_field else None
+    last_quality = _finite(rows[-1].get(quality_field)) if quality_field and rows else None
+    if (
+        verdict is None
+        and best_quality is not None
+        and last_quality is not None
+        and best_quality["value"] > 0
+        and last_quality > QUALITY_WORSE_FACTOR * best_quality["value"]
+    ):
+        verdict = (
+            f"{quality_field} {last_quality:.3g} is over {QUALITY_WORSE_FACTOR:g}x its best "
+            f"({best_quality['value']:.3g} at epoch {best_quality['epoch']}): the samples got "
+            "worse, the discriminator is probably winning; train fewer epochs or augment more"
+        )
     last = rows[-1] if rows else {}
     extra = tuple(field for field in (diversity_field, quality_field) if field)
     fields = ("epoch", "step", d_field, g_field, *extra)
@@ -161,7 +190,7 @@ def gan_summary(
         "final": {k: last.get(k) for k in fields} if rows else None,
         "best_diversity": _best(rows, diversity_field, highest=True) if diversity_field else None,
         # The quality figure (an FID-style distance): lower is better.
-        "best_quality": _best(rows, quality_field, highest=False) if quality_field else None,
+        "best_quality": best_quality,
         "verdict": verdict,
     }
 

@@ -17,6 +17,7 @@ from jobs.common.cli import (
     run_cli,
 )
 from jobs.common.signals import StopFlag, stop_on_signals
+from jobs.dcgan.policy import DEFAULT_POLICY, parse_policy, policy_text
 
 # Kept here rather than imported from model.py, which would pull in torch.
 IMAGE_SIZES = (64, 128)
@@ -31,6 +32,26 @@ def beta(text: str) -> float:
     if not 0 <= value < 1:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
+
+
+def smoothing(text: str) -> float:
+    """A label smoothing share: a number in [0, 0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 <= value < 0.5:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5), got {text!r}")
+    return value
+
+
+def augment_policy(text: str) -> str:
+    """``color,translation,cutout`` (any of them, in any order) or ``none``."""
+    try:
+        parse_policy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return policy_text(text)
 
 
 def build_parser() -> JobArgumentParser:
@@ -76,10 +97,39 @@ def build_parser() -> JobArgumentParser:
         "--lr",
         type=positive_float,
         default=2e-4,
-        help="Adam lr of both nets (default: %(default)s)",
+        help="Adam lr of the generator (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr-d",
+        type=positive_float,
+        default=4e-4,
+        help="Adam lr of the discriminator: twice the generator's (two time-scale update "
+        "rule), since spectral norm and augmentation slow it down (default: %(default)s)",
     )
     parser.add_argument(
         "--beta1", type=beta, default=0.5, help="Adam beta1 of both nets (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--augment",
+        type=augment_policy,
+        default=DEFAULT_POLICY,
+        metavar="POLICY",
+        help="DiffAugment: random changes applied to real and generated pictures alike before "
+        "the discriminator (differentiable, so the generator does not learn them): any of "
+        "color, translation, cutout, comma-separated, or none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-spectral-norm",
+        action="store_true",
+        help="the paper's discriminator with BatchNorm, instead of spectral norm on every conv",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=smoothing,
+        default=0.1,
+        metavar="S",
+        help="one-sided: the discriminator's target for real pictures is 1 - S "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--samples",
@@ -87,6 +137,14 @@ def build_parser() -> JobArgumentParser:
         default=64,
         metavar="N",
         help="pictures in each sample grid, drawn from fixed seeded noise (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--samples-every",
+        type=positive_int,
+        default=10,
+        metavar="E",
+        help="write samples-epoch-NNN.png after epoch 1, every E-th epoch and the last "
+        "(samples-latest.png and progress.png follow every epoch) (default: %(default)s)",
     )
     add_picture_args(parser)
     return parser

@@ -4,6 +4,9 @@ Generator: a 4x4 projection of the noise, then stride-2 transposed convs that do
 and halve the width (BatchNorm + ReLU), ending in a transposed conv to RGB and tanh.
 Discriminator: the mirror image, stride-2 convs with LeakyReLU 0.2 (BatchNorm on all but the
 first), ending in a 4x4 conv to one logit. Each doubling of the picture size adds one block.
+With ``spectral_norm`` (Miyato et al., 2018) every conv of the discriminator is divided by its
+largest singular value instead, and BatchNorm is left out: the discriminator can then change
+only so fast, which keeps it from overpowering the generator on a small picture set.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, ndf: int = 64, image_size: int = 64) -> None:
+    def __init__(self, ndf: int = 64, image_size: int = 64, spectral_norm: bool = False) -> None:
         super().__init__()
         blocks = middle_blocks(image_size)
         # No BatchNorm on the first layer: the paper found it destabilises training there.
@@ -65,15 +68,19 @@ class Discriminator(nn.Module):
         ]
         width = ndf
         for _ in range(blocks):
-            layers += [
-                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width * 2),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+            layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=False))
+            if not spectral_norm:
+                layers.append(nn.BatchNorm2d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
         layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
         init_weights(self)
+        if spectral_norm:
+            # After the init: the parametrization keeps the initialised weight as its original.
+            for layer in self.net:
+                if isinstance(layer, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) pictures in [-1, 1] -> (N,) logits (real > 0)."""

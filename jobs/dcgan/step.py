@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jobs.common.device import AmpSettings
+from jobs.dcgan.augment import DiffAugment
 
 # Order of the per-step statistics vector; Totals.mean() returns a dict with these names.
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "accuracy")
@@ -20,6 +21,11 @@ class GanStep:
 
     1. D: maximise log D(x) + log(1 - D(G(z))) on one real batch and one fresh fake batch.
     2. G: maximise log D(G(z)) on the same fakes, through the just-updated D.
+
+    ``augment`` (DiffAugment) is applied to every batch D sees, real and fake, with fresh
+    random draws each time; the G loss goes back through it. ``label_smoothing`` s makes D's
+    target for real pictures 1 - s (one-sided: fakes keep 0, as Salimans et al. advise), so D
+    is never pushed to be certain, and its gradients for G do not vanish.
     """
 
     def __init__(
@@ -31,10 +37,14 @@ class GanStep:
         scaler: torch.amp.GradScaler,
         amp: AmpSettings,
         nz: int,
+        augment: DiffAugment | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.generator, self.discriminator = generator, discriminator
         self.opt_g, self.opt_d = opt_g, opt_d
         self.scaler, self.amp, self.nz = scaler, amp, nz
+        self.augment = augment or DiffAugment(())
+        self.real_target = 1.0 - label_smoothing
         self._d_params = list(discriminator.parameters())
 
     def __call__(self, real: torch.Tensor) -> torch.Tensor:
@@ -43,10 +53,10 @@ class GanStep:
         noise = torch.randn(n, self.nz, device=real.device)
         with self.amp.autocast():
             fake = self.generator(noise)
-            real_logits = self.discriminator(real)
-            fake_logits = self.discriminator(fake.detach())
+            real_logits = self.discriminator(self.augment(real))
+            fake_logits = self.discriminator(self.augment(fake.detach()))
             loss_d = F.binary_cross_entropy_with_logits(
-                real_logits, torch.ones_like(real_logits)
+                real_logits, torch.full_like(real_logits, self.real_target)
             ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
@@ -57,7 +67,7 @@ class GanStep:
         for param in self._d_params:
             param.requires_grad_(False)
         with self.amp.autocast():
-            gen_logits = self.discriminator(fake)
+            gen_logits = self.discriminator(self.augment(fake))
             loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()

@@ -1,10 +1,11 @@
-"""The training loop: Adam on both nets, a fixed-noise sample grid and the fid_proxy each
-epoch, checkpoints (timed, per epoch, at the end, on SIGTERM or --max-steps) and exact
-mid-epoch resume."""
+"""The training loop: Adam on both nets, a fixed-noise sample grid and the quality figures
+(quality.py) each epoch, checkpoints with a generator-only generator.pt beside them (timed, per
+epoch, at the end, on SIGTERM or --max-steps) and exact mid-epoch resume."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 
 from jobs.common.checkpoint import (
     SaveSchedule,
+    check_resume_compatible,
     restore_training_state,
 )
 from jobs.common.device import describe
@@ -30,9 +32,12 @@ from jobs.common.progress import (
 )
 from jobs.common.signals import StopFlag
 from jobs.common.summary import gan_summary, write_summary
+from jobs.dcgan.augment import DiffAugment
 from jobs.dcgan.data import epoch_order, load_pictures, steps_per_epoch, to_inputs
+from jobs.dcgan.export import save_generator
 from jobs.dcgan.model import Discriminator, Generator
-from jobs.dcgan.outputs import write_charts, write_samples
+from jobs.dcgan.outputs import grid_due, write_charts, write_samples
+from jobs.dcgan.policy import parse_policy
 from jobs.dcgan.quality import QualityProbe
 from jobs.dcgan.sampling import calibrate_batchnorm, calibration_noise
 from jobs.dcgan.step import GanStep, Totals
@@ -49,8 +54,23 @@ RESUME_KEYS = (
     "nz",
     "ngf",
     "ndf",
+    "augment",
+    "no_spectral_norm",
+    "label_smoothing",
+    "lr_d",
 )
+# What a checkpoint written before these flags existed was trained with: it is resumed only
+# with them (one error line says which flag to pass otherwise).
+# (lr_d: the checkpoint's own --lr, which both nets used then.)
+LEGACY_RECIPE = {"augment": "none", "no_spectral_norm": True, "label_smoothing": 0.0}
 BETA2 = 0.999
+# Fewer steps than this in all, and the samples will still be blobs: said at the start, with
+# the --epochs that gives STEPS_TO_SUGGEST (an epoch of a few hundred pictures is a few steps).
+FEW_STEPS = 1000
+STEPS_TO_SUGGEST = 3000
+QUALITY_FIELDS = ("fid_proxy", "fid_conv", "diversity")
+# The figure the summary names the best epoch by (see quality.py).
+SUMMARY_QUALITY = "fid_conv"
 _GRID_SEED_OFFSET = 104_729  # keeps the grid noise apart from the fid_proxy noise
 
 
@@ -71,14 +91,24 @@ class Nets:
 def build_nets(args: argparse.Namespace, device: torch.device) -> Nets:
     torch.manual_seed(args.seed)  # init independent of what data preparation drew
     generator = Generator(args.nz, args.ngf, args.image_size).to(device)
-    discriminator = Discriminator(args.ndf, args.image_size).to(device)
+    discriminator = Discriminator(args.ndf, args.image_size, not args.no_spectral_norm).to(device)
     betas = (args.beta1, BETA2)
     return Nets(
         generator,
         discriminator,
         torch.optim.Adam(generator.parameters(), lr=args.lr, betas=betas),
-        torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=args.lr_d, betas=betas),
     )
+
+
+def check_legacy_recipe(checkpoint: tuple[Path, dict[str, Any]] | None, args: Any) -> None:
+    """A checkpoint from before --augment/--no-spectral-norm/--label-smoothing/--lr-d names none
+    of them; it was trained without all four, and resumes only that way."""
+    if checkpoint is None:
+        return
+    saved = checkpoint[1]["args"]
+    legacy = {**LEGACY_RECIPE, "lr_d": saved.get("lr")}
+    check_resume_compatible({**legacy, **saved}, args, legacy)
 
 
 def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
@@ -92,6 +122,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     device, amp = start_run(args)
     # Read before the data is prepared, so a refused resume fails in seconds.
     checkpoint = find_checkpoint(args, RESUME_KEYS)
+    check_legacy_recipe(checkpoint, args)
     started = time.perf_counter()
     pictures = load_pictures(
         args.data, args.image_size, args.synthetic, args.seed, args.max_bad_fraction
@@ -108,9 +139,26 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
         flush=True,
     )
 
+    if per_epoch * args.epochs < FEW_STEPS:
+        print(
+            f"note: {per_epoch * args.epochs} training steps in all ({args.epochs} epochs of "
+            f"{per_epoch}): a GAN needs thousands before its samples are more than blobs; "
+            f"--epochs {math.ceil(STEPS_TO_SUGGEST / per_epoch)} gives about {STEPS_TO_SUGGEST}",
+            flush=True,
+        )
     nets = build_nets(args, device)
     scaler = amp.grad_scaler()
-    step = GanStep(nets.generator, nets.discriminator, nets.opt_g, nets.opt_d, scaler, amp, args.nz)
+    step = GanStep(
+        nets.generator,
+        nets.discriminator,
+        nets.opt_g,
+        nets.opt_d,
+        scaler,
+        amp,
+        args.nz,
+        augment=DiffAugment(parse_policy(args.augment)),
+        label_smoothing=args.label_smoothing,
+    )
     grid_noise = fixed_noise(args.samples, args.nz, args.seed).to(device)
     calib_noise = calibration_noise(args.nz, args.seed).to(device)
 
@@ -129,6 +177,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
 
     def save() -> Path:
         calibrate()
+        save_generator(args.out, nets.generator, args, pos.step)
         return save_progress(
             args,
             pos,
@@ -142,11 +191,9 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
 
     with MetricsWriter(args.out) as metrics:
         if checkpoint is None:
-            # The untrained generator's fid_proxy: the baseline the epochs should improve on.
+            # The untrained generator's figures: the baseline the epochs should improve on.
             calibrate()
-            metrics.log(
-                step=0, epoch=0, split="init", fid_proxy=probe.measure(nets.generator).item()
-            )
+            metrics.log(step=0, epoch=0, split="init", **probe.measure(nets.generator).as_dict())
         if limit_reached(args, pos, stop):
             return report_stopped(stop, last_path, pos)
 
@@ -177,16 +224,18 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
             train_rate = run_seen / max(time.perf_counter() - epoch_start, 1e-9)
             calibrate()
             row = _log(metrics, "train", pos, totals, nets, probe, train_rate)
-            grid = write_samples(nets.generator, grid_noise, args.out, pos.epoch + 1)
+            numbered = grid_due(pos.epoch + 1, args.samples_every, args.epochs)
+            grid = write_samples(nets.generator, grid_noise, args.out, pos.epoch + 1, numbered)
             write_charts(args.out)
             print(
                 f"epoch {pos.epoch + 1}/{args.epochs}: loss D {row['loss_d']:.3f} "
                 f"G {row['loss_g']:.3f} | D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} | "
-                f"fid_proxy {row['fid_proxy']:.3f} | {train_rate:.0f} samples/s, "
+                f"fid_proxy {row['fid_proxy']:.3f} fid_conv {row['fid_conv']:.4f} "
+                f"diversity {row['diversity']:.2f} | {train_rate:.0f} samples/s, "
                 f"{time.perf_counter() - epoch_start:.1f} s | {grid.name}",
                 flush=True,
             )
-            last_epoch = {"epoch": pos.epoch + 1, "fid_proxy": row["fid_proxy"]}
+            last_epoch = {"epoch": pos.epoch + 1, **{k: row[k] for k in QUALITY_FIELDS}}
             pos.epoch, pos.batch = pos.epoch + 1, 0
             totals = Totals(device)
             last_path = save()
@@ -194,7 +243,14 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
                 return report_stopped(stop, last_path, pos)
 
     rows = [row for row in read_metrics(args.out) if row.get("split") == "train"]
-    write_summary(args.out, gan_summary(rows, workload="dcgan", quality_field="fid_proxy"))
+    summary = gan_summary(
+        rows,
+        workload="dcgan",
+        diversity_field="diversity",
+        quality_field=SUMMARY_QUALITY,
+        fake_field="d_fake",
+    )
+    write_summary(args.out, summary)
     _print_done(last_epoch, last_path)
     return 0
 
@@ -209,7 +265,7 @@ def _log(
     rate: float,
 ) -> dict[str, Any]:
     """One metrics row: loss = the generator's loss, accuracy = the discriminator's on real
-    and fake, plus both losses, mean D outputs and the fid_proxy (see quality.py)."""
+    and fake, plus both losses, mean D outputs and the quality figures (see quality.py)."""
     means = totals.mean()
     return metrics.log(
         step=pos.step,
@@ -223,7 +279,7 @@ def _log(
         loss_g=means["loss_g"],
         d_real=means["d_real"],
         d_fake=means["d_fake"],
-        fid_proxy=probe.measure(nets.generator).item(),
+        **probe.measure(nets.generator).as_dict(),
     )
 
 
@@ -250,6 +306,6 @@ def _print_done(last_epoch: dict[str, Any] | None, path: Path | None) -> None:
         return
     print(
         f"done: epoch {last_epoch['epoch']} fid_proxy {last_epoch['fid_proxy']:.3f}, "
-        f"last checkpoint {path}",
+        f"fid_conv {last_epoch.get('fid_conv', float('nan')):.4f}, last checkpoint {path}",
         flush=True,
     )

@@ -11,18 +11,31 @@ from jobs.common.cli import (
     JobArgumentParser,
     make_parser,
     parse_args,
+    positive_float,
     positive_int,
     run_cli,
 )
 from jobs.common.errors import UsageError
 from jobs.common.signals import stop_on_signals
 from jobs.latent_walk.find import newest_checkpoint
+from jobs.latent_walk.video import find_ffmpeg
+
+DEFAULT_FPS = 12.5  # 80 ms a frame, the GIF's frame time before --fps existed
+MAX_SIZE = 2048
+VIDEO_CHOICES = ("auto", "mp4", "gif")
 
 
 def at_least_two(text: str) -> int:
     value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}")
+    return value
+
+
+def picture_size(text: str) -> int:
+    value = positive_int(text)
+    if not 8 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be an integer from 8 to {MAX_SIZE}, got {text!r}")
     return value
 
 
@@ -56,11 +69,34 @@ def build_parser() -> JobArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--size",
+        type=picture_size,
+        default=None,
+        metavar="PX",
+        help="side of the frames and the video in px, resampled from the generator's pictures "
+        "(default: the generator's own size)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=positive_float,
+        default=None,
+        metavar="F",
+        help=f"frames per second of the video (default: {DEFAULT_FPS:g}; a GIF rounds the "
+        "frame time to 10 ms, and shows at most 50 fps)",
+    )
+    parser.add_argument(
         "--frame-ms",
         type=positive_int,
-        default=80,
+        default=None,
         metavar="MS",
-        help="GIF frame duration in milliseconds (default: %(default)s)",
+        help="the frame time instead of --fps, in milliseconds (default: 80)",
+    )
+    parser.add_argument(
+        "--video",
+        choices=VIDEO_CHOICES,
+        default="auto",
+        help="auto = walk.mp4 when ffmpeg is on PATH or imageio-ffmpeg is installed, else "
+        "walk.gif (default: %(default)s)",
     )
     parser.add_argument(
         "--synthetic-steps",
@@ -70,7 +106,36 @@ def build_parser() -> JobArgumentParser:
         help="when --data holds no checkpoint, first train a small dcgan on generated shapes "
         "for N steps (in --out/synthetic-dcgan, resumable) and walk through that",
     )
+    parser.add_argument(
+        "--keep-training-pictures",
+        action="store_true",
+        help="with --synthetic-steps: write the generated training pictures into "
+        "--out/synthetic-dcgan/shapes, which comes home with the run (default: a scratch "
+        "folder on the node, made again from the seed when needed)",
+    )
     return parser
+
+
+def frames_per_second(args: argparse.Namespace) -> float:
+    """--fps, or 1000 / --frame-ms, or the default; both at once is an error."""
+    if args.fps is not None and args.frame_ms is not None:
+        raise UsageError("--fps and --frame-ms both set the frame time; pass one of them")
+    if args.frame_ms is not None:
+        return 1000.0 / args.frame_ms
+    return DEFAULT_FPS if args.fps is None else args.fps
+
+
+def video_encoder(args: argparse.Namespace) -> str | None:
+    """The ffmpeg to write walk.mp4 with, or None for walk.gif."""
+    if args.video == "gif":
+        return None
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None and args.video == "mp4":
+        raise UsageError(
+            "--video mp4: no MP4 encoder (ffmpeg is not on PATH and imageio-ffmpeg is not "
+            "installed); install one of them, or pass --video gif"
+        )
+    return ffmpeg
 
 
 def locate_checkpoint(args: argparse.Namespace) -> Path | None:
@@ -78,26 +143,34 @@ def locate_checkpoint(args: argparse.Namespace) -> Path | None:
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
             raise UsageError(
-                f"--checkpoint {args.checkpoint}: file not found; pass a dcgan ckpt-*.pt"
+                f"--checkpoint {args.checkpoint}: file not found; pass a dcgan generator.pt "
+                "or ckpt-*.pt"
             )
         return args.checkpoint
     found = newest_checkpoint(args.data)
     if found is None and args.synthetic_steps is None:
         raise UsageError(
-            f"--data {args.data}: no dcgan checkpoint (ckpt-*.pt) found; point --data at a "
-            "dcgan --out folder, pass --checkpoint PATH, or add --synthetic-steps N to train "
-            "a small one first"
+            f"--data {args.data}: no dcgan checkpoint (generator.pt or ckpt-*.pt) found; point "
+            "--data at a dcgan --out folder, pass --checkpoint PATH, or add --synthetic-steps N "
+            "to train a small one first"
         )
     return found
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace = parse_args(build_parser(), argv)
+    fps, ffmpeg = frames_per_second(args), video_encoder(args)
     checkpoint = locate_checkpoint(args)
+    if ffmpeg is None and args.video == "auto":
+        print(
+            "latent_walk: no MP4 encoder (ffmpeg is not on PATH, imageio-ffmpeg is not "
+            "installed): writing walk.gif instead",
+            flush=True,
+        )
     with stop_on_signals() as stop:
-        from jobs.latent_walk.walk import run  # heavy: imports torch
+        from jobs.latent_walk.walk import VideoSettings, run  # heavy: imports torch
 
-        return run(args, checkpoint, stop)
+        return run(args, checkpoint, stop, VideoSettings(fps, args.size, ffmpeg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
