@@ -60,7 +60,7 @@ def save_checkpoint(out_dir: Path, step: int, state: Mapping[str, Any], keep: in
     A crash or preemption mid-write leaves the previous checkpoints intact; the rename is
     atomic because the temp file is on the same filesystem as the target.
     """
-    target = _save_atomically(dict(state), checkpoint_path(out_dir, step))
+    target = save_atomically(dict(state), checkpoint_path(out_dir, step))
     prune_checkpoints(out_dir, keep)
     return target
 
@@ -68,10 +68,12 @@ def save_checkpoint(out_dir: Path, step: int, state: Mapping[str, Any], keep: in
 def save_weights(out_dir: Path, model: torch.nn.Module) -> Path:
     """model_weights.pt: `model`'s state_dict and nothing else (no optimizer, RNG or position,
     so it cannot resume a run), replaced atomically at each save that writes it."""
-    return _save_atomically(model.state_dict(), out_dir / WEIGHTS_FILE)
+    return save_atomically(model.state_dict(), out_dir / WEIGHTS_FILE)
 
 
-def _save_atomically(payload: Any, target: Path) -> Path:
+def save_atomically(payload: Any, target: Path) -> Path:
+    """torch.save to a temp file beside `target`, fsynced, then renamed over it: a reader (or a
+    pull) sees the old file or the new one, never half of one."""
     out_dir = target.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=out_dir, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)

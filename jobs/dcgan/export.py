@@ -11,14 +11,12 @@ arguments needed to rebuild the net (nz, ngf, image_size).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
+
+from jobs.common.checkpoint import save_atomically
 
 GENERATOR_FILE = "generator.pt"
 FORMAT = "jobs.dcgan generator"
@@ -36,20 +34,7 @@ def save_generator(out: Path, generator: nn.Module, args: argparse.Namespace, st
         "args": {key: getattr(args, key) for key in NET_ARGS},
         "generator": generator.state_dict(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / GENERATOR_FILE
-    fd, temp = tempfile.mkstemp(dir=out, prefix=f".{GENERATOR_FILE}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    return target
+    return save_atomically(state, out / GENERATOR_FILE)
 
 
 def generator_parts(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
