@@ -52,6 +52,20 @@ def test_exit_codes_stderr_and_timeouts(sshd: LoopbackSshd, pins: HostKeyPins) -
     transport.close()
 
 
+def test_output_that_crosses_after_the_exit_status_is_kept(
+    sshd: LoopbackSshd, pins: HostKeyPins
+) -> None:
+    """OpenSSH sends a command's exit status when the command ends, which can be before the
+    last of its output has crossed (a listing cut short fails a sync's verification). Here the
+    shell exits at once and its child writes later, on the same pipe."""
+    transport = ssh_transport(sshd, pins)
+    result = transport.run(["sh", "-c", "(sleep 0.3; echo late) & echo early"])
+    assert result.stdout == "early\nlate\n"
+    big = transport.run(["sh", "-c", "head -c 3000000 /dev/zero"])
+    assert len(big.stdout) == 3_000_000
+    transport.close()
+
+
 def test_put_get_keep_mode_and_mtime_and_leave_no_temp_file(
     sshd: LoopbackSshd, pins: HostKeyPins, tmp_path: Path
 ) -> None:

@@ -66,6 +66,8 @@ _SFTP_WALK_FOLDERS = 16
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _CHUNK = 1 << 16
+# After a command's exit status, how long its output may stay quiet before EOF.
+_EOF_GRACE_S = 1.0
 # GNU find prints each file as path, size, mtime, type, NUL-separated (names may hold newlines).
 _LIST_SCRIPT = (
     '[ -d "$1" ] || exit 0; exec find "$1" -mindepth 1 ! -type d -printf \'%P\\0%s\\0%T@\\0%y\\0\''
@@ -831,11 +833,10 @@ class SSHTransport:
             if busy:
                 continue
             if channel.exit_status_ready():
-                # Drain what arrived between the checks above and the exit status.
-                while channel.recv_ready():
-                    out += channel.recv(_CHUNK)
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(_CHUNK)
+                # OpenSSH sends the exit status when the command ends, which can be before
+                # the last of its output (still in the pipe) has crossed: read on to EOF,
+                # or until a quiet spell (a background child holding the pipe open).
+                self._drain_to_eof(channel, out, err, deadline)
                 break
             if channel.closed or not self._alive():
                 raise EOFError("connection dropped while the command ran")
@@ -855,6 +856,27 @@ class SSHTransport:
             out.decode("utf-8", errors="replace"),
             err.decode("utf-8", errors="replace"),
         )
+
+    @staticmethod
+    def _drain_to_eof(
+        channel: paramiko.Channel, out: bytearray, err: bytearray, deadline: float
+    ) -> None:
+        quiet_since = time.monotonic()
+        while True:
+            ended = channel.eof_received  # before draining: data crosses before the EOF
+            moved = False
+            while channel.recv_ready():
+                out += channel.recv(_CHUNK)
+                moved = True
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(_CHUNK)
+                moved = True
+            now = time.monotonic()
+            if moved:
+                quiet_since = now
+            elif ended or now - quiet_since > _EOF_GRACE_S or now > deadline:
+                return
+            select.select([channel], [], [], 0.02)
 
     # -- SFTP helpers ---------------------------------------------------------------------------
     def _open_remote(self, sftp: paramiko.SFTPClient, path: str, offset: int) -> paramiko.SFTPFile:
