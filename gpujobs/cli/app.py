@@ -107,10 +107,11 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
             from gpujobs.spec import load_spec
 
             spec = load_spec(spec_file)
-            _warn_notes(spec)
             controller = controller_factory()
             spec = controller.with_session_token(spec)
             controller.preflight(spec, source=str(spec_file))
+            # After the checks: a spec that cannot launch gets its one error line, nothing more.
+            _warn_notes(spec)
             record, lock = controller.submit(spec, spec_file, runs_dir, resume_from=resume_from)
             if detach:
                 pid = controller.spawn_detached(record.id, spec, lock)
