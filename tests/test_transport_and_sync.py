@@ -74,6 +74,25 @@ def test_push_skips_what_the_node_does_not_need(tmp_path: Path) -> None:
     assert report.files_total == 5 and not (tmp_path / "r" / "sub").exists()
 
 
+def test_push_follows_links_once_and_sends_only_regular_files(tmp_path: Path) -> None:
+    """A link to a file or folder is sent as what it points to (as a dataset of links into a
+    shared store expects); a link back to a folder above is not walked round and round; a
+    FIFO (which would block a reader forever) and a dangling link are no files to send."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    make_tree(local)
+    (local / "alias").symlink_to("sub")
+    (local / "sub" / "up").symlink_to("..")
+    (local / "f0-link.bin").symlink_to("f0.bin")
+    (local / "dangling").symlink_to("nowhere")
+    os.mkfifo(local / "pipe")
+    report = push_dir(LocalTransport(), local, str(remote))
+    assert report.files_total == 8  # 6 files, alias/g.txt, f0-link.bin
+    assert (remote / "alias" / "g.txt").read_text() == "g" and not (remote / "alias").is_symlink()
+    assert (remote / "f0-link.bin").read_bytes() == (local / "f0.bin").read_bytes()
+    assert not (remote / "pipe").exists() and not (remote / "dangling").exists()
+    assert not (remote / "sub" / "up").exists()
+
+
 def test_pull_refuses_symlinks_out_of_the_checkpoint_folder(tmp_path: Path) -> None:
     remote, home = tmp_path / "ckpt", tmp_path / "runs"
     remote.mkdir()

@@ -1,11 +1,23 @@
 """Datasets up, checkpoints down, through any Transport, sending only what changed.
 
-A file is unchanged when its size and its mtime in whole seconds match (put/get and rsync -a keep
-mtimes; SFTP carries whole seconds only), the rule rsync uses by default. Uploads go through rsync
-when the transport offers it and both ends have it (fast, and an interrupted file resumes from
-its partial copy), else file by file through the transport (SFTP over SSH). Either way the result
-is verified: every file on the node, with its size. Pulled names are checked before anything is
-written: a checkpoint folder on a node is not trusted to stay inside `runs/<job id>/`.
+A file is unchanged when its size and its mtime in whole seconds match (put/get, tar and rsync -a
+keep mtimes; SFTP carries whole seconds only), the rule rsync uses by default. Uploads take the
+fastest way the two ends allow, and every way is verified (every file on the node, with its
+size) and survives a dropped link:
+
+- a first copy into an empty folder, or many changed files: one tar stream over one exec
+  channel of the open SSH connection (no login, no round trip per file), verified by the
+  listing the node prints after unpacking, in the same channel;
+- otherwise rsync, where both ends have it (its own size+mtime check, partial files resumed),
+  with the folder made by the command that starts rsync there, and a node found without rsync
+  remembered by the transport;
+- otherwise file by file through the transport (SFTP over SSH; exec channels without SFTP).
+
+A stream cut by a dropped link is not sent again (it would start over): rsync, or the file-by-
+file path, goes on from what the node holds, resuming the file that was cut where it can.
+
+Pulled names are checked before anything is written: a checkpoint folder on a node is not
+trusted to stay inside `runs/<job id>/`.
 
 Sources are local folders; an s3:// or gs:// source would plug in as another `_local_manifest`
 + copy pair (the node pulling from the bucket itself), behind the same push_dir.
@@ -14,19 +26,19 @@ Sources are local folders; an s3:// or gs:// source would plug in as another `_l
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import re
 import shutil
-import subprocess
-import tempfile
-import time
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from gpujobs.errors import (
+    CommandFailedError,
     ConnectionLostError,
     HostKeyChangedError,
     LocalDiskFullError,
@@ -35,16 +47,12 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from gpujobs.remote.transport import CommandResult, RemoteFile, Transport
+from gpujobs.remote import rsync
+from gpujobs.remote.transport import RemoteFile, Transport
 
 # (bytes done, bytes total) after each file.
 Progress = Callable[[int, int], None]
 SyncMethod = Literal["auto", "rsync", "files"]
-
-# rsync --info=progress2 --no-human-readable: "   1048576  12%  ..." (bytes so far this run).
-_RSYNC_PROGRESS = re.compile(rb"^\s*(\d+)\s+\d+%")
-# rsync --itemize-changes: ">f+++++++++ path" for each file it sends.
-_RSYNC_SENT_FILE = re.compile(rb"^[<>]f\S* (.*)$")
 
 # How the bundled workloads name checkpoints (jobs/common/checkpoint.py).
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
@@ -55,27 +63,38 @@ IN_PROGRESS_SUFFIXES = (".tmp", ".gpujobs-part")
 IN_PROGRESS_FOLDERS = frozenset({".gpujobs-partial"})
 # Errors about the link, not the file: no use asking the node whether the file is still there.
 _LINK_ERRORS = (ConnectionLostError, TransportTimeoutError, SshAuthError, HostKeyChangedError)
-
-# rsync exit codes that mean the link failed (socket I/O, protocol stream, timeouts, ssh),
-# worth a retry; anything else is a real error.
-_RSYNC_LINK_FAILURES = frozenset({10, 12, 14, 30, 35, 255})
-# How long rsync is retried without moving a byte before the link counts as down for good
-# (rsync reports progress about once a second while it moves data).
-_STALL_WINDOW_S = 120.0
+# From this many changed files on, the file-by-file path sends them as one stream instead: a
+# stream costs one command on the node (a new session and shell), a file over SFTP a few round
+# trips, so the stream wins from a handful of files on a real link (tens on loopback).
+STREAM_MIN_FILES = 8
 
 
-class RsyncCapable(Protocol):
-    def rsync_ready(self, remote_dir: str) -> bool:
-        """Whether the node has rsync, with remote_dir made (rsync makes only its last level)."""
+class StreamsTrees(Protocol):
+    """A transport that can send many files as one stream (SSH: tar over an exec channel);
+    told apart by its put_tree (isinstance would evaluate exec_only, which may ask the node)."""
+
+    @property
+    def exec_only(self) -> bool:
+        """No SFTP on the node: one file at a time costs a command each."""
         ...
 
-    def rsync_shell(self) -> tuple[str, str]:
-        """(`rsync -e` command, remote prefix such as 'host:')."""
+    def put_tree(
+        self,
+        local_dir: Path,
+        paths: Sequence[str],
+        remote_dir: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[RemoteFile] | None:
+        """Send `paths` under local_dir into remote_dir in one go; the folder's listing after
+        (None: none to be had in the same go). ConnectionLostError when the link drops;
+        CommandFailedError when the node refuses (exit code exec_files.NO_TAR: it cannot
+        unpack a stream at all)."""
         ...
 
-    def run(
-        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True
-    ) -> CommandResult: ...
+    def folder_is_empty(self, remote_dir: str) -> bool | None:
+        """Missing or empty; None where asking would cost a command."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,9 @@ class SyncReport:
     bytes_sent: int
     refused: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
-    method: str = "files"  # how it went: rsync, files (one by one), or none (nothing changed)
+    # How it went: stream (one tar stream), rsync, files (one by one), or none (nothing
+    # changed); "stream+rsync" or "stream+files" when a dropped link cut the stream short.
+    method: str = "files"
     # Listed, then gone before their turn (renamed or pruned on the node): the next pull sees
     # what took their place.
     skipped: tuple[str, ...] = ()
@@ -107,144 +128,140 @@ def push_dir(
     """Mirror a local folder onto the node (additions and changes; nothing is deleted).
 
     `skip(relative_path)` leaves out files the node does not need. `method` "auto" takes rsync
-    where both ends have it, else copies file by file; "rsync" and "files" force one.
+    where both ends have it, else copies file by file; "rsync" and "files" force one. Either
+    may send a first copy into an empty folder (or, file by file, many files) as one stream.
     """
-    local_files = _local_manifest(local_dir, skip)
-    rsync = _rsync_route(transport, remote_dir, method)
-    if rsync is not None:
-        # rsync makes its own size+mtime check (the same rule), so no listing of ours first:
-        # one node command fewer, and it reports what it sent.
-        used = "rsync"
-        sent = _rsync_push(rsync, local_dir, remote_dir, local_files, progress)
-        changed = [item for item in local_files if item.path in sent]
-    else:
-        remote = {item.path: item for item in transport.list_files(remote_dir)}
-        changed = [item for item in local_files if not _same(item, remote.get(item.path))]
-        used = "files" if changed else "none"
-        total, done = sum(item.size for item in changed), 0
-        if changed and getattr(transport, "exec_only", False):
-            # A host without SFTP: one tar stream over exec, not a channel per file.
-            transport.put_tree(local_dir, [item.path for item in changed], remote_dir)  # type: ignore[attr-defined]
-            changed_now, done = [], total
-            if progress:
-                progress(total, total)
-        else:
-            changed_now = changed
-        for item in changed_now:
-            transport.put(
-                local_dir / item.path, posixpath.join(remote_dir, item.path), atomic=False
-            )
-            done += item.size
-            if progress:
-                progress(done, total)
+    manifest = functools.partial(_local_manifest, local_dir, skip)
+    push = _Push(transport, local_dir, remote_dir, manifest, progress)
+    if method != "files" and (route := rsync.route(transport, required=method == "rsync")):
+        try:
+            return push.by_rsync(route)
+        except rsync.NoRemoteRsync:
+            if method == "rsync":
+                raise TransportError(
+                    "sync method rsync asked for, but rsync on the node is missing"
+                ) from None
+    return push.by_files()
+
+
+class _Push:
+    """One push_dir: the local manifest, and the ways to the node tried in turn."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        local_dir: Path,
+        remote_dir: str,
+        manifest: Callable[[], list[RemoteFile]],
+        progress: Progress | None,
+    ) -> None:
+        self.transport = transport
+        self.local_dir = local_dir
+        self.remote_dir = remote_dir
+        self._manifest = manifest
+        self._files: list[RemoteFile] | None = None
+        self.progress = progress
+        self.used: list[str] = []  # ways that moved bytes, in order
+        streams = callable(getattr(type(transport), "put_tree", None))
+        self.streams = cast(StreamsTrees, transport) if streams else None
+
+    @property
+    def files(self) -> list[RemoteFile]:
+        """The local manifest, made when first needed."""
+        if self._files is None:
+            self._files = self._manifest()
+        return self._files
+
+    def by_rsync(self, route: rsync.RsyncCapable) -> SyncReport:
+        if self.streams and self.streams.folder_is_empty(self.remote_dir) and self.files:
+            if self._stream(self.files):
+                return self._report(self.files, None)
+            # Cut short: every file still goes (the folder was empty); rsync resumes.
+            rsync.push(route, self.local_dir, self.remote_dir, lambda: self.files, self.progress)
+            return self._report(self.files, "rsync")
         # rsync's exit status 0 is its own verification (each file it sent was checked whole,
-        # the rest matched by size and mtime); a second remote walk would cost as much again
-        # as rsync's, so only the file-by-file path lists the node once more.
-        _verify(transport, remote_dir, local_files)
-    return SyncReport(
-        files_total=len(local_files),
-        bytes_total=sum(item.size for item in local_files),
-        files_sent=len(changed),
-        bytes_sent=sum(item.size for item in changed),
-        method=used,
-    )
+        # the rest matched by size and mtime): no listing of ours before or after. The local
+        # manifest is made while rsync's ssh logs in.
+        sent = rsync.push(route, self.local_dir, self.remote_dir, lambda: self.files, self.progress)
+        return self._report([item for item in self.files if item.path in sent], "rsync")
 
+    def by_files(self) -> SyncReport:
+        remote = _listing(self.transport.list_files(self.remote_dir))
+        changed = [item for item in self.files if not _same(item, remote.get(item.path))]
+        if not changed:
+            _verify(remote, self.files)  # the listing just made is the check
+            return self._report([], None)
+        todo = changed
+        streams = self.streams
+        if streams and (streams.exec_only or len(changed) >= STREAM_MIN_FILES):
+            while True:
+                if self._stream(todo):
+                    return self._report(changed, None)
+                remote = _listing(self.transport.list_files(self.remote_dir))
+                left = [item for item in todo if not _same(item, remote.get(item.path))]
+                # Over SFTP a file cut short resumes where it stopped: one by one from here.
+                # Without SFTP nothing resumes within a file: what is left goes as a stream
+                # again, for as long as each one lands at least a file.
+                again = streams.exec_only and len(left) < len(todo)
+                todo = left
+                if not again:
+                    break
+        total = sum(item.size for item in changed)
+        done = total - sum(item.size for item in todo)
+        for item in todo:
+            target = posixpath.join(self.remote_dir, item.path)
+            self.transport.put(self.local_dir / item.path, target, atomic=False)
+            done += item.size
+            if self.progress:
+                self.progress(done, total)
+        _verify(_listing(self.transport.list_files(self.remote_dir)), self.files)
+        return self._report(changed, "files")
 
-def _rsync_route(transport: Transport, remote_dir: str, method: SyncMethod) -> RsyncCapable | None:
-    if method == "files":
-        return None
-    capable = callable(getattr(transport, "rsync_shell", None))
-    local = shutil.which("rsync") is not None
-    remote = capable and local and transport.rsync_ready(remote_dir)  # type: ignore[attr-defined]
-    if capable and local and remote:
-        return transport  # type: ignore[return-value]
-    if method == "rsync":
-        missing = (
-            "this transport" if not capable else "rsync here" if not local else "rsync on the node"
-        )
-        raise TransportError(f"sync method rsync asked for, but {missing} is missing")
-    return None
-
-
-def _rsync_push(
-    transport: RsyncCapable,
-    local_dir: Path,
-    remote_dir: str,
-    files: list[RemoteFile],
-    progress: Progress | None,
-) -> set[str]:
-    """rsync `files`, resuming across dropped links: partial files are kept in a hidden folder
-    and continued, whole files already there are skipped by rsync's own check. Returns the
-    names it sent."""
-    rsh, prefix = transport.rsync_shell()
-    total = sum(item.size for item in files)
-    listing = b"".join(item.path.encode() + b"\0" for item in files)
-    command = [
-        "rsync", "--archive", "--from0", "--files-from=-",
-        "--partial", "--partial-dir=.gpujobs-partial",
-        "--info=progress2", "--no-human-readable", "--outbuf=N", "--itemize-changes",
-        "--timeout=60", "-e", rsh,
-        f"{local_dir}/", f"{prefix}{remote_dir}/",
-    ]  # fmt: skip
-    last_progress = time.monotonic()
-    delay = 0.2
-    sent: set[str] = set()
-    while True:
-        moved, code, errors = _run_rsync(command, listing, total, progress, sent)
-        if code == 0:
-            if progress:
-                progress(total, total)
-            return sent
-        if code not in _RSYNC_LINK_FAILURES:
-            raise TransportError(f"rsync exited with {code}: {errors.strip()[-300:]}")
-        now = time.monotonic()
-        if moved:
-            last_progress, delay = now, 0.2
-        elif now - last_progress > _STALL_WINDOW_S:
-            raise TransportError(
-                f"dataset sync made no progress for {_STALL_WINDOW_S:g}s (rsync {code}: "
-                f"{errors.strip()[-200:]}); launch again to resume it"
+    def _stream(self, files: list[RemoteFile]) -> bool:
+        """Send `files` as one stream and verify it: True; False when the link dropped during
+        it, or the node has no tar to unpack it: the caller goes on by a way that resumes."""
+        assert self.streams is not None
+        total = sum(item.size for item in files)
+        progress = self.progress
+        try:
+            listing = self.streams.put_tree(
+                self.local_dir,
+                [item.path for item in files],
+                self.remote_dir,
+                progress=(lambda done: progress(done, total)) if progress else None,
             )
-        else:
-            delay = min(delay * 2, 2.0)  # cheap to try: a link that returns is used soon
-        time.sleep(delay)
+        except ConnectionLostError:
+            self._note("stream")  # some of it may have landed
+            return False
+        except CommandFailedError as exc:
+            from gpujobs.remote.exec_files import NO_TAR  # only SSH streams: paramiko is loaded
 
+            if exc.exit_code_of_command != NO_TAR:
+                raise  # no folder, a full disk: one by one would fail the same way, less clearly
+            return False
+        self._note("stream")
+        if listing is None:  # the node's find cannot list: a listing of the transport's own
+            listing = self.transport.list_files(self.remote_dir)
+        _verify(_listing(listing), self.files)
+        if progress:
+            progress(total, total)
+        return True
 
-def _run_rsync(
-    command: list[str],
-    listing: bytes,
-    total: int,
-    progress: Progress | None,
-    sent_files: set[str],
-) -> tuple[bool, int, str]:
-    """One rsync run: (moved any bytes, exit code, stderr); adds what it sent to sent_files."""
-    with tempfile.TemporaryFile() as errors:
-        child = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
+    def _note(self, way: str) -> None:
+        if self.used[-1:] != [way]:
+            self.used.append(way)
+
+    def _report(self, sent: list[RemoteFile], last: str | None) -> SyncReport:
+        """`last`: the way that finished (None: the last one noted)."""
+        if last:
+            self._note(last)
+        return SyncReport(
+            files_total=len(self.files),
+            bytes_total=sum(item.size for item in self.files),
+            files_sent=len(sent),
+            bytes_sent=sum(item.size for item in sent),
+            method="+".join(self.used) or "none",
         )
-        assert child.stdin is not None and child.stdout is not None
-        with contextlib.suppress(BrokenPipeError):
-            child.stdin.write(listing)
-        with contextlib.suppress(BrokenPipeError):
-            child.stdin.close()
-        moved = False
-        pending = b""
-        while chunk := child.stdout.read1(1 << 14):
-            pending += chunk
-            *lines, pending = re.split(rb"[\r\n]", pending)
-            for line in lines:
-                if itemized := _RSYNC_SENT_FILE.match(line):
-                    sent_files.add(itemized.group(1).decode("utf-8", errors="surrogateescape"))
-                    continue
-                match = _RSYNC_PROGRESS.match(line)
-                if match:
-                    sent = int(match.group(1))
-                    moved = moved or sent > 0
-                    if progress:
-                        progress(min(sent, total), total)
-        code = child.wait()
-        errors.seek(0)
-        return moved, code, errors.read().decode("utf-8", errors="replace")
 
 
 def pull_dir(
@@ -441,34 +458,51 @@ def _local_file(root: Path, relative: str) -> RemoteFile | None:
 
 
 def _local_manifest(root: Path, skip: Callable[[str], bool] | None = None) -> list[RemoteFile]:
-    """Every file below root that `skip` keeps; a folder `skip` refuses (asked with a trailing
-    slash) is not walked; a dangling symlink is no file to send."""
+    """Every regular file below root that `skip` keeps, symlinks followed (a file is sent as
+    what it points to; a dangling one is no file to send; a link back to a folder above it is
+    not walked again); a folder `skip` refuses (asked with a trailing slash) is not walked.
+    One stat per file."""
     files: list[RemoteFile] = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        here = Path(folder).relative_to(root).as_posix()
-        prefix = "" if here == "." else here + "/"
-        if skip is not None:
-            dirs[:] = [name for name in dirs if not skip(prefix + name + "/")]
-        for name in names:
-            if skip is not None and skip(prefix + name):
-                continue
-            path = Path(folder) / name
+    pending: list[tuple[str, str, frozenset[tuple[int, int]]]] = [("", str(root), frozenset())]
+    while pending:
+        prefix, folder, above = pending.pop()
+        try:
+            here = os.stat(folder)
+            if (here.st_dev, here.st_ino) in above:
+                continue  # a loop
+            above = above | {(here.st_dev, here.st_ino)}
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except OSError:
+            continue
+        for entry in found:
+            relative = prefix + entry.name
             try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            files.append(
-                RemoteFile(
-                    path=path.relative_to(root).as_posix(), size=stat.st_size, mtime=stat.st_mtime
-                )
-            )
+                if entry.is_dir():
+                    if skip is None or not skip(relative + "/"):
+                        pending.append((relative + "/", entry.path, above))
+                    continue
+                if skip is not None and skip(relative):
+                    continue
+                info = entry.stat()
+            except OSError:
+                continue  # gone since, or a dangling symlink
+            if stat.S_ISREG(info.st_mode):
+                files.append(RemoteFile(path=relative, size=info.st_size, mtime=info.st_mtime))
     return sorted(files, key=lambda item: item.path)
 
 
-def _verify(transport: Transport, remote_dir: str, expected: list[RemoteFile]) -> None:
+def _listing(files: list[RemoteFile]) -> dict[str, RemoteFile]:
+    return {item.path: item for item in files}
+
+
+def _verify(remote: dict[str, RemoteFile], expected: list[RemoteFile]) -> None:
     """After a push, every local file is on the node with the same size."""
-    remote = {item.path: item.size for item in transport.list_files(remote_dir)}
-    missing = [item.path for item in expected if remote.get(item.path) != item.size]
+    missing = [
+        item.path
+        for item in expected
+        if (there := remote.get(item.path)) is None or there.size != item.size
+    ]
     if missing:
         raise TransportError(
             f"dataset sync did not verify: {len(missing)} file(s) differ on the node, "

@@ -1,10 +1,12 @@
 """Dataset upload over the loopback sshd (gpujobs.testing.ssh.LoopbackSshd): 10,000 files of
 random bytes totalling 1 GiB, a first copy and a re-sync after 1% of the files change, through
 gpujobs' three paths (push_dir method="rsync"; method="files", the SFTP one; and method="files"
-on a second sshd without the SFTP subsystem, one tar stream over exec) beside plain
-`rsync -a` over the same sshd, measured in the same run (these machines are noisy: compare, don't
-trust absolute numbers). Targets: first copy >= 0.95x plain rsync's speed (each path),
-re-sync <= 1.1x plain rsync's time (each path).
+on a second sshd without the SFTP subsystem) beside plain `rsync -a` over the same sshd, measured
+in the same run (these machines are noisy: compare, don't trust absolute numbers). A first copy
+into an empty folder goes as one tar stream over the open link on every path (SyncReport.method
+says "stream"); the re-sync goes by rsync, or as a stream of the changed files. Targets (issue
+25): first copy >= 1x plain rsync's speed on the rsync path, >= 0.8x on the other two; re-sync
+<= 1.1x plain rsync's time on each path.
 
     python tests/bench/sync.py [--files 10000] [--total-mb 1024] [--repeats 1] [--dir /var/tmp]
     python tests/bench/sync.py --files 1000 --total-mb 100 --repeats 3   # a quick run
@@ -38,7 +40,6 @@ from gpujobs.remote.ssh import HostKeyPins, SshSettings, SshTarget, SSHTransport
 from gpujobs.remote.sync import SyncMethod, SyncReport, push_dir
 from gpujobs.testing.ssh import LoopbackSshd
 
-FIRST_COPY_SPEED = 0.95  # at least, as a fraction of plain rsync's speed
 RESYNC_TIME = 1.1  # at most, as a multiple of plain rsync's time
 CHANGED_FRACTION = 0.01
 FILES_PER_FOLDER = 100
@@ -49,6 +50,8 @@ OURS: dict[str, SyncMethod] = {
     "gpujobs files (SFTP)": "files",
     NO_SFTP: "files",
 }
+# First copy: at least this fraction of plain rsync's speed.
+FIRST_COPY_SPEED = {"gpujobs rsync": 1.0, "gpujobs files (SFTP)": 0.8, NO_SFTP: 0.8}
 
 
 @dataclass
@@ -168,6 +171,11 @@ def connect(sshd: LoopbackSshd, folder: Path) -> tuple[SSHTransport, float, floa
     return transport, login_s, statistics.median(noop)
 
 
+def cipher(transport: SSHTransport) -> str:
+    link = transport._client.get_transport() if transport._client else None
+    return link.local_cipher if link else "?"
+
+
 def check_copy(source: Path, dest: Path, changed: list[Path], expected: tuple[int, int]) -> str:
     """'' when the copy has the source's file count and bytes and the changed files' content."""
     found = tree_size(dest)
@@ -204,8 +212,9 @@ def run(options: argparse.Namespace, work: Path) -> bool:
             transports[label], login_s, noop_s = connect(server, work)
             print(
                 f"{label}: paramiko login {login_s * 1000:.0f} ms (untimed below), "
-                f"a no-op command {noop_s * 1000:.0f} ms"
+                f"a no-op command {noop_s * 1000:.0f} ms, cipher {cipher(transports[label])}"
             )
+        print("plain rsync: OpenSSH's default cipher (and its own login, timed)")
         try:
             for repeat in range(options.repeats):
                 labels = list(figures)
@@ -250,7 +259,7 @@ def report(figures: dict[str, Figures], total_bytes: int, repeats: int) -> None:
     base_resync = statistics.median(figures[BASELINE].resync_s)
     print(f"\nmedians of {repeats} run(s); every side reads from a warm page cache")
     print(
-        f"{'path':<22}{'first':>9}{'MB/s':>8}{'speed/rsync':>13}{'re-sync':>10}"
+        f"{'path':<28}{'first':>9}{'MB/s':>8}{'speed/rsync':>13}{'re-sync':>10}"
         f"{'time/rsync':>12}  {'target':<20}met?"
     )
     for label, measured in figures.items():
@@ -260,21 +269,21 @@ def report(figures: dict[str, Figures], total_bytes: int, repeats: int) -> None:
         if label == BASELINE:
             target, verdict = "-", ""
         else:
-            target = f">={FIRST_COPY_SPEED:.2f}x, <={RESYNC_TIME:.2f}x"
+            target = f">={FIRST_COPY_SPEED[label]:.2f}x, <={RESYNC_TIME:.2f}x"
             missed = [
-                *([f"first copy {speed:.2f}x"] if speed < FIRST_COPY_SPEED else []),
+                *([f"first copy {speed:.2f}x"] if speed < FIRST_COPY_SPEED[label] else []),
                 *([f"re-sync {slower:.2f}x"] if slower > RESYNC_TIME else []),
             ]
             verdict = f"MISSED ({', '.join(missed)})" if missed else "ok"
         print(
-            f"{label:<22}{first:>8.2f}s{total_bytes / first / 1e6:>8.1f}{speed:>12.2f}x"
+            f"{label:<28}{first:>8.2f}s{total_bytes / first / 1e6:>8.1f}{speed:>12.2f}x"
             f"{resync:>9.3f}s{slower:>11.2f}x  {target:<20}{verdict}"
         )
     print("\nSyncReport (last run): files_total bytes_total files_sent bytes_sent method")
     for label in OURS:
         for step, sent in zip(("first", "re-sync"), figures[label].reports[-1], strict=True):
             print(
-                f"  {label:<22}{step:<9}{sent.files_total:>7}{sent.bytes_total:>12}"
+                f"  {label:<28}{step:<9}{sent.files_total:>7}{sent.bytes_total:>12}"
                 f"{sent.files_sent:>7}{sent.bytes_sent:>12}  {sent.method}"
             )
 
