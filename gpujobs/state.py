@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -140,6 +140,12 @@ _LEDGER_COLUMNS = (
     "job_id, node_id, provider, instance_type, region, spot, price_per_hour, started_at, "
     "ended_at, ends_by"
 )
+# A ledger row whose whole cost lies in the UTC day it started: it ended (confirmed) before that
+# day did. Its cost no longer changes and falls in one day (so in one month), so SQLite sums
+# these per day (Books.settled), in integer arithmetic: strftime would double the query's time.
+# The arithmetic is LedgerEntry.cost's.
+_START_DAY = "CAST(started_at / 86400 AS INTEGER)"
+_SETTLED = f"ended_at IS NOT NULL AND CAST(ended_at / 86400 AS INTEGER) = {_START_DAY}"
 
 
 @dataclass(frozen=True)
@@ -235,11 +241,15 @@ class Hold:
 
 @dataclass(frozen=True)
 class Books:
-    """Everything the budget arithmetic reads, from one consistent read."""
+    """Everything the budget arithmetic reads, from one consistent read. With years of jobs
+    the ledger is long, and most nodes in it ended on the UTC day they started: those are
+    summed by SQLite per day and provider (`settled`); only the rest are read as rows."""
 
     limits: list[BudgetLimit]
-    ledger: list[LedgerEntry]
+    settled: dict[tuple[int, str], float]  # (UTC day: days since the epoch, provider) -> USD
+    open: list[LedgerEntry]  # every other node: running, unconfirmed, or across a day's turn
     holds: list[Hold]  # active ones only
+    held: list[LedgerEntry] = field(default_factory=list)  # the nodes of the jobs holding money
 
 
 @dataclass(frozen=True)
@@ -458,7 +468,9 @@ class Store:
         """The jobs with a ledger row (they had a node), newest first, at most `limit` of them
         read; and how many there are."""
         query = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN (SELECT job_id FROM ledger) "
+            # EXISTS, not IN: SQLite walks jobs newest first by index and stops at `limit`.
+            f"SELECT {_JOB_COLUMNS} FROM jobs "
+            "WHERE EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id) "
             "ORDER BY created_at DESC"
         )
         params: tuple[int, ...] = ()
@@ -612,19 +624,35 @@ class Store:
                 "ORDER BY provider, monthly"
             )
         ]
-        ledger = [
+        settled: dict[tuple[int, str], float] = {
+            (day, provider): usd
+            for day, provider, usd in db.execute(
+                f"SELECT {_START_DAY}, provider, "
+                "SUM(MAX(ended_at - started_at, 0) * price_per_hour / 3600) "
+                f"FROM ledger WHERE {_SETTLED} GROUP BY 1, 2"
+            )
+        }
+        open_entries = [
             _ledger_entry(row)
-            for row in db.execute(f"SELECT {_LEDGER_COLUMNS} FROM ledger ORDER BY started_at")
+            for row in db.execute(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE NOT ({_SETTLED}) ORDER BY started_at"
+            )
         ]
+        active = "FROM holds WHERE released_at IS NULL AND job_id IS NOT ?"
         holds = [
             Hold(*row)
             for row in db.execute(
-                "SELECT job_id, provider, amount_usd, created_at FROM holds "
-                "WHERE released_at IS NULL AND job_id IS NOT ?",
+                f"SELECT job_id, provider, amount_usd, created_at {active}", (except_job,)
+            )
+        ]
+        held = [
+            _ledger_entry(row)
+            for row in db.execute(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE job_id IN (SELECT job_id {active})",
                 (except_job,),
             )
         ]
-        return Books(limits, ledger, holds)
+        return Books(limits, settled, open_entries, holds, held)
 
     # -- events -----------------------------------------------------------------------------
     def events(self, job_id: str) -> list[EventRecord]:

@@ -92,7 +92,7 @@ def test_the_price_is_frozen_at_the_first_record(store: Store) -> None:
 
 # -- caps -----------------------------------------------------------------------------------------
 def left(amount: float, provider: str | None = None) -> Allowance:
-    books = Books([BudgetLimit(provider, False, amount, 0.0)], [], [])
+    books = Books([BudgetLimit(provider, False, amount, 0.0)], {}, [], [])
     return Allowance(books, 0.0)
 
 

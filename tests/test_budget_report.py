@@ -134,6 +134,65 @@ def test_report_shows_twenty_jobs_unless_all(store: Store) -> None:
     assert len(budget_report(store, NOW, show_all=True).jobs) == 22
 
 
+def test_sums_made_by_sqlite_equal_the_per_node_arithmetic(store: Store) -> None:
+    """The report sums settled nodes in SQL (Books.settled) and only the open ones in Python:
+    on a ledger of every kind of node (ended within its day, ended exactly at a day's or a
+    month's turn,
+    across one or two turns, ended before it started, live, ended by its timer unconfirmed)
+    each figure equals LedgerEntry.cost summed over every row."""
+    import random
+
+    from gpujobs.money.budget import month_bounds, month_of
+
+    rng = random.Random(7)
+    providers = ("aws", "gcp", "paperspace")
+    for index in range(400):
+        job = f"j{index}"
+        new_job(store, job)
+        start = NOW - rng.uniform(0, 120) * 24 * H
+        kind = index % 6
+        end: float | None = start + rng.uniform(0, 10) * H
+        ends_by = None
+        if kind == 1 and index % 4:
+            end = start - start % (24 * H) + 24 * H  # exactly at a day's turn
+        elif kind == 1:
+            end = month_bounds(month_of(start))[1]  # exactly at a month's turn
+        elif kind == 2:
+            end = start + rng.uniform(20, 70) * 24 * H  # across one or two turns
+        elif kind == 3:
+            end = start - 5.0  # ended before it started: costs nothing
+        elif kind == 4:
+            end = None  # live
+        elif kind == 5:
+            end, ends_by = None, start + rng.uniform(0, 5) * H  # its timer ended it
+        end = None if end is None else min(end, NOW)
+        node(store, job, "n0", providers[index % 3], rng.uniform(0.1, 9.0), start, end=end,
+             ends_by=ends_by)  # fmt: skip
+    for provider in (None, "gcp"):
+        for monthly in (False, True):
+            store.set_budget(provider=provider, monthly=monthly, limit_usd=1e6, now=NOW)
+    rows = store.ledger()
+    books = store.books()
+    assert 0 < len(books.open) < len(rows) - 50, "both ways are used"
+
+    since, until = month_bounds(month_of(NOW))
+    for standing in standings(books, NOW):
+        window = {"since": since, "until": until} if standing.limit.monthly else {}
+        expected = sum(e.cost(NOW, **window) for e in rows if standing.covers(e.provider))
+        assert standing.spent == pytest.approx(expected, rel=1e-12), standing.label
+    report = budget_report(store, NOW, show_all=True)
+    assert report.total == pytest.approx(sum(e.cost(NOW) for e in rows), rel=1e-12)
+    assert sum(month.spent for month in report.spend) == pytest.approx(report.total, rel=1e-12)
+    march = sum(e.cost(NOW, since=since, until=until) for e in rows if e.provider == "aws")
+    [aws_march] = [m.spent for m in report.spend if (m.month, m.provider) == ("2025-03", "aws")]
+    assert aws_march == pytest.approx(march, rel=1e-12)
+    day = 86400.0
+    chart_from = NOW - NOW % day - 29 * day
+    expected_days = sum(e.cost(NOW, since=chart_from) for e in rows)
+    assert sum(total for _, total in report.daily) == pytest.approx(expected_days, rel=1e-12)
+    assert sum(job.cost for job in report.jobs) == pytest.approx(report.total, rel=1e-12)
+
+
 def test_budgets_count_their_period_and_provider_and_holds(books: Store) -> None:
     books.set_budget(provider=None, monthly=False, limit_usd=500, now=NOW)
     books.set_budget(provider=None, monthly=True, limit_usd=100, now=NOW)

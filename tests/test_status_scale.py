@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -92,3 +93,46 @@ def test_quick_status_options_take_only_the_plain_forms() -> None:
     assert quick_status_options(["--all", "--page=2"]) == (None, False, True, 2)
     for odd in (["--page"], ["--page", "0"], ["--page=x"], ["-h"], ["a", "b"], ["--help"]):
         assert quick_status_options(odd) is None, odd
+
+
+def test_quick_budget_path_answers_as_the_full_cli_without_loading_typer(tmp_path: Path) -> None:
+    """`gpujobs budget`, `--json` and `--all` skip the CLI framework too; a subcommand, help or
+    a typo goes to typer."""
+    from gpujobs.cli.entry import quick_budget_options
+    from gpujobs.state import Billing
+
+    fill(tmp_path / "home", 30, 0)
+    store = Store(tmp_path / "home" / "state.db")
+    for index in range(25):  # more than the report shows without --all
+        billing = Billing("g4dn.xlarge", "us-east-1", False, 0.5 + index, started_at=5000.0)
+        store.add_node(f"job-{index:06d}", node_id="n0", provider="aws", node_json="{}",
+                       billing=billing, now=5000.0)  # fmt: skip
+        store.mark_node_terminated(f"job-{index:06d}", "n0", now=5000.0 + 3600)
+    store.set_budget(provider=None, monthly=False, limit_usd=1000.0, now=5000.0)
+    store.close()
+    env = {**os.environ, "GPUJOBS_HOME": str(tmp_path / "home")}
+    for args in (["budget"], ["budget", "--json"], ["budget", "-a", "--json"]):
+        quick, full = gpujobs_cli(*args, env=env), gpujobs_cli("--debug", *args, env=env)
+        assert quick.returncode == full.returncode == 0, (quick.stderr, full.stderr)
+        if "--json" in args:
+            answers = [json.loads(done.stdout) for done in (quick, full)]
+            for answer in answers:
+                answer.pop("as_of")
+            assert answers[0] == answers[1]
+            assert len(answers[0]["jobs"]) == (25 if "-a" in args else 20)
+        else:
+            assert quick.stdout.splitlines()[:8] == full.stdout.splitlines()[:8]
+    assert quick_budget_options([]) == (False, False)
+    assert quick_budget_options(["--all", "--json"]) == (True, True)
+    for odd in (["set", "5"], ["--help"], ["--jsn"], ["unset"]):
+        assert quick_budget_options(odd) is None, odd
+    probe = (
+        "import sys; sys.argv = ['gpujobs', 'budget', '--json']\n"
+        "from gpujobs.cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('typer', 'pydantic', 'gpujobs.spec') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"

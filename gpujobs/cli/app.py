@@ -340,13 +340,9 @@ def create_app(controller_factory: ControllerFactory = default_controller) -> ty
         if ctx.invoked_subcommand is not None:
             return
         with errors_to_exit():
-            from gpujobs.cli import budget_view
+            from gpujobs.cli.budget_view import show_budget
 
-            report = controller_factory().budget_report(show_all=show_all)
-            if as_json:
-                output.print_json(budget_view.budget_json(report))
-                return
-            output.console(stdout=True).print(budget_view.budget_view(report))
+            show_budget(controller_factory(), as_json=as_json, show_all=show_all)
 
     @budget_app.command("set")
     def budget_set(

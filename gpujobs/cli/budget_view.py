@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -13,8 +13,22 @@ from gpujobs.cli.tables import LimitLine, iso_time, limits_json, limits_table, t
 from gpujobs.money.budget import month_of, raise_command
 from gpujobs.money.report import BudgetReport, LimitRow
 
+if TYPE_CHECKING:
+    from gpujobs.api import Controller
+
 _BAR = "▏▎▍▌▋▊▉█"  # eighths: a day's bar is drawn to an eighth of a character
 _BAR_WIDTH = 40
+
+
+def show_budget(controller: Controller, *, as_json: bool, show_all: bool) -> None:
+    """`gpujobs budget`: shared by the typer command and the quick path of cli/entry.py."""
+    from gpujobs.cli import output
+
+    report = controller.budget_report(show_all=show_all)
+    if as_json:
+        output.print_json(budget_json(report))
+    else:
+        output.console(stdout=True).print(budget_view(report))
 
 
 def budget_lines(report: BudgetReport) -> list[LimitLine]:

@@ -1,18 +1,26 @@
-"""The `gpujobs` console entry. `gpujobs status` is run many times a day, and by scripts in a
-loop: in its plain forms it answers without loading the CLI framework (typer loads pydantic to
-read its options, several times the rest of the command's cost). Anything else, help and
-malformed options included, goes to the full CLI (cli/app.py), which runs the same function."""
+"""The `gpujobs` console entry. `gpujobs status` and `gpujobs budget` are run many times a day,
+and by scripts in a loop: in their plain forms they answer without loading the CLI framework
+(typer loads pydantic to read its options, several times the rest of the command's cost).
+Anything else, help and malformed options included, goes to the full CLI (cli/app.py), which
+runs the same functions."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpujobs.api import Controller
 
 
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["status"] and (options := quick_status_options(argv[1:])) is not None:
-        sys.exit(_quick_status(*options))
+        sys.exit(_quick(lambda controller: _show_status(controller, *options)))
+    if argv[:1] == ["budget"] and (flags := quick_budget_options(argv[1:])) is not None:
+        sys.exit(_quick(lambda controller: _show_budget(controller, *flags)))
     from gpujobs.cli.app import main as full_cli
 
     full_cli()
@@ -41,13 +49,33 @@ def quick_status_options(words: list[str]) -> tuple[str | None, bool, bool, int]
     return job, as_json, show_all, page
 
 
-def _quick_status(job: str | None, as_json: bool, show_all: bool, page: int) -> int:
-    from gpujobs.api.controller import default_controller
-    from gpujobs.cli import output
+def quick_budget_options(words: list[str]) -> tuple[bool, bool] | None:
+    """(--json, --all) when `words` are only those; else None (a subcommand, help, a typo)."""
+    if not set(words) <= {"--json", "--all", "-a"}:
+        return None
+    return "--json" in words, bool({"--all", "-a"} & set(words))
+
+
+def _show_status(
+    controller: Controller, job: str | None, as_json: bool, show_all: bool, page: int
+) -> None:
     from gpujobs.cli.status_command import show_status
 
+    show_status(controller, job, as_json=as_json, show_all=show_all, page=page)
+
+
+def _show_budget(controller: Controller, as_json: bool, show_all: bool) -> None:
+    from gpujobs.cli.budget_view import show_budget
+
+    show_budget(controller, as_json=as_json, show_all=show_all)
+
+
+def _quick(command: Callable[[Controller], None]) -> int:
+    from gpujobs.api.controller import default_controller
+    from gpujobs.cli import output
+
     try:
-        show_status(default_controller(), job, as_json=as_json, show_all=show_all, page=page)
+        command(default_controller())
     except Exception as exc:
         if os.environ.get("GPUJOBS_DEBUG") == "1":
             raise

@@ -13,6 +13,7 @@ status` reads costs on its fast path.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ NODE_TIMER_SLACK_S = 10 * 60
 # -- months (UTC, as the clouds bill) -----------------------------------------------------------
 def month_of(ts: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(ts))
+
+
+@functools.cache  # a few hundred days among a ledger's many thousand nodes
+def month_of_day(day: int) -> str:
+    """The UTC month of a day counted from the epoch (Books.settled's keys)."""
+    return month_of(day * 86400)
 
 
 def month_bounds(month: str) -> tuple[float, float]:
@@ -76,17 +83,12 @@ class Standing:
 
 
 def standings(books: Books, now: float) -> list[Standing]:
-    since, until = month_bounds(month_of(now))
+    this_month = month_of(now)
     result = []
     for limit in books.limits:
-        window = {"since": since, "until": until} if limit.monthly else {}
-        spent = sum(
-            entry.cost(now, **window)
-            for entry in books.ledger
-            if limit.provider in (None, entry.provider)
-        )
+        spent = spent_under(books, now, limit.provider, this_month if limit.monthly else None)
         held = sum(
-            (_unspent(hold, books.ledger, now) for hold in books.holds
+            (_unspent(hold, books.held, now) for hold in books.holds
              if limit.provider in (None, hold.provider)),
             0.0,
         )  # fmt: skip
@@ -94,13 +96,26 @@ def standings(books: Books, now: float) -> list[Standing]:
     return result
 
 
-def _unspent(hold: Hold, ledger: list[LedgerEntry], now: float) -> float:
+def spent_under(books: Books, now: float, provider: str | None, month: str | None) -> float:
+    """USD spent by `now` on `provider` (None: on all), in one UTC `month` or (None) ever."""
+    window = dict(zip(("since", "until"), month_bounds(month), strict=True)) if month else {}
+    settled = sum(
+        usd
+        for (day, where), usd in books.settled.items()
+        if provider in (None, where) and month in (None, month_of_day(day))
+    )
+    return settled + sum(
+        entry.cost(now, **window) for entry in books.open if provider in (None, entry.provider)
+    )
+
+
+def _unspent(hold: Hold, held: list[LedgerEntry], now: float) -> float:
     """What a hold still keeps back: its amount, less what its placement has spent (nodes of
     the job on the hold's provider started since the hold; an earlier, failed placement's
     spend is in the ledger already)."""
     spent = sum(
         entry.cost(now)
-        for entry in ledger
+        for entry in held
         if entry.job_id == hold.job_id
         and entry.provider == hold.provider
         and entry.started_at >= hold.created_at

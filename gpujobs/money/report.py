@@ -11,8 +11,8 @@ import functools
 import time
 from dataclasses import dataclass
 
-from gpujobs.money.budget import Standing, month_bounds, month_of, standings
-from gpujobs.state import JobRecord, JobState, LedgerEntry, Store
+from gpujobs.money.budget import Standing, month_bounds, month_of, month_of_day, standings
+from gpujobs.state import Books, JobRecord, JobState, LedgerEntry, Store
 
 RECENT_JOBS = 20
 CHART_DAYS = 30
@@ -63,23 +63,29 @@ class BudgetReport:
 
 
 def budget_report(store: Store, now: float, *, show_all: bool = False) -> BudgetReport:
+    """Aggregates come from SQLite (Books.settled) plus the few nodes still open; rows are
+    read only for the jobs shown and for the chart's days."""
     books = store.books()
-    ledger = books.ledger
     limits = []
     for standing in standings(books, now):
-        covered = [entry for entry in ledger if standing.covers(entry.provider)]
+        covered = [entry for entry in books.open if standing.covers(entry.provider)]
         limits.append(_limit_row(standing, covered, now))
     records, spending = store.jobs_that_spent(limit=None if show_all else RECENT_JOBS)
+    if show_all:
+        ledger = store.ledger()
+    else:  # store.ledger() with no job named is every job's
+        ledger = store.ledger(*(record.id for record in records)) if records else []
     shown = _jobs(records, ledger, now)
+    first_day = _chart_start(now)
     return BudgetReport(
         as_of=now,
         limits=limits,
         jobs=shown,
         jobs_not_shown=spending - len(shown),
-        spend=_by_month(ledger, now),
-        daily=_daily(ledger, now),
-        burn_per_hour=sum(entry.price_per_hour for entry in ledger if entry.live(now)),
-        total=sum(entry.cost(now) for entry in ledger),
+        spend=_by_month(books, now),
+        daily=_daily(books, first_day, now),
+        burn_per_hour=sum(entry.price_per_hour for entry in books.open if entry.live(now)),
+        total=sum(books.settled.values()) + sum(entry.cost(now) for entry in books.open),
     )
 
 
@@ -122,10 +128,13 @@ def _jobs(records: list[JobRecord], ledger: list[LedgerEntry], now: float) -> li
     return rows  # records are newest first
 
 
-def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
+def _by_month(books: Books, now: float) -> list[MonthSpend]:
     spent: dict[tuple[str, str], float] = {}
-    bounds = functools.cache(month_bounds)  # a few months among many thousand nodes
-    for entry in ledger:
+    for (day, provider), usd in books.settled.items():
+        key = (month_of_day(day), provider)
+        spent[key] = spent.get(key, 0.0) + usd
+    bounds = functools.cache(month_bounds)  # a few months among the open nodes
+    for entry in books.open:
         month = month_of(entry.started_at)
         while True:  # a node may run across the turn of a month
             since, until = bounds(month)
@@ -139,22 +148,33 @@ def _by_month(ledger: list[LedgerEntry], now: float) -> list[MonthSpend]:
     return [MonthSpend(month, provider, amount) for (month, provider), amount in newest_first]
 
 
-def _daily(ledger: list[LedgerEntry], now: float) -> list[tuple[str, float]]:
-    day = 86400.0
-    today = now - now % day
-    first = today - (CHART_DAYS - 1) * day
+_DAY = 86400.0
+
+
+def _chart_start(now: float) -> float:
+    """The first UTC day of the spending chart."""
+    return now - now % _DAY - (CHART_DAYS - 1) * _DAY
+
+
+def _daily(books: Books, first: float, now: float) -> list[tuple[str, float]]:
+    """Per UTC day from `first`: what SQLite summed for that day, plus the share of each open
+    node billed in it."""
+    first_day = int(first // _DAY)
     totals = [0.0] * CHART_DAYS
-    for entry in ledger:
+    for (day, _), usd in books.settled.items():
+        if 0 <= day - first_day < CHART_DAYS:
+            totals[day - first_day] += usd
+    for entry in books.open:
         end = entry.end(now)
         if end <= first:
             continue  # billed before the chart's days: with years of jobs, most of them
-        # Only the days this node was billed in (most nodes: one), not every day for each.
-        index = int((max(entry.started_at, first) - first) // day)
-        while index < CHART_DAYS and first + index * day < end:
-            since = first + index * day
-            totals[index] += entry.cost(now, since=since, until=since + day)
+        # Only the days this node was billed in (most nodes: one or two), not every day.
+        index = int((max(entry.started_at, first) - first) // _DAY)
+        while index < CHART_DAYS and first + index * _DAY < end:
+            since = first + index * _DAY
+            totals[index] += entry.cost(now, since=since, until=since + _DAY)
             index += 1
     return [
-        (time.strftime("%Y-%m-%d", time.gmtime(first + index * day)), total)
+        (time.strftime("%Y-%m-%d", time.gmtime(first + index * _DAY)), total)
         for index, total in enumerate(totals)
     ]
