@@ -30,10 +30,19 @@ _UPLOADS_DONE = (
 )
 
 
-# Move a sent bundle into place, unless another job did first, and link the job's code to it.
+# Renames a sent bundle into place ($1 -> $2; one already there is kept when whole, as when two
+# jobs sent it at once, else replaced), links the job's code/jobs ($3) to it, and prunes
+# the host's other bundles: each edit of the bundled workloads is a new digest, so a developer's
+# host would gather one per edit. Kept: the newest KEEP_BUNDLES, and any sent in the last
+# week (a job still running links to its own; a restart that finds it gone sends it again).
+# Names in cache/code are digests and `<digest>.<job>.partial`: `ls -t` reads them safely.
+KEEP_BUNDLES = 4
 _SHARE_BUNDLE = (
-    'mv -T "$1" "$2" 2>/dev/null || { [ -e "$2" ] || mv "$1" "$2"; }; rm -rf "$1"; '
-    '[ -d "$2/jobs" ] || exit 1; ln -sfn "$2/jobs" "$3"'
+    'mv -T "$1" "$2" 2>/dev/null || [ "$(cat "$1/DIGEST")" = "$(cat "$2/DIGEST" 2>/dev/null)" ] || '
+    '{ rm -rf "$2" && mv -T "$1" "$2"; } || exit 1; rm -rf "$1"; '
+    '[ -d "$2/jobs" ] || exit 1; ln -sfn "$2/jobs" "$3"; '
+    'cd "${2%/*}" && ls -1t | tail -n +$(($4 + 1)) | while read -r old; do '
+    'find "./$old" -maxdepth 0 -mtime +6 -exec rm -rf {} +; done; exit 0'
 )
 
 
@@ -79,7 +88,9 @@ class NodeSession:
             self.transport, jobs_package_dir(), f"{partial}/jobs", skip=is_bundle_junk
         )
         self.write_private(digest, f"{partial}/DIGEST")
-        self.transport.run(["sh", "-c", _SHARE_BUNDLE, "sh", partial, shared, jobs])
+        self.transport.run(
+            ["sh", "-c", _SHARE_BUNDLE, "sh", partial, shared, jobs, str(KEEP_BUNDLES)]
+        )
         return report
 
     def push_dataset(self, source: Path, progress: Progress | None = None) -> SyncReport:
