@@ -12,7 +12,9 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +78,34 @@ def _transport(server: LoopbackSshd, pins: HostKeyPins, port: int | None = None)
     return ssh_transport(server, pins, port=port)
 
 
+@dataclass
+class StreamWay:
+    through_ssh: bool  # streams of any size through this machine's ssh, else paramiko's link
+    used: list[str]  # the outcome of each stream through ssh
+
+
+@pytest.fixture(params=["paramiko", "openssh"])
+def stream_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> StreamWay:
+    """Streams go over paramiko's link, or through this machine's ssh (large ones do)."""
+    from gpujobs.remote import openssh_stream, ssh
+
+    way = StreamWay(request.param == "openssh", [])
+    monkeypatch.setattr(ssh, "OPENSSH_STREAM_MIN_BYTES", 0 if way.through_ssh else 1 << 62)
+    real = openssh_stream.put_tree
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        try:
+            listing = real(*args, **kwargs)
+        except Exception as exc:
+            way.used.append(type(exc).__name__)
+            raise
+        way.used.append("landed")
+        return listing
+
+    monkeypatch.setattr(openssh_stream, "put_tree", spied)
+    return way
+
+
 @pytest.mark.parametrize(
     ("host", "method", "then"),
     [("sftp", "auto", "rsync"), ("sftp", "files", "files"), ("no-sftp", "files", "stream")],
@@ -88,6 +118,7 @@ def test_a_first_copy_goes_as_one_stream_and_a_later_change_by_the_usual_way(
     host: str,
     method: str,
     then: str,
+    stream_way: StreamWay,
 ) -> None:
     source, target = tmp_path / "data", tmp_path / "node" / "deep" / "data"
     _dataset(source)
@@ -113,6 +144,8 @@ def test_a_first_copy_goes_as_one_stream_and_a_later_change_by_the_usual_way(
         assert push_dir(transport, source, str(target), method=method).files_sent == 0
     finally:
         transport.close()
+    streams = 1 + (then == "stream")
+    assert stream_way.used == (["landed"] * streams if stream_way.through_ssh else [])
 
 
 def test_many_changed_files_go_as_a_stream_over_sftp_too(
@@ -236,10 +269,13 @@ def test_a_link_cut_during_the_stream_goes_on_from_what_landed(
     host: str,
     method: str,
     finished_by: str,
+    stream_way: StreamWay,
 ) -> None:
     """A stream sent again would start over: after the cut, rsync (partial files resumed) or
     SFTP (a file cut short continued) goes on from what the node holds; without SFTP what is
-    left goes as a stream again. What crossed the link stays near the dataset's size."""
+    left goes as a stream again. What crossed the link stays near the dataset's size. Through
+    this machine's ssh the same: a cut past the node's start is a lost link, not a route ssh
+    cannot take (which would start the stream over on paramiko's link)."""
     source, target = tmp_path / "data", tmp_path / "node"
     rng = random.Random(9)
     for index in range(60):
@@ -263,6 +299,39 @@ def test_a_link_cut_during_the_stream_goes_on_from_what_landed(
             transport.close()
     assert transport.connections == 2, "cut during the sync, and reconnected once"
     assert report.method == ("stream" if finished_by == "stream" else f"stream+{finished_by}")
+    if stream_way.through_ssh:
+        assert stream_way.used[0] == "ConnectionLostError", stream_way.used
     assert report.files_sent == 61
     assert _files(target) == _files(source)
     assert proxy.bytes_forwarded - login < 1.6 * size, (proxy.bytes_forwarded, size)
+
+
+def test_a_route_this_machines_ssh_cannot_take_falls_back_to_paramiko_once(
+    sshd: LoopbackSshd, pins: HostKeyPins, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ssh here cannot reach the node (a key only paramiko is given, an agent it cannot
+    see), the stream goes over paramiko's link, and ssh is not tried again."""
+    from gpujobs.remote import openssh_stream, ssh
+    from gpujobs.testing.ssh import free_port
+
+    monkeypatch.setattr(ssh, "OPENSSH_STREAM_MIN_BYTES", 0)
+    tries: list[str] = []
+    real = openssh_stream.put_tree
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        tries.append("ssh")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(openssh_stream, "put_tree", spied)
+    source = tmp_path / "data"
+    _dataset(source)
+    transport = _transport(sshd, pins)
+    nowhere = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-p", str(free_port()), "127.0.0.1"]
+    transport.openssh_argv = lambda: nowhere  # type: ignore[method-assign]
+    try:
+        for target in (tmp_path / "one", tmp_path / "two"):
+            assert push_dir(transport, source, str(target)).method == "stream"
+            assert _files(target) == _files(source)
+    finally:
+        transport.close()
+    assert tries == ["ssh"], "tried once, then paramiko's link"

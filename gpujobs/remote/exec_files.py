@@ -11,7 +11,7 @@ import tarfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import paramiko
 
@@ -142,7 +142,7 @@ def put_tree(
     channel.settimeout(timeout_s)  # a window that never reopens is a dead link
     try:
         try:
-            _send_tar(channel, local_dir, paths, progress)
+            send_tar(channel, local_dir, paths, progress)
             channel.shutdown_write()
         except OSError:
             if not channel.exit_status_ready():
@@ -152,22 +152,40 @@ def put_tree(
         listing = _read_all(channel)
         error = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
         status = _finish(channel, f"upload into {remote}")
-        if status in (3, 4, NO_TAR):
-            step = {3: "mkdir", 4: "tar -x"}.get(status, "tar --no-same-owner")
-            raise CommandFailedError(f"{step} into {remote}", status, error[-300:])
-        if status != 0:
-            return None  # no GNU find there (busybox, BSD): the caller lists another way
-        return parse_find_listing(listing.decode("utf-8", errors="surrogateescape"))
+        return untar_outcome(status, listing, error, remote)
     finally:
         channel.close()
 
 
-def _send_tar(
-    channel: paramiko.Channel,
+def untar_command(remote: str) -> str:
+    """The node's side of a tree upload (UNTAR, into `remote`), as one command line."""
+    return shlex.join(["sh", "-c", _UNTAR, "sh", remote])
+
+
+def untar_outcome(status: int, listing: bytes, error: str, remote: str) -> list[RemoteFile] | None:
+    """What an UNTAR run's exit status, stdout and stderr mean: the folder's listing; None
+    where the node's find cannot print one; or CommandFailedError for the node's refusal."""
+    if status in (3, 4, NO_TAR):
+        step = {3: "mkdir", 4: "tar -x"}.get(status, "tar --no-same-owner")
+        raise CommandFailedError(f"{step} into {remote}", status, error[-300:])
+    if status != 0:
+        return None  # no GNU find there (busybox, BSD): the caller lists another way
+    return parse_find_listing(listing.decode("utf-8", errors="surrogateescape"))
+
+
+class Sink(Protocol):
+    """Where a tar stream goes: a paramiko channel, or a pipe into OpenSSH."""
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None: ...
+
+
+def send_tar(
+    channel: Sink,
     local_dir: Path,
     paths: Sequence[str],
     progress: Callable[[int], None] | None,
 ) -> None:
+    """`paths` (below local_dir) as one tar archive, in large sends."""
     pending = bytearray()
     chunk = bytearray(_STREAM_CHUNK)
     done = 0

@@ -47,7 +47,7 @@ from gpujobs.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from gpujobs.remote import exec_files, ssh_pool
+from gpujobs.remote import exec_files, openssh_stream, ssh_pool
 from gpujobs.remote.ssh_config import (
     ResolvedHost,
     config_value,
@@ -106,6 +106,27 @@ class SshSettings:
     retry_first_contact: bool = False
     # Hops of ProxyJump chains followed at most (a config that jumps through itself).
     max_hops: int = 8
+
+
+# A tree upload of at least this many bytes goes through this machine's ssh: its own login
+# (~0.15 s) is repaid by the faster stream (about 1.7x paramiko's here) from about 64 MiB.
+OPENSSH_STREAM_MIN_BYTES = 64 << 20
+
+
+def _worth_an_ssh_login(local_dir: Path, paths: Sequence[str]) -> bool:
+    """Whether `paths` hold at least OPENSSH_STREAM_MIN_BYTES (statted until they do), and
+    this machine has ssh."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):  # gone: the stream says so, whichever way it goes
+            total += (local_dir / path).stat().st_size
+        if total >= OPENSSH_STREAM_MIN_BYTES:
+            return openssh_stream.available()
+    return False
+
+
+# The node's name in the ssh config written for rsync and the ssh stream (`Host` entry).
+_NODE_ALIAS = "gpujobs-node"
 
 
 class HostKeyPins:
@@ -191,6 +212,9 @@ class SSHTransport:
         # Whether the node has rsync: None until a sync tried it (sync.py sets it).
         self.has_rsync: bool | None = None
         self._has_sftp: bool | None = None  # None: not asked yet
+        # False once this machine's ssh failed to reach the node: large tree uploads go
+        # through it (openssh_stream) until then.
+        self._openssh_works: bool | None = None
         self.connections = 0  # successful logins; more than one means it reconnected
         # Asked between reconnect attempts: a reason ends the retries (see GivesUp).
         self.give_up: Callable[[], str | None] | None = None
@@ -289,11 +313,13 @@ class SSHTransport:
         *,
         progress: Callable[[int], None] | None = None,
     ) -> list[RemoteFile] | None:
-        """Files under local_dir into remote_dir as one tar stream over one exec channel
-        (mtimes kept), and the folder's listing afterwards (None where the node's find cannot
-        print it). Tried once: a link lost mid-stream raises ConnectionLostError, and the
-        caller goes on by a path that resumes (a stream sent again would start over), which
-        also waits out a link that is down already."""
+        """Files under local_dir into remote_dir as one tar stream (mtimes kept), and the
+        folder's listing afterwards (None where the node's find cannot print it). The stream
+        goes through this machine's ssh where it reaches the node (openssh_stream: encrypted
+        in a process of its own, faster than paramiko), else over one exec channel. Tried
+        once: a link lost mid-stream raises ConnectionLostError, and the caller goes on by a
+        path that resumes (a stream sent again would start over), which also waits out a link
+        that is down already."""
         timeout = self.settings.connect_timeout_s * 4
 
         def moved(done: int) -> None:
@@ -301,6 +327,15 @@ class SSHTransport:
             if progress:
                 progress(done)
 
+        if self._openssh_works is not False and _worth_an_ssh_login(local_dir, paths):
+            try:
+                return openssh_stream.put_tree(
+                    self.openssh_argv(), local_dir, paths, remote_dir, progress=moved
+                )
+            except openssh_stream.NotReached:
+                # A route, key or agent this machine's ssh cannot use (or no link at all, which
+                # paramiko then says): paramiko from now on, starting this upload over.
+                self._openssh_works = False
         try:
             return exec_files.put_tree(
                 self._connected(), local_dir, paths, remote_dir, timeout_s=timeout, progress=moved
@@ -442,10 +477,17 @@ class SSHTransport:
     def rsync_shell(self) -> tuple[str, str]:
         """(`rsync -e` value, remote prefix) reaching this node with the key and the pinned
         host keys this transport uses; the host key must have been seen (connect first)."""
+        return f"ssh -F {_rsync_word(str(self._ssh_config()))}", f"{_NODE_ALIAS}:"
+
+    def openssh_argv(self) -> list[str]:
+        """This machine's ssh on rsync's route to the node, up to the remote command."""
+        return ["ssh", "-F", str(self._ssh_config()), _NODE_ALIAS]
+
+    def _ssh_config(self) -> Path:
         self._connected()
         if self._rsync_config is None:
             self._rsync_config = self._write_ssh_config()
-        return f"ssh -F {_rsync_word(str(self._rsync_config))}", "gpujobs-node:"
+        return self._rsync_config
 
     def _write_ssh_config(self) -> Path:
         """An ssh_config for rsync's ssh: the resolved node (with its ProxyJump or
@@ -455,7 +497,7 @@ class SSHTransport:
         route = self.resolved()
         try:
             lines = [
-                "Host gpujobs-node",
+                f"Host {_NODE_ALIAS}",
                 f"  HostName {config_value(route.hostname)}",
                 f"  Port {route.port}",
                 f"  User {config_value(route.user or _local_user())}",
