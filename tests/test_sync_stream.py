@@ -54,17 +54,26 @@ def _dataset(root: Path) -> None:
 
 
 def _files(root: Path) -> dict[str, tuple[str, int]]:
-    """Every regular file below root (symlinks followed): its digest and whole-second mtime."""
+    """Every regular file below root (symlinks followed, a link back to a folder above it not
+    walked again): its digest and whole-second mtime."""
     found = {}
-    for folder, _dirs, names in os.walk(root, followlinks=True):
-        for name in names:
-            path = Path(folder) / name
-            if ".gpujobs-partial" in path.parts or not path.exists():
+
+    def walk(folder: Path, above: frozenset[tuple[int, int]]) -> None:
+        here = folder.stat()
+        if (here.st_dev, here.st_ino) in above:
+            return
+        for path in folder.iterdir():
+            if path.name == ".gpujobs-partial":
                 continue
-            found[path.relative_to(root).as_posix()] = (
-                hashlib.sha256(path.read_bytes()).hexdigest(),
-                int(path.stat().st_mtime),
-            )
+            if path.is_dir():
+                walk(path, above | {(here.st_dev, here.st_ino)})
+            elif path.is_file():  # not a dangling link, not a FIFO
+                found[path.relative_to(root).as_posix()] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    int(path.stat().st_mtime),
+                )
+
+    walk(root, frozenset())
     return found
 
 
@@ -335,3 +344,59 @@ def test_a_route_this_machines_ssh_cannot_take_falls_back_to_paramiko_once(
     finally:
         transport.close()
     assert tries == ["ssh"], "tried once, then paramiko's link"
+
+
+@pytest.mark.parametrize("odd", [None, "dangling", "loop", "fifo"])
+def test_rsync_walks_a_plain_folder_itself_and_is_given_the_list_otherwise(
+    sshd: LoopbackSshd,
+    pins: HostKeyPins,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    odd: str | None,
+) -> None:
+    """rsync's own walk is faster than a list it is given; a folder where its walk would find
+    other files than the manifest (a dangling link it calls an error, a loop it would follow,
+    a FIFO) gets the manifest's list instead, and the copy is the same either way. A sync that
+    skips files (the code bundle's junk) is given the list at once."""
+    from gpujobs.remote import rsync
+
+    walks: list[bool] = []
+    real = rsync._run
+
+    def spied(*args: Any, walk: bool, **kwargs: Any) -> Any:
+        walks.append(walk)
+        return real(*args, walk=walk, **kwargs)
+
+    monkeypatch.setattr(rsync, "_run", spied)
+    source, target = tmp_path / "data", tmp_path / "node"
+    for index in range(40):
+        (source / f"c{index % 4}").mkdir(parents=True, exist_ok=True)
+        (source / f"c{index % 4}" / f"{index}.bin").write_bytes(os.urandom(50 + index))
+    (source / "shared").symlink_to("c0")
+    if odd == "dangling":
+        (source / "c1" / "gone.bin").symlink_to("nowhere.bin")
+    elif odd == "loop":
+        (source / "c2" / "again").symlink_to("..")
+    elif odd == "fifo":
+        os.mkfifo(source / "c3" / "pipe")
+    transport = _transport(sshd, pins)
+    try:
+        target.mkdir()
+        (target / "c3").mkdir()
+        (target / "c3" / "3.bin").write_bytes(b"stale")  # not empty: rsync, not a stream
+        report = push_dir(transport, source, str(target), method="rsync")
+        assert (report.method, report.files_total, report.files_sent) == ("rsync", 50, 50)
+        assert _files(target) == _files(source)
+        assert not (target / "c2" / "again").exists() and not (target / "c1" / "gone.bin").exists()
+        assert not (target / "c3" / "pipe").exists()
+        # One rsync that walks; or, stopped while it logged in, one given the list.
+        assert walks == ([True] if odd is None else [True, False])
+        walks.clear()
+        (source / "c0" / "0.bin").write_bytes(b"changed")
+        (source / "c0" / "junk.tmp").write_bytes(b"left here")
+        report = push_dir(
+            transport, source, str(target), skip=lambda path: path.endswith(".tmp"), method="rsync"
+        )
+        assert walks == [False] and not (target / "c0" / "junk.tmp").exists()
+    finally:
+        transport.close()

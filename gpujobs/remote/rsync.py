@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from gpujobs.errors import TransportError
 from gpujobs.remote.transport import RemoteFile
@@ -80,34 +80,58 @@ def route(transport: object, *, required: bool) -> RsyncCapable | None:
     return None
 
 
+class Manifest(Protocol):
+    """What the local side holds, as sync's walk found it."""
+
+    @property
+    def files(self) -> Sequence[RemoteFile]: ...
+
+    # rsync walking the folder itself (links followed) would find exactly these files.
+    @property
+    def walkable(self) -> bool: ...
+
+
 def push(
     transport: RsyncCapable,
     local_dir: Path,
     remote_dir: str,
-    manifest: Callable[[], Sequence[RemoteFile]],
+    manifest: Callable[[], Manifest],
     progress: Callable[[int, int], None] | None,
+    *,
+    may_walk: bool = True,
 ) -> set[str]:
-    """rsync the files `manifest()` lists (called once, while rsync's ssh logs in, which is
-    before rsync reads the list), resuming across dropped links: partial files are kept in a
-    hidden folder and continued, whole files already there are skipped by rsync's own check
-    (size and mtime). Symlinks are sent as the files they point to, as the manifest counts
-    them. Returns the names it sent; raises NoRemoteRsync (and notes it on the transport)
-    when the node has none."""
+    """rsync the files the manifest lists, resuming across dropped links: partial files are
+    kept in a hidden folder and continued, whole files already there are skipped by rsync's
+    own check (size and mtime). Symlinks are sent as the files they point to, as the manifest
+    counts them. Returns the names it sent; raises NoRemoteRsync (and notes it on the
+    transport) when the node has none.
+
+    `manifest()` is called once, while rsync's ssh logs in (before rsync reads its list or
+    walks). rsync walks local_dir itself, which is faster than a list it is given (0.15 s on
+    10,000 files), unless `may_walk` is false or the manifest is not `walkable`: then that
+    rsync is stopped (still logging in) and another is given the list (--files-from)."""
     rsh, prefix = transport.rsync_shell()
-    command = [
-        "rsync", "--archive", "--copy-links", "--from0", "--files-from=-",
-        "--partial", "--partial-dir=.gpujobs-partial",
-        "--info=progress2", "--no-human-readable", "--outbuf=N", "--itemize-changes",
-        "--timeout=60", "-e", rsh,
-        f"--rsync-path=sh -c {shlex.quote(_REMOTE_START)} sh {shlex.quote(remote_dir)}",
-        f"{local_dir}/", f"{prefix}{remote_dir}/",
-    ]  # fmt: skip
+
+    def command(walk: bool) -> list[str]:
+        return [
+            "rsync", "--archive", "--copy-links", "--no-devices", "--no-specials",
+            *([] if walk else ["--from0", "--files-from=-"]),
+            "--partial", "--partial-dir=.gpujobs-partial",
+            "--info=progress2", "--no-human-readable", "--outbuf=N", "--itemize-changes",
+            "--timeout=60", "-e", rsh,
+            f"--rsync-path=sh -c {shlex.quote(_REMOTE_START)} sh {shlex.quote(remote_dir)}",
+            f"{local_dir}/", f"{prefix}{remote_dir}/",
+        ]  # fmt: skip
+
     listing = _Listing(manifest)
     last_progress = time.monotonic()
     delay = 0.2
     sent: set[str] = set()
     while True:
-        moved, code, errors = _run(command, listing, progress, sent)
+        walk = may_walk and listing.walkable is not False
+        moved, code, errors = _run(command(walk), listing, progress, sent, walk=walk)
+        if walk and listing.walkable is False:
+            continue  # stopped to be given the list
         if code == 0:
             transport.has_rsync = True
             if progress:
@@ -134,28 +158,39 @@ def push(
 
 
 class _Listing:
-    """rsync's --files-from input, made from the manifest the first time it is fed."""
+    """The manifest, made once (beside the first rsync's login), and rsync's --files-from
+    input made from it."""
 
-    def __init__(self, manifest: Callable[[], Sequence[RemoteFile]]) -> None:
+    def __init__(self, manifest: Callable[[], Manifest]) -> None:
         self.manifest = manifest
         self.data: bytes | None = None
         self.total = 0
+        self.walkable: bool | None = None  # None: not made yet
         self.error: BaseException | None = None
 
-    def feed(self, sink: IO[bytes]) -> None:
-        """Write it to rsync's stdin and close that (in a thread of its own: rsync reads
-        stdin and writes stdout as it pleases, so the two must not wait on each other)."""
+    def feed(self, child: subprocess.Popen[bytes], walk: bool) -> None:
+        """Make the manifest if not made yet; then give rsync the list on its stdin (in a
+        thread of its own: rsync reads stdin and writes stdout as it pleases, so the two must
+        not wait on each other), or stop an rsync that walks where its walk would find other
+        files."""
+        sink = child.stdin
+        assert sink is not None
         try:
             if self.data is None:
-                files = self.manifest()
-                self.total = sum(item.size for item in files)
+                made = self.manifest()
+                self.total = sum(item.size for item in made.files)
                 self.data = b"".join(
-                    item.path.encode("utf-8", "surrogateescape") + b"\0" for item in files
+                    item.path.encode("utf-8", "surrogateescape") + b"\0" for item in made.files
                 )
-            with contextlib.suppress(BrokenPipeError):
-                sink.write(self.data)
+                self.walkable = made.walkable
+            if walk and not self.walkable:
+                child.kill()
+            elif not walk:
+                with contextlib.suppress(BrokenPipeError):
+                    sink.write(self.data)
         except BaseException as exc:  # the manifest's own error: raised in the caller's thread
             self.error = exc
+            child.kill()
         finally:
             with contextlib.suppress(BrokenPipeError):
                 sink.close()
@@ -166,6 +201,8 @@ def _run(
     listing: _Listing,
     progress: Callable[[int, int], None] | None,
     sent_files: set[str],
+    *,
+    walk: bool,
 ) -> tuple[bool, int, str]:
     """One rsync run: (moved any bytes, exit code, stderr); adds what it sent to sent_files."""
     with tempfile.TemporaryFile() as errors:
@@ -173,7 +210,7 @@ def _run(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
         )
         assert child.stdin is not None and child.stdout is not None
-        feeder = threading.Thread(target=listing.feed, args=(child.stdin,), daemon=True)
+        feeder = threading.Thread(target=listing.feed, args=(child, walk), daemon=True)
         feeder.start()
         moved = False
         pending = b""

@@ -132,7 +132,7 @@ def push_dir(
     may send a first copy into an empty folder (or, file by file, many files) as one stream.
     """
     manifest = functools.partial(_local_manifest, local_dir, skip)
-    push = _Push(transport, local_dir, remote_dir, manifest, progress)
+    push = _Push(transport, local_dir, remote_dir, manifest, progress, skips=skip is not None)
     if method != "files" and (route := rsync.route(transport, required=method == "rsync")):
         try:
             return push.by_rsync(route)
@@ -152,14 +152,17 @@ class _Push:
         transport: Transport,
         local_dir: Path,
         remote_dir: str,
-        manifest: Callable[[], list[RemoteFile]],
+        manifest: Callable[[], _Manifest],
         progress: Progress | None,
+        *,
+        skips: bool,
     ) -> None:
         self.transport = transport
         self.local_dir = local_dir
         self.remote_dir = remote_dir
         self._manifest = manifest
-        self._files: list[RemoteFile] | None = None
+        self._made: _Manifest | None = None
+        self.skips = skips  # some files are left out: rsync must be given the list
         self.progress = progress
         self.used: list[str] = []  # ways that moved bytes, in order
         streams = callable(getattr(type(transport), "put_tree", None))
@@ -168,21 +171,31 @@ class _Push:
     @property
     def files(self) -> list[RemoteFile]:
         """The local manifest, made when first needed."""
-        if self._files is None:
-            self._files = self._manifest()
-        return self._files
+        return self.manifest().files
+
+    def manifest(self) -> _Manifest:
+        if self._made is None:
+            self._made = self._manifest()
+        return self._made
 
     def by_rsync(self, route: rsync.RsyncCapable) -> SyncReport:
         if self.streams and self.streams.folder_is_empty(self.remote_dir) and self.files:
             if self._stream(self.files):
                 return self._report(self.files, None)
             # Cut short: every file still goes (the folder was empty); rsync resumes.
-            rsync.push(route, self.local_dir, self.remote_dir, lambda: self.files, self.progress)
+            rsync.push(
+                route, self.local_dir, self.remote_dir, self.manifest, self.progress,
+                may_walk=not self.skips,
+            )  # fmt: skip
             return self._report(self.files, "rsync")
         # rsync's exit status 0 is its own verification (each file it sent was checked whole,
         # the rest matched by size and mtime): no listing of ours before or after. The local
-        # manifest is made while rsync's ssh logs in.
-        sent = rsync.push(route, self.local_dir, self.remote_dir, lambda: self.files, self.progress)
+        # manifest is made while rsync's ssh logs in; rsync walks the folder itself unless
+        # files are skipped or its walk would find others (rsync.push).
+        sent = rsync.push(
+            route, self.local_dir, self.remote_dir, self.manifest, self.progress,
+            may_walk=not self.skips,
+        )  # fmt: skip
         return self._report([item for item in self.files if item.path in sent], "rsync")
 
     def by_files(self) -> SyncReport:
@@ -457,23 +470,34 @@ def _local_file(root: Path, relative: str) -> RemoteFile | None:
     return RemoteFile(path=relative, size=stat.st_size, mtime=stat.st_mtime)
 
 
-def _local_manifest(root: Path, skip: Callable[[str], bool] | None = None) -> list[RemoteFile]:
+@dataclass(frozen=True)
+class _Manifest:
+    files: list[RemoteFile]
+    # rsync walking the folder itself (links followed) finds exactly these files: nothing
+    # skipped, and no link loop, dangling link, unreadable folder or special file on the way.
+    walkable: bool
+
+
+def _local_manifest(root: Path, skip: Callable[[str], bool] | None = None) -> _Manifest:
     """Every regular file below root that `skip` keeps, symlinks followed (a file is sent as
     what it points to; a dangling one is no file to send; a link back to a folder above it is
     not walked again); a folder `skip` refuses (asked with a trailing slash) is not walked.
     One stat per file."""
     files: list[RemoteFile] = []
+    walkable = skip is None
     pending: list[tuple[str, str, frozenset[tuple[int, int]]]] = [("", str(root), frozenset())]
     while pending:
         prefix, folder, above = pending.pop()
         try:
             here = os.stat(folder)
             if (here.st_dev, here.st_ino) in above:
+                walkable = False
                 continue  # a loop
             above = above | {(here.st_dev, here.st_ino)}
             with os.scandir(folder) as entries:
                 found = list(entries)
         except OSError:
+            walkable = False
             continue
         for entry in found:
             relative = prefix + entry.name
@@ -486,10 +510,13 @@ def _local_manifest(root: Path, skip: Callable[[str], bool] | None = None) -> li
                     continue
                 info = entry.stat()
             except OSError:
+                walkable = False
                 continue  # gone since, or a dangling symlink
             if stat.S_ISREG(info.st_mode):
                 files.append(RemoteFile(path=relative, size=info.st_size, mtime=info.st_mtime))
-    return sorted(files, key=lambda item: item.path)
+            else:
+                walkable = False
+    return _Manifest(sorted(files, key=lambda item: item.path), walkable)
 
 
 def _listing(files: list[RemoteFile]) -> dict[str, RemoteFile]:
