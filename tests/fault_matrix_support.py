@@ -106,6 +106,8 @@ class Workload:
     # Put a child in the background that outlives the workload (`sleep 300 &`): teardown must
     # stop it, the launch script's pid having exited by then.
     leaves_child: bool = False
+    # Leave a FIFO among the checkpoints (a pull must skip and report it, not hang or fail).
+    hostile: bool = False
 
     def command(self) -> str:
         noise = f"; head -c {self.ckpt_bytes} /dev/urandom" if self.ckpt_bytes else ""
@@ -115,6 +117,7 @@ class Workload:
             else ""
         )
         child = "sleep 300 > /dev/null 2>&1 &\n" if self.leaves_child else ""
+        hostile = 'mkfifo "$C/a-fifo"\n' if self.hostile else ""
         return (
             f"{child}"
             'C="$GPUJOBS_CKPT_DIR"; last=-1\n'
@@ -127,6 +130,7 @@ class Workload:
             'mv "$C/ckpt.tmp" "$C/$(printf ckpt-%04d.txt $i)"\n'
             f"  i=$((i+1)); sleep {self.pause_s} & wait $!\n"
             "done\n"
+            f"{hostile}"
             "echo done\n"
         )
 
@@ -226,6 +230,7 @@ class Watcher:
         self.logs = bytearray()
         self.notes: list[str] = []
         self.on_log: list[Callable[[bytes], None]] = []
+        self.on_state: list[Callable[[JobState], None]] = []  # run in the driver's thread
         self._entered: dict[JobState, threading.Event] = {s: threading.Event() for s in JobState}
         self._changed = threading.Condition()
 
@@ -238,6 +243,8 @@ class Watcher:
             self.states.append(state)
             self._entered[state].set()
             self._changed.notify_all()
+        for hook in list(self.on_state):
+            hook(state)
 
     def log(self, data: bytes) -> None:
         with self._changed:
@@ -500,16 +507,26 @@ class World:
     fired: list[str] = field(default_factory=list)  # injected transport faults that fired
     cuts: int = 0  # SSH cuts that landed in the scenario's step
     notes: list[str] = field(default_factory=list)  # what the scenario adds to its row
+    stack: contextlib.ExitStack | None = None  # closes what injectors start (an sshd)
+    ssh_host: LoopbackSshd | None = None  # the ssh provider's host (default: `sshd`)
 
     # -- the spec -----------------------------------------------------------------------------
     def spec_text(self, workload: Workload, *, dataset: bool = False, extra: str = "") -> str:
         lines = ["name: fm", f"providers: [{self.provider}]"]
-        if self.provider != "local":
+        if self.provider not in ("local", "ssh"):
             lines += [
                 f"regions: [{', '.join(self.regions)}]",
                 f"resources: {{gpu: {self.gpu}}}",
                 "runtime: host",
                 "budget: {max_hours: 1}",
+            ]
+        if self.provider == "ssh":
+            host = self.ssh_host or self.sshd
+            lines += [
+                "ssh:",
+                f'  hosts: ["{host.target}"]',
+                f"  identity_file: {host.client_key}",
+                f"  workdir: {self.ssh_root}",
             ]
         if dataset:
             lines.append("dataset: {source: ./dataset}")
@@ -554,6 +571,11 @@ class World:
     def runs(self) -> Path:
         return self.tmp_path / "runs"
 
+    @property
+    def ssh_root(self) -> Path:
+        """The ssh provider's `workdir` on its host (this machine)."""
+        return self.tmp_path / "lab host"
+
     # -- what is left -------------------------------------------------------------------------
     def clear_faults(self) -> None:
         if self.aws is not None:
@@ -588,7 +610,9 @@ class World:
             left.append(f"job key {self.home.job_key_dir(job_id).name}")
         if self.provider == "local" and (self.home.work / job_id).exists():
             left.append(f"work folder {job_id}")
-        if self.provider == "local":
+        if self.provider == "ssh" and (self.ssh_root / "work" / job_id).exists():
+            left.append(f"work folder {job_id} on the host")
+        if self.provider in ("local", "ssh"):  # this machine is the host: nothing may run on
             alive = wait_gone(job_id)
         else:  # the node is a VM: what runs there ends with it, unless the cloud still has it
             node_left = any(item.startswith(("instance ", "machine ")) for item in left)
@@ -608,7 +632,7 @@ def make_world(
     tmp_path: Path,
     stack: contextlib.ExitStack,
 ) -> World:
-    world = World(provider, home, store, tmp_path, sshd)
+    world = World(provider, home, store, tmp_path, sshd, stack=stack)
     root = tmp_path / "node" / "opt gpujobs"
     settings = CloudNodeSettings(ssh_user=sshd.user, root=str(root))
     if provider == "aws":
@@ -718,6 +742,11 @@ def make_world(
         from gpujobs.providers.local import LocalProvider
 
         world.cloud = LocalProvider(home.work)
+    elif provider == "ssh":
+        from gpujobs.providers.ssh import SshProvider
+        from gpujobs.remote.ssh import HostKeyPins
+
+        world.cloud = SshProvider(None, HostKeyPins(home.known_hosts))
     else:
         raise ValueError(provider)
     if world.nodes is not None:

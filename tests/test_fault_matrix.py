@@ -386,6 +386,116 @@ def cli_sigint(world: World, scenario: Scenario) -> JobRecord:
     return world.store.job(job.id)
 
 
+def when_state(state: JobState, action: Callable[[World], None]) -> Callable[[World], None]:
+    """An injector that acts the moment the driver has recorded `state` (in its thread): with
+    `kill_9`, the driver dies between that state's record and its first step."""
+
+    def inject(world: World) -> None:
+        def hook(entered: JobState) -> None:
+            if entered is state:
+                world.watcher.on_state.remove(hook)
+                action(world)
+
+        world.watcher.on_state.append(hook)
+
+    return inject
+
+
+def died_then(recovery: str) -> Callable[[World, Scenario], JobRecord]:
+    """The driver dies (`kill_9`, at the scenario's chosen moment); then the user's way back:
+    `attach` adopts the job and finishes it; `down` ends it; `gc` must not touch what a job
+    whose driver is lost still has (it lists it, saying to run `down`), and `down` ends it."""
+
+    def drive(world: World, scenario: Scenario) -> JobRecord:
+        spec = world.spec(scenario.workload, dataset=scenario.dataset, extra=scenario.spec_extra)
+        with pytest.raises(DriverKilled):
+            world.launch(spec)
+        assert world.controller is not None
+        if world.nodes is not None:
+            world.nodes.close_all()  # the dead driver's connections go with it
+        [job] = world.store.jobs()
+        assert not job.state.is_terminal, f"the driver died with the job {job.state.value}"
+        world.notes.append(f"died in {job.state.value}, {recovery}")
+        if recovery == "attach":
+            return world.controller.attach(job.id, CancelToken(), world.watcher)
+        if recovery == "gc":
+            report = world.controller.gc_report()
+            doomed = world.controller.gc_doomed(report, include_unknown=True)
+            assert not [item for item in doomed if item.resource.job_id == job.id], (
+                "gc would delete what a job whose driver is lost still has"
+            )
+            listed = [item for item in report.driver_lost if item.resource.job_id == job.id]
+            world.notes.append(f"gc left {len(listed)} alone")
+        record, _ = world.controller.down(job.id)
+        return record
+
+    return drive
+
+
+def killed_in_each_state(provider: str, recoveries: tuple[str, ...]) -> list[Scenario]:
+    """kill -9 of the driver right after it recorded each lifecycle state, then each way back.
+    Before the workload ran, `down` cancels it (nothing to lose); once it ran, every line and
+    the last checkpoint come home, whichever way back."""
+    rows = []
+    states = [
+        JobState.PROVISIONING,
+        JobState.SETTING_UP,
+        JobState.SYNCING,
+        JobState.RUNNING,  # recorded before the workload is started
+        JobState.COLLECTING,
+        JobState.TEARING_DOWN,
+    ]
+    for state in states:
+        ran = state in (JobState.COLLECTING, JobState.TEARING_DOWN)
+        for recovery in recoveries:
+            ends = SUCCEEDED if recovery == "attach" or ran else CANCELLED
+            rows.append(
+                Scenario(
+                    f"{provider}-died-in-{state.value.lower()}-{recovery}",
+                    f"{provider}: driver killed in {state.value}, then {recovery}",
+                    provider,
+                    together(with_dataset, when_state(state, kill_9)),
+                    expect=ends,
+                    lost="complete" if ends is SUCCEEDED else "none",
+                    workload=Workload(show_data=True),
+                    dataset=True,
+                    drive=died_then(recovery),
+                )
+            )
+    return rows
+
+
+def host_without_sftp(world: World) -> None:
+    """The ssh provider's host is an sshd with no SFTP subsystem (a hardened lab machine)."""
+    from gpujobs.testing.ssh import LoopbackSshd
+
+    assert world.stack is not None
+    server = LoopbackSshd(world.tmp_path / "sshd-no-sftp", sftp=False)  # no space: sshd_config
+    world.ssh_host = world.stack.enter_context(server)
+    world.notes.append("no SFTP")
+
+
+def stopped_by_gpujobs(world: World, record: JobRecord) -> None:
+    """On a cloud the harness ends what runs on a node the cloud deleted, as the VM's end
+    would: checked first, so that the job's processes are known to have been stopped by
+    gpujobs' teardown, not by the harness."""
+    from tests.fault_matrix_support import wait_gone
+
+    alive = wait_gone(record.id)
+    assert not alive, f"{len(alive)} process(es) of the job outlived its teardown"
+    world.notes.append("gpujobs stopped the child")
+
+
+def odd_file_reported(name: str) -> Callable[[World, JobRecord], None]:
+    def check(world: World, record: JobRecord) -> None:
+        said = world.watcher.notes + [event.message for event in world.store.events(record.id)]
+        assert any(name in line for line in said), f"{name} was never reported: {said[-5:]}"
+        assert not (Path(record.runs_dir) / name).exists(), f"{name} came home"
+        world.notes.append(f"{name} skipped, reported")
+
+    return check
+
+
 LONG = Workload(lines=24, pause_s=0.05)
 RESUMING = Workload(lines=16, pause_s=0.1, resumes=True)
 
@@ -854,6 +964,58 @@ SCENARIOS: list[Scenario] = [
             drive=attach_after_the_driver_died,
         )
         for cloud in ("aws", "gcp", "paperspace")
+    ],
+    *killed_in_each_state("local", ("attach", "down", "gc")),
+    Scenario(
+        "ssh-plain",
+        "ssh: a dataset synced, the run, checkpoints home",
+        "ssh",
+        with_dataset,
+        workload=Workload(show_data=True),
+        dataset=True,
+    ),
+    Scenario(
+        "ssh-no-sftp",
+        "ssh: a host without SFTP (files over exec)",
+        "ssh",
+        together(with_dataset, host_without_sftp),
+        workload=Workload(show_data=True),
+        dataset=True,
+    ),
+    Scenario(
+        "ssh-leaves-a-child",
+        "ssh: the workload leaves a background child running",
+        "ssh",
+        workload=Workload(leaves_child=True),
+    ),
+    Scenario(
+        "ssh-driver-dies-attach",
+        "ssh: driver dies mid-run (kill -9, in process), attach",
+        "ssh",
+        when_logged(3, kill_9),
+        workload=LONG,
+        drive=died_then("attach"),
+    ),
+    *killed_in_each_state("ssh", ("attach", "down")),
+    *[
+        Scenario(
+            f"{cloud}-leaves-a-child",
+            f"{cloud}: the workload leaves a background child running",
+            cloud,
+            workload=Workload(leaves_child=True),
+            after=stopped_by_gpujobs,
+        )
+        for cloud in ("aws", "gcp", "paperspace")
+    ],
+    *[
+        Scenario(
+            f"{provider}-fifo-among-checkpoints",
+            f"{provider}: a FIFO among the checkpoints",
+            provider,
+            workload=Workload(hostile=True),
+            after=odd_file_reported("a-fifo"),
+        )
+        for provider in ("local", "ssh", "aws")
     ],
     Scenario(
         "local-sigint",

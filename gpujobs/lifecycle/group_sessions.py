@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from gpujobs.clock import Clock
-from gpujobs.errors import JobFailedError, ProvisioningError
+from gpujobs.errors import JobFailedError, ProvisioningError, TransportError
 from gpujobs.lifecycle.events import CancelToken
 from gpujobs.lifecycle.node_session import NodeSession
 
@@ -123,6 +123,17 @@ class GroupSessions:
             on_log=lambda chunk: self.log(self._prefixed(0, chunk) if others else chunk),
             forced=lambda: self.cancel.forced,
         )
+
+    def stop_leftovers(self, grace_s: float) -> list[str]:
+        """Each node's stray processes stopped (NodeSession.stop_leftovers); returns why a
+        node could not be asked, for a note: teardown still ends it."""
+        problems = []
+        for rank, session in enumerate(self.sessions):
+            try:
+                session.stop_leftovers(grace_s)
+            except TransportError as exc:
+                problems.append(f"node {rank}: {exc}")
+        return problems
 
     # -- the log ------------------------------------------------------------------------------
     def forward_log(self) -> None:

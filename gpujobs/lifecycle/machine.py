@@ -744,6 +744,8 @@ class _Drive:
         self._record(JobState.COLLECTING)
         self.sessions.forward_log()
         self.sessions.flush_log()
+        for problem in self.sessions.stop_leftovers(min(self.lc.config.stop_grace_s, 5.0)):
+            self._note(f"could not stop what the workload left running ({problem})")
         self._pull()
         for node in self.nodes:
             local_log = self._log(node)

@@ -20,6 +20,7 @@ from gpujobs.remote.transport import Transport
 from gpujobs.runtime.bundle import bundle_digest, is_bundle_junk
 from gpujobs.runtime.launcher import env_file, launch_script, node_notify_script
 from gpujobs.runtime.node_layout import NodeLayout
+from gpujobs.runtime.stop_job import STOP_JOB_SCRIPT
 from gpujobs.workloads import jobs_package_dir
 
 # Only once the workload has exited: `.upload-*/exit_code` is written by each uploader's script.
@@ -170,6 +171,18 @@ class NodeSession:
             if code is not None or forced() or clock.monotonic() >= deadline:
                 return code
             clock.sleep(poll_s)
+
+    def stop_leftovers(self, grace_s: float) -> None:
+        """Stop what the workload left running after it ended (`sleep 60 &`, a data loader's
+        stray worker): found on the node by the job's folder in its environment, as teardown
+        finds them (runtime/stop_job.sh). Before the last pull, so nothing still writes the
+        checkpoints as they come home, and before the node is given back, so a node the
+        provider fails to delete runs nothing of the job."""
+        script = STOP_JOB_SCRIPT + "\nexit 0\n"
+        self.transport.run(
+            ["sh", "-c", script, "sh", self.layout.workdir, str(int(grace_s * 10))],
+            timeout=grace_s + 30,
+        )
 
     def push_checkpoints(self, runs_dir: Path) -> SyncReport:
         """Home's checkpoints back onto a node (a restart); the log copy there is not one."""
