@@ -32,6 +32,21 @@ def fill(home: Path, finished: int, driverless: int) -> None:
         )
 
 
+def heavy_modules_loaded(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """Which of typer, pydantic and the spec module `gpujobs ARGV` loads (the quick path loads
+    none), as the list's text."""
+    probe = (
+        f"import sys; sys.argv = ['gpujobs', *{argv!r}]\n"
+        "from gpujobs.cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('typer', 'pydantic', 'gpujobs.spec') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    return loaded.stdout.strip().splitlines()[-1]
+
+
 def test_all_pages_through_every_job_newest_first(tmp_path: Path) -> None:
     fill(tmp_path / "home", 2_950, 0)
     first = gpujobs_cli("status", "--all", "--json")
@@ -70,16 +85,7 @@ def test_quick_status_path_answers_as_the_full_cli_without_loading_typer(tmp_pat
         else:
             assert quick.stdout.splitlines()[:3] == full.stdout.splitlines()[:3]
         assert quick.stderr == full.stderr
-    probe = (
-        "import sys; sys.argv = ['gpujobs', 'status', '--json']\n"
-        "from gpujobs.cli.entry import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('typer', 'pydantic', 'gpujobs.spec') if m in sys.modules))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    )
-    assert loaded.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_loaded(["status", "--json"]) == "[]"
     unknown = gpujobs_cli("status", "--no-such-flag")
     assert unknown.returncode == 2 and "No such option" in unknown.stderr  # typer's own words
     missing = gpujobs_cli("status", "no-such-job")
@@ -126,13 +132,4 @@ def test_quick_budget_path_answers_as_the_full_cli_without_loading_typer(tmp_pat
     assert quick_budget_options(["--all", "--json"]) == (True, True)
     for odd in (["set", "5"], ["--help"], ["--jsn"], ["unset"]):
         assert quick_budget_options(odd) is None, odd
-    probe = (
-        "import sys; sys.argv = ['gpujobs', 'budget', '--json']\n"
-        "from gpujobs.cli.entry import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('typer', 'pydantic', 'gpujobs.spec') if m in sys.modules))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
-    )
-    assert loaded.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_loaded(["budget", "--json"], env) == "[]"
