@@ -533,6 +533,12 @@ class World:
         lines.append(f"command: {json.dumps(workload.command())}")
         return "\n".join(lines) + "\n" + extra
 
+    def spec_text_only(self, workload: Workload, *, extra: str = "") -> Path:
+        """spec.yaml written, not parsed (the CLI is to read it)."""
+        path = self.tmp_path / "spec.yaml"
+        path.write_text(self.spec_text(workload, extra=extra))
+        return path
+
     def spec(self, workload: Workload, *, dataset: bool = False, extra: str = "") -> JobSpec:
         text = self.spec_text(workload, dataset=dataset, extra=extra)
         (self.tmp_path / "spec.yaml").write_text(text)

@@ -87,10 +87,12 @@ class Scenario:
     during: Callable[[World], contextlib.AbstractContextManager[Any]] = lambda world: (
         contextlib.nullcontext()
     )
-    drive: Callable[[World, Scenario], JobRecord] = drive_in_process
+    drive: Callable[[World, Scenario], JobRecord | None] = drive_in_process
     after: Callable[[World, JobRecord], None] | None = None  # extra checks, cleanup
     may_raise: bool = False  # a bug in a provider may reach the CLI, once the job is recorded
     bug: str = ""  # a product bug this scenario shows: xfail(strict) with this reason
+    # Refused before a job exists (the drive returns None): words its one error line must hold.
+    refused: tuple[str, ...] = ()
 
 
 # -- injectors and checks, by cloud ----------------------------------------------------------------
@@ -494,6 +496,21 @@ def odd_file_reported(name: str) -> Callable[[World, JobRecord], None]:
         world.notes.append(f"{name} skipped, reported")
 
     return check
+
+
+def cli_refuses(world: World, scenario: Scenario) -> None:
+    """The real CLI: `gpujobs launch spec.yaml` must refuse it in one line naming the fix,
+    exit code 2, no traceback, before anything starts; and never echo an env value."""
+    world.spec_text_only(scenario.workload, extra=scenario.spec_extra)
+    done = gpujobs_cli("launch", "spec.yaml", cwd=world.tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-500:]
+    for word in scenario.refused:
+        assert word in lines[0], f"the refusal does not say {word!r}: {lines[0][:200]}"
+    assert "x" * 64 not in done.stderr, "the env value was echoed"
+    world.notes.append(lines[0][:60] + ("…" if len(lines[0]) > 60 else ""))
+    return None
 
 
 LONG = Workload(lines=24, pause_s=0.05)
@@ -999,6 +1016,17 @@ SCENARIOS: list[Scenario] = [
     *killed_in_each_state("ssh", ("attach", "down")),
     *[
         Scenario(
+            f"{provider}-env-value-too-long",
+            f"{provider}: an env value of 200 KiB (past Linux's 128 KiB)",
+            provider,
+            spec_extra=f"env: {{BIG_SECRET: {'x' * 200 * 1024}}}\n",
+            drive=cli_refuses,
+            refused=("BIG_SECRET", "env"),
+        )
+        for provider in ("local", "ssh", "aws")
+    ],
+    *[
+        Scenario(
             f"{cloud}-leaves-a-child",
             f"{cloud}: the workload leaves a background child running",
             cloud,
@@ -1091,6 +1119,15 @@ def test_fault_matrix(scenario: Scenario, sshd, home, store, tmp_path) -> None:
             if not scenario.may_raise:
                 problems.append(f"raised {exc.__class__.__name__}: {exc}")
             [record] = store.jobs()
+        if record is None:  # refused before a job existed
+            leaked = world.cloud_leftovers() + [
+                f"job key {path.name}" for path in world.home.keys.glob("*")
+            ]
+            leaked += [f"job {job.id} recorded" for job in store.jobs()]
+            outcome = "; ".join(["refused", *world.notes])
+            ROWS.append((scenario.name, outcome, ", ".join(leaked) or "none", "n/a (never ran)"))
+            assert not leaked, f"left behind: {leaked}"
+            return
         record = store.job(record.id)
         if record.state is not scenario.expect:
             problems.append(f"ended {record.state.value}, expected {scenario.expect.value}")
