@@ -127,7 +127,8 @@ class Workload:
             f"{_RESUME if self.resumes else 'i=0'}; while [ $i -lt {self.lines} ]; do\n"
             '  echo "line $i"; last=$i\n'
             f'  {{ echo $i{noise}; }} > "$C/ckpt.tmp" && '
-            'mv "$C/ckpt.tmp" "$C/$(printf ckpt-%04d.txt $i)"\n'
+            'mv "$C/ckpt.tmp" "$C/$(printf ckpt-%04d.txt $i)" || '
+            '{ echo "cannot save checkpoint $i" >&2; exit 1; }\n'
             f"  i=$((i+1)); sleep {self.pause_s} & wait $!\n"
             "done\n"
             f"{hostile}"

@@ -488,6 +488,27 @@ def stopped_by_gpujobs(world: World, record: JobRecord) -> None:
     world.notes.append("gpujobs stopped the child")
 
 
+def node_disk_of(megabytes: int) -> Callable[[World], None]:
+    """The ssh host's gpujobs folder is on a disk of `megabytes` (a real tmpfs)."""
+
+    def inject(world: World) -> None:
+        from tests.test_home_disk_full import small_disk
+
+        assert world.stack is not None
+        world.stack.enter_context(small_disk(world.ssh_root, megabytes))
+        world.notes.append(f"a {megabytes} MB disk")
+
+    return inject
+
+
+def log_says(words: str) -> Callable[[World, JobRecord], None]:
+    def check(world: World, record: JobRecord) -> None:
+        log = (Path(record.runs_dir) / "job.log").read_text(errors="replace")
+        assert words in log, f"job.log does not say {words!r}"
+
+    return check
+
+
 def odd_file_reported(name: str) -> Callable[[World, JobRecord], None]:
     def check(world: World, record: JobRecord) -> None:
         said = world.watcher.notes + [event.message for event in world.store.events(record.id)]
@@ -1014,6 +1035,17 @@ SCENARIOS: list[Scenario] = [
         drive=died_then("attach"),
     ),
     *killed_in_each_state("ssh", ("attach", "down")),
+    Scenario(
+        "ssh-node-disk-full",
+        "ssh: the host's disk fills with checkpoints mid-run",
+        "ssh",
+        node_disk_of(3),
+        expect=FAILED,
+        cause=("disk is full", "free space there"),
+        lost="prefix",
+        workload=Workload(lines=6, ckpt_bytes=1_000_000),
+        after=both(checkpoint_home, log_says("No space left on device")),
+    ),
     *[
         Scenario(
             f"{provider}-env-value-too-long",

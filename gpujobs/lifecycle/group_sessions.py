@@ -17,6 +17,9 @@ from gpujobs.errors import JobFailedError, ProvisioningError, TransportError
 from gpujobs.lifecycle.events import CancelToken
 from gpujobs.lifecycle.node_session import NodeSession
 
+# Free space below this on the job's disk, with no exit code written, means the disk filled.
+_FULL_DISK_KB = 64
+
 
 class GroupSessions:
     """One NodeSession per node of a job, in rank order; `log` gets the merged log."""
@@ -106,6 +109,15 @@ class GroupSessions:
             if lost := confirmed_loss():
                 raise lost
             where = f"node {rank}: " if len(self.sessions) > 1 else ""
+            free_kb = session.free_disk_kb()
+            if free_kb is not None and free_kb < _FULL_DISK_KB:
+                # Its launch script could not write the exit code: a full disk, not a reboot.
+                raise JobFailedError(
+                    f"{where}the node's disk is full ({free_kb} KiB free in "
+                    f"{session.layout.workdir}): the workload could not write (its exit code "
+                    "included; its log says what failed); free space there, keep fewer "
+                    "checkpoints (checkpoints.keep) or ask for more disk (resources.disk_gb)"
+                )
             raise JobFailedError(
                 f"{where}the workload's process vanished without an exit code "
                 "(killed from outside, or the node rebooted)"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpujobs.clock import Clock
+from gpujobs.errors import TransportError
 from gpujobs.lifecycle.batch_job import BatchJob
 from gpujobs.remote.logs import LogFollower
 from gpujobs.remote.sync import Progress, SyncReport, pull_dir, push_dir
@@ -140,6 +141,16 @@ class NodeSession:
     def stopped_by_node(self) -> str | None:
         """Why the node's own watchdog stopped the job (e.g. "max_hours"), if it did."""
         return self.transport.read(self.layout.stop_reason, 0, 64).decode().strip() or None
+
+    def free_disk_kb(self) -> int | None:
+        """What is free on the disk the job works on, in KiB; None where `df` cannot say."""
+        try:
+            result = self.transport.run(["df", "-Pk", self.layout.workdir], check=False)
+        except TransportError:
+            return None  # the link is what failed: the caller says what it knows
+        lines = result.stdout.splitlines() if result.ok else []
+        fields = lines[1].split() if len(lines) > 1 else []
+        return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
 
     def alive(self) -> bool:
         if self.pid is None:
