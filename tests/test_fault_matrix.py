@@ -509,6 +509,25 @@ def log_says(words: str) -> Callable[[World, JobRecord], None]:
     return check
 
 
+def runs_disk_of(megabytes: int) -> Callable[[World], None]:
+    """This machine's runs folder (where checkpoints come home) is on a disk of `megabytes`."""
+
+    def inject(world: World) -> None:
+        from tests.test_home_disk_full import small_disk
+
+        assert world.stack is not None
+        world.stack.enter_context(small_disk(world.runs, megabytes))
+        world.notes.append(f"a {megabytes} MB disk here")
+
+    return inject
+
+
+def never_restarted(world: World, record: JobRecord) -> None:
+    """A local error is not a lost node: the healthy node was not replaced."""
+    assert record.restarts == 0, f"{record.restarts} restart(s): taken for a lost node"
+    world.notes.append("no restart")
+
+
 def odd_file_reported(name: str) -> Callable[[World, JobRecord], None]:
     def check(world: World, record: JobRecord) -> None:
         said = world.watcher.notes + [event.message for event in world.store.events(record.id)]
@@ -1035,6 +1054,17 @@ SCENARIOS: list[Scenario] = [
         drive=died_then("attach"),
     ),
     *killed_in_each_state("ssh", ("attach", "down")),
+    Scenario(
+        "ssh-home-disk-too-small",
+        "ssh: this machine's disk cannot hold the checkpoints",
+        "ssh",
+        runs_disk_of(4),
+        expect=FAILED,
+        cause=("not enough room for the checkpoints", "they need"),
+        lost="prefix",
+        workload=Workload(lines=3, ckpt_bytes=3_000_000),
+        after=never_restarted,
+    ),
     Scenario(
         "ssh-node-disk-full",
         "ssh: the host's disk fills with checkpoints mid-run",
