@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,10 +177,16 @@ def test_every_frame_goes_to_ffmpeg_at_the_size_and_rate_asked(
     assert not list(out.glob(".walk.mp4*"))  # written under a temporary name, then renamed
 
 
-@pytest.mark.skipif(find_ffmpeg() is not None, reason="an MP4 encoder is present here")
 def test_without_an_encoder_auto_writes_a_gif_and_says_so(
-    dcgan_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dcgan_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A machine with no ffmpeg on PATH and no imageio-ffmpeg, whatever this one has.
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    assert find_ffmpeg() is None
     out = tmp_path / "walk"
     argv = ["--data", str(dcgan_run), "--out", str(out), "--points", "2", "--frames-per-step", "2"]
     assert main([*argv, *ONE_THREAD]) == 0
